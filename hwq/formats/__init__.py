@@ -1,0 +1,36 @@
+"""Golden, integer-exact number formats: the one source of truth.
+
+This package imports no hardware, tool or torch-module code. Every format is a
+:class:`~hwq.formats.base.NumberFormat`; :func:`get_format` builds one by name and
+:func:`from_params` rebuilds one from a manifest's ``format`` entry.
+"""
+
+from ..errors import HwqError
+from .base import NumberFormat, fraction_str
+from .fxp import FixedPoint
+from .golden import accumulate, acc_width, dot, product_lsb_exp, product_range, products
+
+__all__ = ["NumberFormat", "FixedPoint", "FORMATS", "get_format", "from_params", "fraction_str",
+           "accumulate", "acc_width", "dot", "product_lsb_exp", "product_range", "products"]
+
+#: every format class by name
+FORMATS = {cls.name: cls for cls in (FixedPoint,)}
+
+
+def format_class(name):
+    """The format class called ``name``; :class:`HwqError` names the known ones otherwise."""
+    try:
+        return FORMATS[name]
+    except (KeyError, TypeError):
+        raise HwqError(f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
+
+
+def get_format(name, bits, **params):
+    """Build format ``name`` with ``bits`` bits and format-specific ``params``."""
+    return format_class(name)(bits, **params)
+
+
+def from_params(name, params):
+    """Rebuild a format from its name and :meth:`~hwq.formats.base.NumberFormat.params`."""
+    params = dict(params)
+    return get_format(name, params.pop("bits"), **params)

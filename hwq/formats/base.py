@@ -1,0 +1,168 @@
+"""The number-format abstraction every hwq format implements.
+
+A tensor is stored as integer *codes* plus a real *scale* ``s``: ``x ~ s * value(code)``.
+A code is always the bit pattern read as an unsigned integer (``0 <= code < 2**bits``), the
+index of the manifest's codebook. ``value(code)`` is exact and dyadic:
+``value(code) = decode(code) * 2**lsb_exp`` with ``decode`` an integer.
+"""
+
+import abc
+from fractions import Fraction
+
+import numpy as np
+
+from ..errors import HwqError
+from .rounding import check_finite
+
+__all__ = ["NumberFormat", "check_int", "fraction_str"]
+
+
+def check_int(name, value, lo, hi):
+    """Return ``value`` if it is an int in ``[lo, hi]``; raise :class:`HwqError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise HwqError(f"{name} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise HwqError(f"{name} must be between {lo} and {hi}, not {value}")
+    return int(value)
+
+
+def fraction_str(value):
+    """Format an exact :class:`~fractions.Fraction` as ``"p"`` or ``"p/q"``."""
+    value = Fraction(value)
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+class NumberFormat(abc.ABC):
+    """A number format of ``bits`` bits.
+
+    Parameters
+    ----------
+    bits : int
+        Code width.
+    signed : bool
+        Whether the format has negative values.
+
+    Subclasses define :attr:`name`, :attr:`lsb_exp`, :meth:`decode`, :meth:`encode` and
+    :meth:`params`; everything else (codebook, quantize, ranges) follows from those.
+    """
+
+    name = None
+    #: inclusive range of code widths the format supports
+    bit_range = (2, 16)
+
+    def __init__(self, bits, *, signed):
+        self._bits = check_int(f"{self.name} bit width", bits, *self.bit_range)
+        if not isinstance(signed, bool):
+            raise HwqError(f"signed must be True or False, not {signed!r}")
+        self._signed = signed
+
+    @property
+    def bits(self):
+        """Code width in bits."""
+        return self._bits
+
+    @property
+    def signed(self):
+        """Whether the format has negative values."""
+        return self._signed
+
+    @property
+    @abc.abstractmethod
+    def lsb_exp(self):
+        """Exponent of the integer unit: ``value(code) = decode(code) * 2**lsb_exp``."""
+
+    @abc.abstractmethod
+    def params(self):
+        """JSON-able parameters; ``type(self)(**params())`` rebuilds the format."""
+
+    @abc.abstractmethod
+    def _decode(self, codes):
+        """Decode valid int64 ``codes`` to int64 integer values (units of ``2**lsb_exp``)."""
+
+    @abc.abstractmethod
+    def _encode(self, x):
+        """Encode finite float64 ``x`` (format units) to int64 codes (rounding, saturation).
+
+        ``x`` is a scratch array owned by the caller: it may be overwritten.
+        """
+
+    def decode(self, codes):
+        """Integer value of every code, in units of ``2**lsb_exp``.
+
+        Raises :class:`HwqError` on a code outside ``[0, 2**bits)``.
+        """
+        codes = np.asarray(codes)
+        if codes.dtype.kind not in "iu":
+            raise HwqError(f"codes must be integers, not {codes.dtype}")
+        codes = codes.astype(np.int64)
+        if codes.size and (codes.min() < 0 or codes.max() >= 1 << self.bits):
+            raise HwqError(f"codes of {self} must lie in [0, {(1 << self.bits) - 1}]")
+        return self._decode(codes)
+
+    def encode(self, x):
+        """Codes of the representable values nearest ``x`` (given in format units).
+
+        Rounding and saturation are the format's documented rules. NaN/Inf raise
+        :class:`HwqError` before any work.
+        """
+        return self._encode(check_finite(x))
+
+    def quantize(self, x, scale=1.0):
+        """Codes for real tensor ``x`` with scale ``scale``: ``encode(x / scale)``."""
+        scale = float(scale)
+        if not np.isfinite(scale) or scale <= 0:
+            raise HwqError(f"scale must be a finite positive number, not {scale!r}")
+        x = check_finite(x)
+        return self._encode(np.divide(x, scale, out=x))
+
+    def to_real(self, codes, scale=1.0):
+        """Real values ``scale * value(codes)`` as float64 (exact up to float64 rounding)."""
+        return np.ldexp(self.decode(codes).astype(np.float64), self.lsb_exp) * float(scale)
+
+    def fake_quantize(self, x, scale=1.0):
+        """``to_real(quantize(x, scale), scale)``: the value the hardware will see."""
+        return self.to_real(self.quantize(x, scale), scale)
+
+    @property
+    def codes(self):
+        """Every code, ``0 ... 2**bits - 1``, as int64."""
+        return np.arange(1 << self.bits, dtype=np.int64)
+
+    @property
+    def int_values(self):
+        """Integer value of every code (index = code)."""
+        return self._decode(self.codes)
+
+    @property
+    def int_min(self):
+        """Smallest integer value."""
+        return int(self.int_values.min())
+
+    @property
+    def int_max(self):
+        """Largest integer value."""
+        return int(self.int_values.max())
+
+    @property
+    def max_value(self):
+        """Largest real value, ``int_max * 2**lsb_exp``, as float."""
+        return float(np.ldexp(float(self.int_max), self.lsb_exp))
+
+    def codebook(self):
+        """Exact value of every code as a list of :class:`~fractions.Fraction` (index = code)."""
+        unit = Fraction(2) ** self.lsb_exp
+        return [int(v) * unit for v in self.int_values]
+
+    def grid(self):
+        """Sorted distinct integer values (units of ``2**lsb_exp``)."""
+        return np.unique(self.int_values)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.params() == other.params()
+
+    def __hash__(self):
+        return hash((self.name, tuple(sorted(self.params().items()))))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"

