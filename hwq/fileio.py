@@ -26,16 +26,28 @@ def write_atomic(path, text):
         raise
 
 
-def check_writable_dir(path):
-    """Raise :class:`HwqError` unless ``path`` is, or can be created as, a writable directory."""
-    path = Path(path)
-    probe = path
+def _existing_ancestor(path):
+    probe = Path(os.path.abspath(path))
     while not probe.exists():
         probe = probe.parent
+    return probe
+
+
+def check_writable_dir(path):
+    """Raise :class:`HwqError` unless ``path`` is, or can be created as, a writable directory.
+
+    The check really creates (and removes) a directory in the nearest existing ancestor, so it
+    holds for root and for read-only file systems too. Returns ``path`` as a :class:`Path`.
+    """
+    path = Path(path)
+    probe = _existing_ancestor(path)
     if not probe.is_dir():
         raise HwqError(f"output path {path} is not a directory ({probe} is a file); choose another --out")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise HwqError(f"output directory {probe} is not writable; choose another --out or fix its permissions")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".hwq-probe."))
+    except OSError as exc:
+        raise HwqError(f"output directory {path} is not writable ({exc.strerror}); "
+                       "choose another --out or fix its permissions") from None
     return path
 
 
@@ -47,11 +59,10 @@ def staged_output(out_dir):
     Files are moved one by one with :func:`os.replace`, each atomically.
     """
     out_dir = check_writable_dir(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.stage."))
+    stage = Path(tempfile.mkdtemp(dir=_existing_ancestor(out_dir), prefix=f".{out_dir.name}.stage."))
     try:
         yield stage
-        out_dir.mkdir(exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         for item in sorted(stage.iterdir()):
             target = out_dir / item.name
             if item.is_dir():

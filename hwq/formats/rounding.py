@@ -1,7 +1,8 @@
 """Rounding and saturation, specified once for every format.
 
 All functions are vectorized over numpy arrays and exact: they act on float64 values
-without ever adding 0.5 (``floor(y + 0.5)`` rounds 0.49999999999999994 up).
+without ever adding 0.5 (``floor(y + 0.5)`` rounds 0.49999999999999994 up) and without
+``y - floor(y)`` on negative ``y`` (inexact for -0.49999999999999994).
 
 Rounding modes
 --------------
@@ -55,16 +56,17 @@ def round_to_int(y, mode="half_even"):
         return np.floor(y, out=y)
     if mode == "toward_zero":
         return np.trunc(y, out=y)
-    low = np.floor(y)
-    frac = y - low                      # exact: y and floor(y) share the binade or frac is 0
-    up = frac > 0.5
-    if mode == "half_up":
-        up |= frac == 0.5
-    elif mode == "half_away":
-        up |= (frac == 0.5) & (y > 0)
+    magnitude = np.abs(y)
+    low = np.floor(magnitude)
+    rest = magnitude - low              # exact (Sterbenz): low is 0 or within a factor 2 of magnitude
+    above, tie = rest > 0.5, rest == 0.5
+    if mode == "half_away":
+        magnitude = low + (above | tie)
+    elif mode == "half_up":             # ties toward +infinity: up in magnitude only when positive
+        magnitude = low + (above | (tie & (y > 0)))
     else:
         check_rounding(mode)
-    return low + up
+    return np.copysign(magnitude, y, out=magnitude)
 
 
 def saturate(q, lo, hi):

@@ -1,0 +1,169 @@
+"""``python -m hwq.build``: emit every PE's Verilog and manifest, synthesize them, report.
+
+The only module that wires the parts together (:mod:`hwq.pe` emits, :mod:`hwq.synth` measures).
+Everything is checked before any work starts; output is staged in a temporary directory beside
+``--out`` and moved in only when every step has succeeded, so a failed run leaves ``--out`` as it
+was.
+
+Examples
+--------
+``python -m hwq.build``
+    every format's PEs at their default widths into ``rtl_out/``, synthesized for iCE40UP5K
+    (fabric and DSP mapping), ``report.json`` + ``report.md``, and a summary table.
+``python -m hwq.build --format fxp --a-bits 6 --w-bits 4 --no-synth --out build/fxp``
+    one PE, Verilog and manifest only.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import HwqError
+from .fileio import check_writable_dir, staged_output
+from .pe import DEFAULT_WIDTHS, PE_CLASSES, pe_variants, write_pe
+
+__all__ = ["build", "plan_pes", "main"]
+
+MAPPINGS = ("fabric", "dsp", "both")
+
+
+def _formats(names):
+    if not names or "all" in names:
+        return list(PE_CLASSES)
+    return list(dict.fromkeys(names))
+
+
+def plan_pes(formats=None, a_bits=None, w_bits=None, *, pipeline=0, max_terms=1024):
+    """The PEs a build emits, built (and so checked) before any output is written.
+
+    Parameters
+    ----------
+    formats : list of str or None
+        Format names, or ``None`` / ``["all"]`` for every format with a PE.
+    a_bits, w_bits : int or None
+        Widths; ``None`` for both gives each format's :data:`~hwq.pe.DEFAULT_WIDTHS`, one given
+        alone is used for both operands.
+    pipeline, max_terms : int
+        Passed to every PE.
+    """
+    if a_bits is None and w_bits is None:
+        widths = None
+    else:
+        widths = [(a_bits if a_bits is not None else w_bits, w_bits if w_bits is not None else a_bits)]
+    pes = []
+    for fmt in _formats(formats):
+        for a, w in widths or DEFAULT_WIDTHS[fmt] if fmt in DEFAULT_WIDTHS else widths or [(8, 8)]:
+            pes.extend(pe_variants(fmt, a, w, pipeline=pipeline, max_terms=max_terms))
+    names = [pe.module_name for pe in pes]
+    return [pe for i, pe in enumerate(pes) if pe.module_name not in names[:i]]
+
+
+def _synth_jobs(manifests, targets, mapping):
+    from .synth import SynthJob, get_target
+    jobs = []
+    for path in manifests:
+        for name in targets:
+            target = get_target(name)
+            dsp_options = {"fabric": [False], "dsp": [True], "both": [False, True]}[mapping]
+            for dsp in dsp_options:
+                if dsp and not target.has_dsp:
+                    continue
+                jobs.append(SynthJob(path, target=name, dsp=dsp))
+    return jobs
+
+
+def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up5k",), synth=True,
+          mapping="both", jobs=None, pipeline=0, max_terms=1024, log=print):
+    """Emit PEs into ``out`` and, with ``synth``, synthesize them and write the reports.
+
+    Returns
+    -------
+    dict
+        ``manifests`` (list of dicts), ``results`` (synthesis result dicts, empty without
+        ``synth``) and ``timing`` (seconds per step).
+
+    Raises
+    ------
+    HwqError
+        Before any output is written, for every kind of bad input or missing tool.
+    """
+    start = time.perf_counter()
+    pes = plan_pes(formats, a_bits, w_bits, pipeline=pipeline, max_terms=max_terms)
+    out = check_writable_dir(out)
+    if mapping not in MAPPINGS:
+        raise HwqError(f"unknown mapping {mapping!r}; choose one of {', '.join(MAPPINGS)}")
+    if synth:
+        from .synth import check_tools, get_target
+        targets = list(dict.fromkeys(targets))
+        for name in targets:
+            get_target(name)
+        check_tools()
+    timing = {}
+    results = []
+    with staged_output(out) as stage:
+        emit_start = time.perf_counter()
+        manifests = [write_pe(pe, stage) for pe in pes]
+        timing["emit_s"] = time.perf_counter() - emit_start
+        log(f"emitted {len(manifests)} PE(s) in {timing['emit_s']:.1f} s")
+        if synth:
+            from .synth import format_table, synthesize_all, write_report
+            synth_jobs = _synth_jobs([stage / f"{m['module']}.json" for m in manifests], targets, mapping)
+            synth_start = time.perf_counter()
+            results = synthesize_all(synth_jobs, stage / "synth", jobs=jobs)
+            timing["synth_s"] = time.perf_counter() - synth_start
+            write_report(results, stage)
+            log(format_table(results))
+            log(f"synthesized {len(synth_jobs)} job(s) in {timing['synth_s']:.1f} s")
+    timing["total_s"] = time.perf_counter() - start
+    log(f"wrote {out}/ in {timing['total_s']:.1f} s")
+    return {"manifests": manifests, "results": list(results), "timing": timing}
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m hwq.build",
+        description="Emit hwq processing elements as Verilog + manifests and synthesize them for iCE40.")
+    parser.add_argument("--format", action="append", dest="formats", metavar="NAME",
+                        help=f"format to build (repeatable, or 'all'; default all): {', '.join(PE_CLASSES)}")
+    parser.add_argument("--a-bits", type=int, metavar="N", help="activation code width (default: per format)")
+    parser.add_argument("--w-bits", type=int, metavar="N", help="weight code width (default: per format)")
+    parser.add_argument("--out", default="rtl_out", metavar="DIR", help="output directory (default rtl_out)")
+    parser.add_argument("--target", action="append", dest="targets", choices=["up5k", "hx8k"],
+                        help="iCE40 part (repeatable; default up5k)")
+    parser.add_argument("--mapping", choices=MAPPINGS, default="both",
+                        help="multipliers in fabric, in SB_MAC16 DSPs (up5k only), or both (default)")
+    parser.add_argument("--pipeline", type=int, default=0, metavar="N",
+                        help="product register stages (0-4, default 0)")
+    parser.add_argument("--max-terms", type=_positive, default=1024, metavar="K",
+                        help="longest sum the accumulator holds without overflow (default 1024)")
+    parser.add_argument("--no-synth", action="store_true", help="emit Verilog and manifests only")
+    parser.add_argument("--jobs", type=_positive, metavar="N", help="parallel synthesis jobs (default: CPUs)")
+    return parser
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
+    args = _parser().parse_args(argv)
+    try:
+        build(args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
+              synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
+              max_terms=args.max_terms)
+    except HwqError as exc:
+        print(f"hwq.build: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
