@@ -113,8 +113,9 @@ def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up
             results = synthesize_all(synth_jobs, stage / "synth", jobs=jobs)
             timing["synth_s"] = time.perf_counter() - synth_start
             write_report(results, stage)
-            log(format_table(results))
-            log(f"synthesized {len(synth_jobs)} job(s) in {timing['synth_s']:.1f} s")
+            log(format_table(results, timing=True))
+            log(f"synthesized {len(synth_jobs)} job(s) in {timing['synth_s']:.1f} s "
+                f"({jobs or 'one per CPU'} in parallel)")
     timing["total_s"] = time.perf_counter() - start
     log(f"wrote {out}/ in {timing['total_s']:.1f} s")
     return {"manifests": manifests, "results": list(results), "timing": timing}

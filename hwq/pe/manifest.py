@@ -7,6 +7,7 @@ no absolute paths, no timestamps, keys in a fixed order.
 import hashlib
 import importlib.metadata
 import json
+from pathlib import Path
 
 from amaranth.back import verilog
 
@@ -71,7 +72,10 @@ def manifest(pe, verilog_text):
 
 
 def write_pe(pe, out_dir):
-    """Write ``<module>.v`` and ``<module>.json`` for ``pe`` into ``out_dir``; return the manifest."""
+    """Write ``<module>.v`` and ``<module>.json`` for ``pe`` into ``out_dir`` (created if missing);
+    return the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     text = to_verilog(pe)
     data = manifest(pe, text)
     write_atomic(out_dir / data["verilog"], text)

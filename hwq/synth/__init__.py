@@ -1,0 +1,37 @@
+"""iCE40 synthesis of emitted PEs: YoWASP yosys and nextpnr runs, their reports, a power estimate.
+
+Works on Verilog files and manifests only (it imports no front end, no :mod:`hwq.pe`, no
+Amaranth). One module per concern:
+
+* :mod:`~hwq.synth.harness` -- the four-pin register-to-register harness around a PE;
+* :mod:`~hwq.synth.targets` -- the iCE40 parts (``up5k``, ``hx8k``);
+* :mod:`~hwq.synth.tools` -- finding and running the tools;
+* :mod:`~hwq.synth.yosys` -- ``synth_ice40`` and its cell counts;
+* :mod:`~hwq.synth.nextpnr` -- place and route, Fmax and utilisation;
+* :mod:`~hwq.synth.power` -- a first-order iCE40UP5K power estimate;
+* :mod:`~hwq.synth.flow` -- one job and parallel batches of jobs;
+* :mod:`~hwq.synth.report` -- ``report.json``, ``report.md`` and the console table.
+
+Example::
+
+    from hwq.synth import SynthJob, synthesize_all, write_report, format_table
+    results = synthesize_all([SynthJob("rtl_out/fxp_pe_a8_w8.json"),
+                              SynthJob("rtl_out/fxp_pe_a8_w8.json", dsp=True)], "build/synth")
+    write_report(results, "rtl_out")
+    print(format_table(results))
+"""
+
+from .flow import (DEFAULT_FREQ_MHZ, DEFAULT_SEED, POWER_FREQ_MHZ, SynthJob, SynthResults, load_manifest,
+                   synthesize, synthesize_all)
+from .harness import harness_name, harness_verilog
+from .power import estimate_power
+from .report import format_table, report_json, report_markdown, write_report
+from .targets import TARGETS, Target, get_target
+from .tools import SynthError, check_tools
+
+__all__ = [
+    "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults", "load_manifest",
+    "synthesize", "synthesize_all", "harness_name", "harness_verilog", "estimate_power", "format_table",
+    "report_json", "report_markdown", "write_report", "TARGETS", "Target", "get_target", "SynthError",
+    "check_tools",
+]
