@@ -4,7 +4,6 @@ The 8x8 proof against the golden tables is the slowest test (30-50 s: the solver
 8x8 multipliers equal).
 """
 
-
 import pytest
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.back import rtlil
