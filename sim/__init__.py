@@ -1,0 +1,11 @@
+"""cocotb testbenches that drive emitted PE Verilog from its manifest alone.
+
+Modules
+-------
+reference
+    Manifest-only reference model of the PE contract (no hwq import).
+pe_bench
+    The cocotb test module (run inside the simulator).
+runner
+    ``run_bench`` / ``python -m sim.runner``: build and run the bench on Verilator or Icarus.
+"""
