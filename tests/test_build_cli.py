@@ -66,7 +66,7 @@ def test_one_width_sets_both_and_options_reach_the_pe(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "posit"], "unknown format 'posit'; known formats: fxp"),
+    (["--format", "posit"], "unknown format 'posit'; known formats: ant, fxp"),
     (["--a-bits", "1"], "fxp bit width must be between 2 and 16, not 1"),
     (["--w-bits", "17"], "fxp bit width must be between 2 and 16, not 17"),
     (["--pipeline", "9"], "pipeline must be between 0 and 4, not 9"),

@@ -149,7 +149,7 @@ def test_bad_scale_and_codes():
 def test_registry():
     assert get_format("fxp", 6, frac=2) == FixedPoint(6, frac=2)
     assert from_params("fxp", FixedPoint(5, frac=-3, signed=False).params()) == FixedPoint(5, frac=-3, signed=False)
-    with pytest.raises(HwqError, match="unknown format 'posit'; known formats: fxp"):
+    with pytest.raises(HwqError, match="unknown format 'posit'; known formats: ant, fxp"):
         get_format("posit", 8)
 
 

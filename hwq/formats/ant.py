@@ -1,0 +1,253 @@
+"""ANT: int, power-of-two (PoT), float and flint, with the type chosen per tensor.
+
+``n`` is the total bit width and ``B`` the magnitude width: ``B = n - 1`` for signed types,
+``B = n`` for unsigned ones. int is two's complement; PoT, float and flint are sign-magnitude
+(sign bit on top; ``+0`` and ``-0`` both decode to 0, and :meth:`~Ant.encode` writes ``+0``).
+Integer values, before the scale ``2**exp_base`` (code = bit pattern ``c``, magnitude ``r`` its low
+``B`` bits):
+
+``int``
+    ``c`` (unsigned) or its two's-complement reading (signed).
+``pot``
+    ``0`` for ``r = 0``, else ``2**(r - 1)``: ``{0} U {2**i : i <= 2**B - 2}``. At most 5 magnitude
+    bits (2**30), beyond which no accumulator is practical (ANT itself forces wide tensors to int).
+``float``
+    ``E = min(3, B)`` exponent bits ``e`` over ``M = B - E`` mantissa bits ``m``, with subnormals and
+    no inf/NaN: ``m`` for ``e = 0``, ``(2**M + m) << (e - 1)`` otherwise.
+``flint``
+    (ANT's "first-one" float-int hybrid.) Let ``t`` be the top magnitude bit, ``r'`` the low
+    ``B - 1`` bits and ``z`` the leading zeros of ``r'`` within ``B - 1`` bits. ``t = 0``: the value
+    is ``r'`` (the lower half of the code space is plain int). ``t = 1``: exponent
+    ``e = (B - 1) + z`` and mantissa the ``k = max(0, B - 2 - z)`` bits after the first one of
+    ``r'``, value ``2**e * (1 + mant / 2**k)``; ``r' = 0`` is the maximum, ``2**(2B - 2)``.
+    The exponent is the top bit plus a unary (first-one) prefix, so mid-range codes keep the most
+    mantissa bits. 4-bit unsigned: ``0..7, 8, 10, 12, 14, 16, 24, 32, 64``.
+
+For the processing element every value is ``(sign, i, s)`` with ``value = i << s``
+(:meth:`Ant.decompose`): int ``s = 0``; PoT ``i = 1``; float ``i = 2**M + m``, ``s = e - 1`` (or the
+subnormal ``i = m``, ``s = 0``); flint ``i = 2**k + mant``, ``s = 2z + 1`` (``i = 1``,
+``s = 2B - 2`` for ``r' = 0``).
+
+Encoding (ANT's reference): nearest grid value, **ties to the larger grid value** (toward
++infinity), saturation at both ends.
+
+Type selection (:func:`select_type`, ANT's reference): for every candidate type, sweep the clip
+value ``alpha = max|x| * i / 100`` for ``i = 75 ... 149`` (weights per output channel, activations
+per tensor) with scale ``alpha / max(grid)``, keep each channel's least-MSE ``alpha``; the type's
+score is the summed per-channel MSE, and the least score wins.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import HwqError
+from .base import NumberFormat, check_int
+from .rounding import check_finite
+
+__all__ = ["Ant", "ANT_KINDS", "TypeChoice", "select_type"]
+
+#: the ANT number types
+ANT_KINDS = ("int", "pot", "float", "flint")
+
+#: most magnitude bits of a PoT type
+POT_MAX_MAGNITUDE_BITS = 5
+
+
+def _flint_parts(r, B):
+    """(i, s) of flint magnitude ``r`` (B bits), as Python ints."""
+    top, low = r >> (B - 1), r & ((1 << (B - 1)) - 1)
+    if not top:
+        return low, 0
+    if low == 0:
+        return 1, 2 * B - 2
+    z = (B - 1) - low.bit_length()
+    k = max(0, B - 2 - z)
+    mant = low & ((1 << k) - 1)
+    return (1 << k) + mant, 2 * z + 1
+
+
+def _float_parts(r, B):
+    E = min(3, B)
+    M = B - E
+    e, m = r >> M, r & ((1 << M) - 1)
+    if e == 0:
+        return m, 0
+    return (1 << M) + m, e - 1
+
+
+class Ant(NumberFormat):
+    """An ANT number type.
+
+    Parameters
+    ----------
+    bits : int
+        Total width, 3 to 8.
+    kind : str
+        ``"int"``, ``"pot"``, ``"float"`` or ``"flint"``.
+    signed : bool
+        Signed (weights; activations with negatives) or unsigned (post-ReLU activations).
+    exp_base : int
+        Exponent of the unit: ``value = decode(code) * 2**exp_base`` (-32 to 32).
+    """
+
+    name = "ant"
+    bit_range = (3, 8)
+
+    def __init__(self, bits, *, kind="flint", signed=True, exp_base=0):
+        super().__init__(bits, signed=signed)
+        if kind not in ANT_KINDS:
+            raise HwqError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
+        self._kind = kind
+        self._exp_base = check_int("ANT exp_base", exp_base, -32, 32)
+        if kind == "pot" and self.magnitude_bits > POT_MAX_MAGNITUDE_BITS:
+            raise HwqError(f"ANT pot supports at most {POT_MAX_MAGNITUDE_BITS} magnitude bits "
+                           f"({POT_MAX_MAGNITUDE_BITS + 1} bits signed), not {self.magnitude_bits}; use int or flint")
+        parts = [self._parts(code) for code in range(1 << bits)]
+        self._sign = np.array([p[0] for p in parts], dtype=np.int64)
+        self._mant = np.array([p[1] for p in parts], dtype=np.int64)
+        self._shift = np.array([p[2] for p in parts], dtype=np.int64)
+        self._table = np.where(self._sign == 1, -1, 1) * (self._mant << self._shift)
+        self._grid, first = np.unique(self._table, return_index=True)
+        self._grid_codes = first.astype(np.int64)        # lowest code of each value: +0, not -0
+
+    @property
+    def kind(self):
+        """Number type."""
+        return self._kind
+
+    @property
+    def exp_base(self):
+        """Exponent of the unit."""
+        return self._exp_base
+
+    @property
+    def magnitude_bits(self):
+        """``B``: ``bits - 1`` when signed, else ``bits``."""
+        return self.bits - 1 if self.signed else self.bits
+
+    @property
+    def lsb_exp(self):
+        return self._exp_base
+
+    def params(self):
+        return {"bits": self.bits, "kind": self.kind, "signed": self.signed, "exp_base": self.exp_base}
+
+    def _parts(self, code):
+        B = self.magnitude_bits
+        if self.kind == "int":
+            if self.signed and code >> B:
+                return 1, (1 << self.bits) - code, 0
+            return 0, code, 0
+        sign, r = (code >> B, code & ((1 << B) - 1)) if self.signed else (0, code)
+        if self.kind == "pot":
+            return sign, (1 if r else 0), max(r - 1, 0)
+        i, s = (_float_parts if self.kind == "float" else _flint_parts)(r, B)
+        return sign, i, s
+
+    def decompose(self, codes):
+        """``(sign, i, s)`` arrays with ``decode(code) = (-1)**sign * (i << s)``.
+
+        For the two's-complement most negative int code, ``i = 2**(bits - 1)``.
+        """
+        codes = self._codes(codes)
+        return self._sign[codes], self._mant[codes], self._shift[codes]
+
+    def _codes(self, codes):
+        codes = np.asarray(codes)
+        self.decode(codes)                                 # validates
+        return codes.astype(np.int64)
+
+    def _decode(self, codes):
+        return self._table[codes]
+
+    def _encode(self, x):
+        x *= 2.0 ** -self._exp_base
+        grid = self._grid
+        upper = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
+        lower_value = grid[upper - 1].astype(np.float64)
+        upper_value = grid[upper].astype(np.float64)
+        # exact: grid values are integers below 2**52, so their midpoint is exact in float64
+        pick_upper = x >= (lower_value + upper_value) / 2
+        return self._grid_codes[np.where(pick_upper, upper, upper - 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeChoice:
+    """Result of :func:`select_type`.
+
+    Attributes
+    ----------
+    format : Ant
+        The chosen type.
+    scale : numpy.ndarray
+        Per-channel scales of the chosen type (shape ``(channels,)``; one entry per tensor).
+    mse : dict of str to float
+        Every candidate type's summed per-channel mean squared error, so the choice can be read.
+    """
+
+    format: Ant
+    scale: np.ndarray
+    mse: dict
+
+
+def _best_alpha(x, fmt, peak):
+    """Per-channel least-MSE scale and MSE of ``fmt`` over ANT's alpha sweep; ``x`` is 2-D."""
+    top = fmt.max_value
+    best_mse = np.full(x.shape[0], np.inf)
+    best_scale = np.ones(x.shape[0])
+    for i in range(75, 150):
+        scale = np.where(peak > 0, peak * (i / 100) / top, 1.0)
+        q = fmt.to_real(fmt._encode(x / scale[:, None]), 1.0) * scale[:, None]
+        mse = np.mean((q - x) ** 2, axis=1)
+        better = mse < best_mse
+        best_mse = np.where(better, mse, best_mse)
+        best_scale = np.where(better, scale, best_scale)
+    return best_scale, best_mse
+
+
+def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_axis=None):
+    """Choose the ANT type with the least quantization error for tensor ``x``.
+
+    Parameters
+    ----------
+    x : array-like
+        The tensor (NaN/Inf raise :class:`HwqError`).
+    bits : int
+        Total width.
+    kinds : sequence of str
+        Candidate types; a PoT candidate too wide for ``bits`` is left out.
+    signed : bool or None
+        ``None``: signed when ``x`` has negative values (ANT's rule for activations).
+    channel_axis : int or None
+        Axis of output channels for per-channel scales (weights: 0), or ``None`` for one scale.
+
+    Returns
+    -------
+    TypeChoice
+    """
+    x = check_finite(x, "tensor")
+    if x.size == 0:
+        raise HwqError("cannot choose an ANT type for an empty tensor")
+    if signed is None:
+        signed = bool((x < 0).any())
+    elif not signed and (x < 0).any():
+        raise HwqError("an unsigned ANT type cannot hold negative values; use signed=True")
+    rows = np.moveaxis(x, channel_axis, 0).reshape(x.shape[channel_axis], -1) if channel_axis is not None \
+        else x.reshape(1, -1)
+    peak = np.abs(rows).max(axis=1)
+    results = {}
+    for kind in dict.fromkeys(kinds):
+        if kind not in ANT_KINDS:
+            raise HwqError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
+        try:
+            fmt = Ant(bits, kind=kind, signed=signed)
+        except HwqError:
+            if kind == "pot":
+                continue
+            raise
+        scale, mse = _best_alpha(rows, fmt, peak)
+        results[kind] = (fmt, scale, float(mse.sum()))
+    best = min(results, key=lambda k: (results[k][2], list(results).index(k)))
+    fmt, scale, _ = results[best]
+    return TypeChoice(fmt, scale, {k: v[2] for k, v in results.items()})

@@ -1,0 +1,180 @@
+"""Golden ANT types: value sets from FORMATS.md, an independent bit-level decoder, the encoder's
+tie rule, and per-tensor type selection."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from hwq.errors import HwqError
+from hwq.formats import from_params, get_format
+from hwq.formats.ant import ANT_KINDS, Ant, select_type
+
+# FORMATS.md, section ant: 4-bit value sets in integer units
+FORMATS_MD_4BIT = {
+    ("int", False): set(range(16)),
+    ("int", True): set(range(-8, 8)),
+    ("pot", False): {0} | {2 ** i for i in range(15)},
+    ("pot", True): {0} | {s * 2 ** i for i in range(7) for s in (1, -1)},
+    ("float", False): {0, 1, 2, 3} | {m << e for e in range(1, 7) for m in (2, 3)},
+    ("float", True): {0} | {s * 2 ** i for i in range(7) for s in (1, -1)},
+    ("flint", False): set(range(8)) | {8, 10, 12, 14, 16, 24, 32, 64},
+    ("flint", True): {0} | {s * v for v in (1, 2, 3, 4, 6, 8, 16) for s in (1, -1)},
+}
+
+
+@pytest.mark.parametrize("kind, signed", sorted(FORMATS_MD_4BIT))
+def test_4bit_value_sets_are_the_formats_md_tables(kind, signed):
+    fmt = Ant(4, kind=kind, signed=signed)
+    assert set(fmt.int_values.tolist()) == FORMATS_MD_4BIT[kind, signed]
+
+
+def test_flint8_unsigned_layout():
+    values = Ant(8, kind="flint", signed=False).int_values
+    assert values[:128].tolist() == list(range(128))
+    assert values.max() == 16384
+    assert sorted(values[128:].tolist())[:4] == [128, 130, 132, 134]        # step 2, then 8, 32, ...
+    upper = sorted(set(values[128:].tolist()))
+    assert [b - a for a, b in zip(upper, upper[1:])][63:65] == [2, 8]
+
+
+def reference_value(code, bits, kind, signed):
+    """Bit-string reading of FORMATS.md's layouts, independent of hwq's implementation."""
+    text = format(code, f"0{bits}b")
+    if kind == "int":
+        return code - (1 << bits) if signed and text[0] == "1" else code
+    sign, mag = (-1 if text[0] == "1" else 1, text[1:]) if signed else (1, text)
+    B = len(mag)
+    if kind == "pot":
+        return sign * (0 if int(mag, 2) == 0 else 2 ** (int(mag, 2) - 1))
+    if kind == "float":
+        E = min(3, B)
+        e, m = int(mag[:E], 2), mag[E:]
+        frac = Fraction(int(m, 2), 2 ** len(m)) if m else Fraction(0)
+        value = frac * 2 if e == 0 else (1 + frac) * 2 ** e
+        return sign * int(value / 2 * 2 ** len(m))
+    rest = mag[1:]
+    if mag[0] == "0":
+        return sign * int(rest, 2) if rest else 0
+    if "1" not in rest:
+        return sign * 2 ** (2 * B - 2)
+    z = rest.index("1")
+    mant = rest[z + 1:]
+    return sign * int(2 ** (B - 1 + z) * (1 + (Fraction(int(mant, 2), 2 ** len(mant)) if mant else 0)))
+
+
+def ant_formats():
+    out = []
+    for bits in range(3, 9):
+        for kind in ANT_KINDS:
+            for signed in (False, True):
+                try:
+                    out.append(Ant(bits, kind=kind, signed=signed))
+                except HwqError:
+                    assert kind == "pot"
+    return out
+
+
+@pytest.mark.parametrize("fmt", ant_formats(), ids=repr)
+def test_decode_matches_the_bit_level_reference(fmt):
+    expected = [reference_value(c, fmt.bits, fmt.kind, fmt.signed) for c in range(1 << fmt.bits)]
+    assert fmt.int_values.tolist() == expected
+    sign, i, s = fmt.decompose(fmt.codes)
+    assert (np.where(sign == 1, -1, 1) * (i << s)).tolist() == expected
+
+
+def test_pe_decomposition_ranges_of_flint4():
+    _, i, s = Ant(4, kind="flint", signed=False).decompose(np.arange(16))
+    assert i.max() <= 7 and set(s.tolist()) == {0, 1, 3, 5, 6}
+    _, i, s = Ant(4, kind="flint", signed=True).decompose(np.arange(16))
+    assert i.max() <= 3 and set(s.tolist()) == {0, 1, 3, 4}
+
+
+@pytest.mark.parametrize("fmt", ant_formats(), ids=repr)
+def test_encode_is_nearest_with_ties_to_the_larger_value(fmt):
+    grid = np.unique(fmt.int_values)
+    midpoints = (grid[:-1] + grid[1:]) / 2
+    probes = np.concatenate([grid, midpoints, midpoints - 0.25, midpoints + 0.25, [grid[0] - 1e6, grid[-1] + 1e6]])
+    got = fmt.decode(fmt.encode(probes))
+    for x, value in zip(probes, got):
+        distance = np.abs(grid - x)
+        nearest = grid[distance == distance.min()]
+        assert value == nearest.max(), (x, value, nearest)
+
+
+@pytest.mark.parametrize("fmt", ant_formats(), ids=repr)
+def test_encode_writes_plus_zero_and_inverts_decode(fmt):
+    codes = fmt.encode(fmt.int_values.astype(float))
+    assert fmt.decode(codes).tolist() == fmt.int_values.tolist()
+    assert fmt.encode([0.0, -0.0, -1e-9]).tolist() == [0, 0, 0]
+
+
+@given(st.sampled_from(ant_formats()), st.lists(st.floats(-1e5, 1e5), min_size=2, max_size=40))
+def test_quantize_is_monotone_and_idempotent(fmt, xs):
+    xs = np.sort(np.array(xs))
+    values = fmt.to_real(fmt.encode(xs))
+    assert np.all(np.diff(values) >= 0)
+    np.testing.assert_array_equal(fmt.to_real(fmt.encode(values)), values)
+
+
+def test_exp_base_scales_the_codebook():
+    fmt = Ant(4, kind="flint", signed=False, exp_base=-3)
+    assert fmt.codebook()[:3] == [0, Fraction(1, 8), Fraction(1, 4)]
+    assert max(fmt.codebook()) == 8
+    assert from_params("ant", fmt.params()) == fmt
+    assert get_format("ant", 4, kind="int") == Ant(4, kind="int")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(bits=2), "between 3 and 8"),
+    (dict(bits=9), "between 3 and 8"),
+    (dict(bits=4, kind="posit"), "unknown ANT type 'posit'"),
+    (dict(bits=8, kind="pot"), "at most 5 magnitude bits"),
+    (dict(bits=4, exp_base=40), "exp_base"),
+])
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(HwqError, match=match):
+        Ant(**kwargs)
+
+
+def test_type_selection_prefers_flint_for_gaussian_and_int_for_uniform():
+    rng = np.random.default_rng(0)
+    gaussian = select_type(rng.standard_normal((8, 4608)), 4, channel_axis=0)   # 3x3x512 conv filters
+    assert gaussian.format == Ant(4, kind="flint", signed=True)
+    assert gaussian.mse["flint"] < gaussian.mse["int"] < gaussian.mse["pot"]
+    uniform = select_type(rng.uniform(-1, 1, (8, 4608)), 4, channel_axis=0)
+    assert uniform.format.kind == "int"
+    assert uniform.mse["int"] < uniform.mse["flint"]
+    assert uniform.scale.shape == (8,)
+
+
+def test_type_selection_is_the_least_summed_mse_of_the_sweep():
+    rng = np.random.default_rng(1)
+    x = rng.laplace(size=(3, 500))
+    choice = select_type(x, 4, channel_axis=0)
+    for kind, total in choice.mse.items():
+        fmt = Ant(4, kind=kind, signed=True)
+        best = 0.0
+        for row in x:
+            peak = np.abs(row).max()
+            best += min(np.mean((fmt.fake_quantize(row, peak * i / 100 / fmt.max_value) - row) ** 2)
+                        for i in range(75, 150))
+        assert total == pytest.approx(best, rel=1e-12)
+    assert choice.format.kind == min(choice.mse, key=choice.mse.get)
+    fmt = choice.format
+    for row, scale in zip(x, choice.scale):
+        assert np.mean((fmt.fake_quantize(row, scale) - row) ** 2) <= \
+            np.mean((fmt.fake_quantize(row, np.abs(row).max() / fmt.max_value) - row) ** 2)
+
+
+def test_type_selection_signedness_and_errors():
+    assert select_type(np.abs(np.arange(-5.0, 5.0)), 4).format.signed is False
+    assert select_type(np.arange(-5.0, 5.0), 4).format.signed is True
+    assert "pot" not in select_type(np.arange(10.0), 8).mse       # 8-bit PoT is left out
+    with pytest.raises(HwqError, match="empty"):
+        select_type([], 4)
+    with pytest.raises(HwqError, match="NaN/Inf"):
+        select_type([1.0, np.inf], 4)
+    with pytest.raises(HwqError, match="negative"):
+        select_type([-1.0, 1.0], 4, signed=False)
