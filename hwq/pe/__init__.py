@@ -6,18 +6,19 @@
 
 from ..errors import HwqError
 from ..formats import format_class
+from .ant import AntPE
 from .base import ProcessingElement
 from .fxp import FixedPointPE
 from .manifest import manifest, to_verilog, write_pe
 
-__all__ = ["ProcessingElement", "FixedPointPE", "PE_CLASSES", "DEFAULT_WIDTHS", "pe_variants",
+__all__ = ["ProcessingElement", "FixedPointPE", "AntPE", "PE_CLASSES", "DEFAULT_WIDTHS", "pe_variants",
            "manifest", "to_verilog", "write_pe"]
 
 #: PE class of every format that has one
-PE_CLASSES = {cls.kind: cls for cls in (FixedPointPE,)}
+PE_CLASSES = {cls.kind: cls for cls in (FixedPointPE, AntPE)}
 
 #: (activation bits, weight bits) the default build emits per format
-DEFAULT_WIDTHS = {"fxp": [(8, 8), (4, 4)]}
+DEFAULT_WIDTHS = {"fxp": [(8, 8), (4, 4)], "ant": [(4, 4), (8, 8)]}
 
 
 def pe_variants(fmt, a_bits, w_bits, **kwargs):
@@ -25,4 +26,4 @@ def pe_variants(fmt, a_bits, w_bits, **kwargs):
     format_class(fmt)
     if fmt not in PE_CLASSES:
         raise HwqError(f"format {fmt!r} has no processing element yet; choose one of {', '.join(PE_CLASSES)}")
-    return [PE_CLASSES[fmt].from_bits(a_bits, w_bits, **kwargs)]
+    return PE_CLASSES[fmt].variants(a_bits, w_bits, **kwargs)

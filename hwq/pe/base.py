@@ -67,7 +67,7 @@ class ProcessingElement(wiring.Component):
         self._w_format = w_format
         self._max_terms = check_int("max_terms", max_terms, 1, 1 << 24)
         self._pipeline = check_int("pipeline", pipeline, 0, MAX_PIPELINE)
-        self._acc_width = acc_width(a_format, w_format, self._max_terms)
+        self._acc_width = max(acc_width(a, w, self._max_terms) for a, w in self.format_pairs())
         super().__init__({
             "a": In(self.code_shape(a_format)),
             "w": In(self.code_shape(w_format)),
@@ -122,6 +122,18 @@ class ProcessingElement(wiring.Component):
         if self._max_terms != 1024:
             name += f"_k{self._max_terms}"
         return name
+
+    @classmethod
+    def variants(cls, a_bits, w_bits, **kwargs):
+        """The PEs the build emits at ``a_bits`` x ``w_bits``: one, from ``from_bits``."""
+        return [cls.from_bits(a_bits, w_bits, **kwargs)]
+
+    def format_pairs(self):
+        """Every (activation, weight) format pair the PE computes; the accumulator holds them all.
+
+        One pair, ``(a_format, w_format)``, unless the number types are chosen at run time.
+        """
+        return [(self._a_format, self._w_format)]
 
     def name_suffixes(self):
         """Extra parts of :attr:`module_name` for non-default parameters (none here)."""

