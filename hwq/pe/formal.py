@@ -40,8 +40,8 @@ from ..formats import NumberFormat, acc_width, product_range
 from ..formats.golden import signed_width
 from .base import ProcessingElement
 
-__all__ = ["AccumulatorProperties", "golden_value", "golden_product", "ProofResult", "prove",
-           "formal_tools", "TABLE_MAX_BITS"]
+__all__ = ["AccumulatorProperties", "AntDecoderProperties", "golden_value", "golden_product", "ProofResult",
+           "prove", "prove_component", "formal_tools", "TABLE_MAX_BITS"]
 
 #: widest code the default golden table reference supports
 TABLE_MAX_BITS = 10
@@ -268,6 +268,61 @@ prep -top {name}
 """
 
 
+def prove_component(component, workdir, *, name, depth, timeout=300):
+    """Prove the ``Assert`` statements of ``component`` by k-induction with ``yowasp-sby``.
+
+    Parameters
+    ----------
+    component : wiring.Component
+        A property wrapper (fresh: it is elaborated here); its ports are free inputs.
+    workdir : path-like
+        Directory for ``<name>.il``, ``<name>.sby`` and sby's ``<name>/`` output (created).
+    name : str
+        Top-level name.
+    depth : int
+        Steps of the base case and of the induction.
+    timeout : float
+        Seconds before sby is stopped (status ``TIMEOUT``).
+
+    Returns
+    -------
+    ProofResult
+    """
+    env = formal_tools()
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise HwqError(f"depth must be a positive integer, not {depth!r}")
+    text = rtlil.convert(component, name=name, emit_src=False)
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_atomic(workdir / f"{name}.il", text)
+    write_atomic(workdir / f"{name}.sby", _SBY.format(name=name, depth=depth))
+
+    start = time.monotonic()
+    # a session of its own, so that a timeout can stop everything sby started
+    proc = subprocess.Popen(["yowasp-sby", "-f", f"{name}.sby"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+        status = "ERROR"
+        for line in log.splitlines():
+            if " DONE (" in line:
+                status = line.split(" DONE (", 1)[1].split(",")[0].split(")")[0].strip()
+    except subprocess.TimeoutExpired:
+        proc.terminate()                  # sby stops its engines' process groups on SIGTERM
+        try:
+            log, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            log, _ = proc.communicate()
+        status = "TIMEOUT"
+    seconds = time.monotonic() - start
+    traces = sorted((workdir / name).glob("engine_*/trace*.vcd"))
+    return ProofResult(passed=status == "PASS", status=status, log=log, workdir=workdir,
+                       trace=traces[0] if traces else None, seconds=seconds)
+
+
 def prove(pe, workdir, *, depth=None, name=None, timeout=300, **properties):
     """Prove the port contract of ``pe`` by k-induction with ``yowasp-sby``.
 
@@ -299,39 +354,41 @@ def prove(pe, workdir, *, depth=None, name=None, timeout=300, **properties):
     HwqError
         A tool is missing, or the wrapper rejects the PE; before any file is written.
     """
-    env = formal_tools()
-    depth = pe.latency + 3 if depth is None else depth
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise HwqError(f"depth must be a positive integer, not {depth!r}")
+    formal_tools()
     wrapper = AccumulatorProperties(pe, **properties)
-    name = f"{pe.module_name}_formal" if name is None else name
-    text = rtlil.convert(wrapper, name=name, emit_src=False)
+    return prove_component(wrapper, workdir, name=f"{pe.module_name}_formal" if name is None else name,
+                           depth=pe.latency + 3 if depth is None else depth, timeout=timeout)
 
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_atomic(workdir / f"{name}.il", text)
-    write_atomic(workdir / f"{name}.sby", _SBY.format(name=name, depth=depth))
 
-    start = time.monotonic()
-    # a session of its own, so that a timeout can stop everything sby started
-    proc = subprocess.Popen(["yowasp-sby", "-f", f"{name}.sby"], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=timeout)
-        status = "ERROR"
-        for line in log.splitlines():
-            if " DONE (" in line:
-                status = line.split(" DONE (", 1)[1].split(",")[0].split(")")[0].strip()
-    except subprocess.TimeoutExpired:
-        proc.terminate()                  # sby stops its engines' process groups on SIGTERM
-        try:
-            log, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            log, _ = proc.communicate()
-        status = "TIMEOUT"
-    seconds = time.monotonic() - start
-    traces = sorted((workdir / name).glob("engine_*/trace*.vcd"))
-    return ProofResult(passed=status == "PASS", status=status, log=log, workdir=workdir,
-                       trace=traces[0] if traces else None, seconds=seconds)
+class AntDecoderProperties(wiring.Component):
+    """Formal wrapper asserting that an :class:`~hwq.pe.ant.AntDecoder` gives the golden
+    ``(sign, i, s)`` of :meth:`hwq.formats.ant.Ant.decompose` for every code of every type.
+
+    The code and the type index are free inputs (the type assumed in range). Prove it with
+    :func:`prove_component` at depth 1: the decoder is combinational.
+    """
+
+    def __init__(self, decoder):
+        self._decoder = decoder
+        members = {"code": In(decoder.code.shape())}
+        if "kind" in decoder.signature.members:
+            members["kind"] = In(decoder.kind.shape())
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        dec = m.submodules.decoder = self._decoder
+        m.d.comb += dec.code.eq(self.code)
+        formats = dec.formats
+        if len(formats) > 1:
+            m.d.comb += [dec.kind.eq(self.kind), Assume(self.kind < len(formats))]
+        for index, fmt in enumerate(formats):
+            sign, i, s = fmt.decompose(fmt.codes)
+            selected = (self.kind == index) if len(formats) > 1 else 1
+            with m.If(selected):
+                with m.Switch(self.code):
+                    for code in range(1 << fmt.bits):
+                        with m.Case(code):
+                            m.d.comb += Assert((dec.sign == int(sign[code])) & (dec.i == int(i[code]))
+                                               & (dec.s == int(s[code])))
+        return m
