@@ -54,10 +54,10 @@ def verification(rows, work):
     manifest = work / "pe" / "fxp_pe_a8_w8.json"
     for simulator in available_simulators():
         start = time.perf_counter()
-        run_bench(manifest, simulator, work / f"sim-{simulator}", testcase="exhaustive", log=False)
+        run_bench(manifest, simulator, work / f"sim-{simulator}", testcase="exhaustive")
         cold = time.perf_counter() - start
         start = time.perf_counter()
-        run_bench(manifest, simulator, work / f"sim-{simulator}", testcase="exhaustive", log=False)
+        run_bench(manifest, simulator, work / f"sim-{simulator}", testcase="exhaustive")
         warm = time.perf_counter() - start
         rows.append((f"exhaustive 8x8 (65,536 pairs), {simulator}", f"{cold:.1f} s first",
                      f"{warm:.1f} s rebuilt in place"))

@@ -62,7 +62,7 @@ def test_accumulator_covers_the_widest_mode():
 ])
 def test_bench_every_mode_exhaustively(emitted, tmp_path, module, simulator):
     out, _ = emitted
-    ntests, nfail = run_bench(out / f"{module}.json", simulator, tmp_path / "sim", random_cycles=3000, log=False)
+    ntests, nfail = run_bench(out / f"{module}.json", simulator, tmp_path / "sim", random_cycles=3000)
     assert ntests == 4 and nfail == 0
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from hwq import build as build_module
 from hwq.formats import from_params
+from hwq.pe import PE_CLASSES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +35,7 @@ def test_emits_every_default_pe_deterministically(tmp_path):
     assert sorted(files) == ["fxp_pe_a4_w4.json", "fxp_pe_a4_w4.v", "fxp_pe_a8_w8.json", "fxp_pe_a8_w8.v"]
     everything = snapshot(second)
     assert {name: everything[name] for name in files} == files
-    assert {name.split("_")[0] for name in everything} == {"fxp", "ant"}
+    assert {name.split("_")[0] for name in everything} == set(PE_CLASSES)
     assert run_cli("--format", "fxp", "--no-synth", "--out", str(first))[0] == 0
     assert snapshot(first) == files
     for content in files.values():

@@ -14,8 +14,11 @@ from .golden import accumulate, acc_width, dot, product_lsb_exp, product_range, 
 __all__ = ["NumberFormat", "FixedPoint", "Ant", "FORMATS", "get_format", "from_params", "fraction_str",
            "accumulate", "acc_width", "dot", "product_lsb_exp", "product_range", "products"]
 
-#: every format class by name
-FORMATS = {cls.name: cls for cls in (FixedPoint, Ant)}
+#: every format class by name (one line per format)
+FORMATS = {cls.name: cls for cls in (
+    FixedPoint,
+    Ant,
+)}
 
 
 def format_class(name):
@@ -32,6 +35,11 @@ def get_format(name, bits, **params):
 
 
 def from_params(name, params):
-    """Rebuild a format from its name and :meth:`~hwq.formats.base.NumberFormat.params`."""
+    """Rebuild a format from its name and :meth:`~hwq.formats.base.NumberFormat.params`.
+
+    A ``"format"`` key in ``params`` overrides ``name``: a manifest's operand entry names its own
+    format when it differs from the PE's (e.g. fixed-point activations of a UNIQ PE).
+    """
     params = dict(params)
+    name = params.pop("format", name)
     return get_format(name, params.pop("bits"), **params)

@@ -14,11 +14,17 @@ from .manifest import manifest, to_verilog, write_pe
 __all__ = ["ProcessingElement", "FixedPointPE", "AntPE", "PE_CLASSES", "DEFAULT_WIDTHS", "pe_variants",
            "manifest", "to_verilog", "write_pe"]
 
-#: PE class of every format that has one
-PE_CLASSES = {cls.kind: cls for cls in (FixedPointPE, AntPE)}
+#: PE class of every format that has one (one line per format)
+PE_CLASSES = {cls.kind: cls for cls in (
+    FixedPointPE,
+    AntPE,
+)}
 
-#: (activation bits, weight bits) the default build emits per format
-DEFAULT_WIDTHS = {"fxp": [(8, 8), (4, 4)], "ant": [(4, 4), (8, 8)]}
+#: (activation bits, weight bits) the default build emits per format (one line per format)
+DEFAULT_WIDTHS = {
+    "fxp": [(8, 8), (4, 4)],
+    "ant": [(4, 4), (8, 8)],
+}
 
 
 def pe_variants(fmt, a_bits, w_bits, **kwargs):

@@ -27,7 +27,7 @@ from ..formats import Ant, product_range
 from ..formats.ant import ANT_KINDS, POT_MAX_MAGNITUDE_BITS
 from ..formats.base import check_int
 from ..formats.golden import signed_width
-from .base import ProcessingElement
+from .base import ProcessingElement, operand_params
 
 __all__ = ["AntDecoder", "AntPE", "DEFAULT_A_KINDS", "DEFAULT_W_KINDS"]
 
@@ -226,7 +226,7 @@ class AntPE(ProcessingElement):
                     held["w_type"] = wi
                 modes[f"{a.kind}_{w.kind}"] = {
                     "set": held,
-                    "format": {"a": a.params(), "w": w.params()},
+                    "format": {"a": operand_params(self.kind, a), "w": operand_params(self.kind, w)},
                     "codebook": {"a": codebook_strings(a), "w": codebook_strings(w)},
                     "acc_lsb_exp": a.lsb_exp + w.lsb_exp,
                 }

@@ -21,10 +21,15 @@ from ..errors import HwqError
 from ..formats import NumberFormat, acc_width, product_lsb_exp
 from ..formats.base import check_int
 
-__all__ = ["ProcessingElement", "MAX_PIPELINE"]
+__all__ = ["ProcessingElement", "MAX_PIPELINE", "operand_params"]
 
 #: most product register stages a PE accepts
 MAX_PIPELINE = 4
+
+
+def operand_params(kind, fmt):
+    """Manifest parameters of operand format ``fmt`` in a PE of format ``kind``."""
+    return fmt.params() if fmt.name == kind else {"format": fmt.name, **fmt.params()}
 
 
 class ProcessingElement(wiring.Component):
@@ -61,8 +66,9 @@ class ProcessingElement(wiring.Component):
         for role, fmt in (("activation", a_format), ("weight", w_format)):
             if not isinstance(fmt, NumberFormat):
                 raise HwqError(f"{role} format must be a NumberFormat, not {fmt!r}")
-            if fmt.name != self.kind:
-                raise HwqError(f"{type(self).__name__} takes {self.kind} formats, not {fmt.name}")
+            accepted = self.operand_formats(role)
+            if fmt.name not in accepted:
+                raise HwqError(f"{type(self).__name__} takes {' or '.join(accepted)} {role}s, not {fmt.name}")
         self._a_format = a_format
         self._w_format = w_format
         self._max_terms = check_int("max_terms", max_terms, 1, 1 << 24)
@@ -128,6 +134,12 @@ class ProcessingElement(wiring.Component):
         """The PEs the build emits at ``a_bits`` x ``w_bits``: one, from ``from_bits``."""
         return [cls.from_bits(a_bits, w_bits, **kwargs)]
 
+    @classmethod
+    def operand_formats(cls, role):
+        """Names of the formats the PE accepts for ``role`` (``"activation"`` or ``"weight"``):
+        its own :attr:`kind` unless a subclass says otherwise."""
+        return (cls.kind,)
+
     def format_pairs(self):
         """Every (activation, weight) format pair the PE computes; the accumulator holds them all.
 
@@ -148,8 +160,10 @@ class ProcessingElement(wiring.Component):
         return {}
 
     def format_params(self):
-        """The manifest's ``format`` entry."""
-        return {"name": self.kind, "a": self._a_format.params(), "w": self._w_format.params()}
+        """The manifest's ``format`` entry; an operand whose format is not :attr:`kind` names its
+        own with a ``"format"`` key (read back by :func:`hwq.formats.from_params`)."""
+        return {"name": self.kind, "a": operand_params(self.kind, self._a_format),
+                "w": operand_params(self.kind, self._w_format)}
 
     def modes(self):
         """Manifest ``modes`` entry for run-time-typed PEs; ``None`` when there are none."""

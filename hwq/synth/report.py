@@ -11,7 +11,7 @@ from pathlib import Path
 from ..fileio import write_atomic
 from .tools import tool_versions
 
-__all__ = ["REPORT_JSON", "REPORT_MD", "report_data", "report_json", "report_markdown", "format_table",
+__all__ = ["REPORT_JSON", "REPORT_MD", "BASELINE_FORMAT", "gops_per_klut4", "comparisons", "report_data", "report_json", "report_markdown", "format_table",
            "write_report"]
 
 REPORT_JSON = "report.json"
@@ -21,15 +21,56 @@ REPORT_MD = "report.md"
 VOLATILE_KEYS = ("timing",)
 
 HEADERS = ("module", "format", "widths", "target", "LUT4", "carry", "FF", "DSP", "LCs", "Fmax MHz",
-           "mW @12MHz", "mW @Fmax")
+           "GOPS/kLUT4", "mW @12MHz", "mW @Fmax")
+
+
+#: format every other format is compared with
+BASELINE_FORMAT = "fxp"
+
+
+def gops_per_klut4(result):
+    """Peak throughput per 1000 LUT4 of the PE: 2 ops per MAC x Fmax / LUT4 x 1000, in GOPS.
+
+    ``None`` when the PE uses a DSP (its LUT4 count leaves the multiplier out, and nextpnr's Fmax
+    through an SB_MAC16 is not real) or has no LUT4 or Fmax.
+    """
+    if result["dsp"] or not result["lut4"] or not result["fmax_mhz"]:
+        return None
+    return round(2 * result["fmax_mhz"] / result["lut4"], 3)
+
+
+def comparisons(results):
+    """Every non-baseline result against the baseline format at the same widths, target and mapping.
+
+    Returns
+    -------
+    list of dict
+        ``module``, ``baseline`` (module), ``target``, ``use_dsp`` and the ratios ``lut4``, ``ff``,
+        ``lcs``, ``fmax`` (this PE / baseline; ``None`` where the baseline's figure is 0 or missing).
+    """
+    key = lambda r: (r["a_bits"], r["w_bits"], r["target"], r["use_dsp"])
+    baselines = {key(r): r for r in results if r["format"] == BASELINE_FORMAT}
+    rows = []
+    for result in results:
+        base = baselines.get(key(result))
+        if result["format"] == BASELINE_FORMAT or base is None:
+            continue
+        ratio = lambda k: round(result[k] / base[k], 3) if base[k] and result[k] is not None else None
+        rows.append({"module": result["module"], "baseline": base["module"], "target": result["target"],
+                     "use_dsp": result["use_dsp"], "lut4": ratio("lut4"), "ff": ratio("ff"),
+                     "lcs": ratio("lcs"), "fmax": ratio("fmax_mhz")})
+    return rows
 
 
 def report_data(results):
-    """The ``report.json`` content: tool versions and the results without their timings."""
+    """The ``report.json`` content: tool versions, the results without their timings (plus
+    ``gops_per_klut4``), and the comparisons with the baseline format."""
     return {
         "generator": "hwq.synth",
         "tools": tool_versions(),
-        "results": [{k: v for k, v in result.items() if k not in VOLATILE_KEYS} for result in results],
+        "results": [{**{k: v for k, v in result.items() if k not in VOLATILE_KEYS},
+                     "gops_per_klut4": gops_per_klut4(result)} for result in results],
+        "comparisons": comparisons(results),
     }
 
 
@@ -48,7 +89,7 @@ def _row(result):
     fmax = _num(result["fmax_mhz"]) + ("*" if result["dsp"] else "")
     return (result["module"], result["format"] or "-", f"a{result['a_bits']} w{result['w_bits']}", target,
             str(result["lut4"]), str(result["carry"]), str(result["ff"]), str(result["dsp"]), str(result["lcs"]), fmax,
-            _num(result["power_mw_12mhz"], 3), _num(result["power_mw_fmax"], 3))
+            _num(gops_per_klut4(result), 3), _num(result["power_mw_12mhz"], 3), _num(result["power_mw_fmax"], 3))
 
 
 def format_table(results, timing=False):
@@ -94,11 +135,22 @@ def report_markdown(results):
         "|" + "|".join("---" if i < 4 else "---:" for i in range(len(HEADERS))) + "|",
     ]
     lines += ["| " + " | ".join(cell.replace("*", "\\*") for cell in _row(r)) + " |" for r in results]
+    compared = comparisons(results)
+    if compared:
+        lines += ["", f"## Against {BASELINE_FORMAT} at the same widths, target and mapping", "",
+                  "Ratios of this PE to the baseline (below 1: smaller or slower).", "",
+                  "| module | baseline | target | LUT4 × | FF × | LCs × | Fmax × |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for row in compared:
+            target = row["target"] + (" dsp" if row["use_dsp"] else "")
+            lines.append(f"| {row['module']} | {row['baseline']} | {target} | " +
+                         " | ".join(_num(row[k], 2) for k in ("lut4", "ff", "lcs", "fmax")) + " |")
     notes = {}
     for result in results:
         for note in result["notes"]:
             notes.setdefault(note, []).append(_label(result))
-    lines += ["", "## Notes", ""]
+    lines += ["", "## Notes", "",
+              "- GOPS/kLUT4 = 2 ops per MAC × Fmax / LUT4 × 1000 (left out for PEs that use a DSP)."]
     for note, labels in notes.items():
         lines.append(f"- {note}" + ("" if len(labels) == len(results) else f" ({'; '.join(labels)})"))
     if any(r["dsp"] for r in results):
