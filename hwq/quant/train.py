@@ -1,0 +1,56 @@
+"""Training loops: the float model, and straight-through-estimator QAT of a quantized one.
+
+The same loop trains both: a :class:`~hwq.quant.api.QuantizedModel` fake-quantizes in its forward
+pass with straight-through gradients, so training it fine-tunes the float weights under the
+quantizers chosen at calibration (their formats and scales stay fixed). Runs on a GPU when one
+is present (``device=None``), on the CPU otherwise.
+"""
+
+import torch
+from torch import nn
+
+from ..errors import HwqError
+
+__all__ = ["default_device", "train", "evaluate"]
+
+
+def default_device():
+    """``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None):
+    """Train ``model`` on tensors ``x``, ``y`` (class indices) with Adam and cross-entropy.
+
+    Returns the model (trained in place) and the last epoch's mean loss.
+    """
+    if len(x) == 0 or len(x) != len(y):
+        raise HwqError(f"training data needs as many labels as inputs and at least one ({len(x)} inputs, {len(y)} labels)")
+    device = device or default_device()
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    loss_sum = 0.0
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        loss_sum, batches = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            index = order[start:start + batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x[index].to(device)), y[index].to(device))
+            loss.backward()
+            optimizer.step()
+            loss_sum, batches = loss_sum + loss.item(), batches + 1
+        loss_sum /= batches
+    model.eval()
+    return model, loss_sum
+
+
+def evaluate(model, x, y, *, device=None):
+    """Top-1 accuracy of ``model`` on ``x``, ``y``."""
+    device = device or default_device()
+    model.to(device).eval()
+    with torch.no_grad():
+        predicted = model(x.to(device)).argmax(dim=1).cpu()
+    return float((predicted == y).float().mean())
