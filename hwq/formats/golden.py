@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import HwqError
 from .base import check_int
 
-__all__ = ["product_lsb_exp", "product_range", "acc_width", "products", "dot", "accumulate",
+__all__ = ["product_lsb_exp", "product_range", "acc_width", "products", "dot", "matmul", "accumulate",
            "signed_width"]
 
 _INT64_SAFE = 1 << 62
@@ -60,6 +60,19 @@ def dot(a_fmt, a_codes, w_fmt, w_codes, axis=-1):
     if p.shape and max(-lo, hi) * p.shape[axis] >= _INT64_SAFE:
         raise HwqError("dot product too long to be exact in int64; split it")
     return p.sum(axis=axis)
+
+
+def matmul(a_fmt, a_codes, w_fmt, w_codes):
+    """Exact integer ``decode(a) @ decode(w).T``: ``a_codes`` is ``(..., K)``, ``w_codes`` ``(C, K)``.
+
+    Every output is a dot product of ``K`` terms, in units of ``2**product_lsb_exp(a_fmt, w_fmt)``,
+    computed in int64 after checking that no sum can overflow it.
+    """
+    a_codes, w_codes = np.asarray(a_codes), np.asarray(w_codes)
+    lo, hi = product_range(a_fmt, w_fmt)
+    if max(-lo, hi) * max(a_codes.shape[-1], 1) >= _INT64_SAFE:
+        raise HwqError("dot products too long to be exact in int64; split them")
+    return a_fmt.decode(a_codes) @ w_fmt.decode(w_codes).T
 
 
 def accumulate(a_fmt, a_codes, w_fmt, w_codes, valid, clear):
