@@ -32,9 +32,8 @@ from torch.nn import functional as F
 from ..errors import HwqError
 from ..formats import product_lsb_exp
 from ..formats.golden import matmul
-from .modules import QuantLayer
 
-__all__ = ["FRAC_BITS", "MULT_BITS", "GUARD_BITS", "Requant", "IntegerModel", "compare"]
+__all__ = ["FRAC_BITS", "MULT_BITS", "GUARD_BITS", "Requant", "LayerProgram", "IntegerModel", "compare"]
 
 #: fraction bits of the fixed-point tensors between layers
 FRAC_BITS = 16
@@ -103,73 +102,157 @@ class Requant:
 
 
 @dataclasses.dataclass
-class _LayerPlan:
-    name: str
-    layer: QuantLayer
-    input_requant: Requant
-    output_requant: Requant
+class LayerProgram:
+    """Everything the integer path needs of one quantized layer (all integers and formats).
+
+    Attributes
+    ----------
+    kind : str
+        ``"conv2d"`` or ``"linear"``.
+    geometry : dict
+        Conv2d: ``kernel_size``, ``stride``, ``padding``, ``dilation`` (pairs); linear: empty.
+    a_format, w_format : NumberFormat
+        Input activation and weight formats.
+    weight_codes : numpy.ndarray
+        ``(out_channels, in_features)`` codes (convolution kernels flattened C, kh, kw).
+    bias : numpy.ndarray
+        int64 bias per output channel, in accumulator units.
+    input_requant, output_requant : Requant
+        Fixed point to code grid; accumulators to fixed point (per channel).
+    pad_code : int
+        The activation code of value 0.
+    """
+
+    kind: str
+    geometry: dict
+    a_format: object
+    w_format: object
     weight_codes: np.ndarray
     bias: np.ndarray
+    input_requant: Requant
+    output_requant: Requant
     pad_code: int
 
 
+def _graph_ops(graph_module, layers):
+    """The traced graph as a list of plain op dicts (JSON-able)."""
+    modules = dict(graph_module.named_modules())
+    ops = []
+    for node in graph_module.graph.nodes:
+        inputs = [a.name for a in node.args if isinstance(a, torch.fx.Node)]
+        module = modules.get(node.target) if node.op == "call_module" else None
+        op = {"name": node.name, "inputs": inputs}
+        if node.op == "placeholder":
+            op["op"] = "input"
+        elif node.op == "output":
+            op["op"] = "output"
+        elif node.op == "call_module" and node.target in layers:
+            op.update(op="layer", layer=node.target)
+        elif isinstance(module, nn.ReLU) or node.target in (F.relu, torch.relu, "relu"):
+            op["op"] = "relu"
+        elif isinstance(module, nn.ReLU6) or node.target is F.relu6:
+            op["op"] = "relu6"
+        elif isinstance(module, (nn.Identity, nn.Dropout)):
+            op["op"] = "identity"
+        elif isinstance(module, nn.Flatten) or node.target in (torch.flatten, "flatten"):
+            start = module.start_dim if module is not None else \
+                (node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0))
+            op.update(op="flatten", start_dim=int(start))
+        elif isinstance(module, nn.MaxPool2d):
+            op.update(op="maxpool", kernel_size=_pair(module.kernel_size), stride=_pair(module.stride),
+                      padding=_pair(module.padding), dilation=_pair(module.dilation), ceil_mode=module.ceil_mode)
+        elif isinstance(module, nn.AvgPool2d):
+            if module.padding and module.count_include_pad is False:
+                raise HwqError(f"{node.name!r}: integer inference needs AvgPool2d(count_include_pad=True) with padding")
+            op.update(op="avgpool", kernel_size=_pair(module.kernel_size), stride=_pair(module.stride or module.kernel_size),
+                      padding=_pair(module.padding))
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            op.update(op="adaptive_avgpool", output_size=list(_pair(module.output_size)))
+        elif node.target in (operator.add, torch.add, "add"):
+            op["op"] = "add"
+        elif node.target in ("view", "reshape"):
+            shape = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
+            if any(isinstance(d, torch.fx.Node) for d in shape):
+                raise HwqError(f"{node.name!r}: integer inference needs constant reshape sizes (use flatten)")
+            op.update(op="reshape", shape=[int(d) for d in shape])
+        else:
+            raise HwqError(f"integer inference does not support {node.name!r} ({node.op} {node.target})")
+        ops.append(op)
+    return ops
+
+
+def _pair(value):
+    return list(value) if isinstance(value, (tuple, list)) else [value, value]
+
+
+def _layer_program(name, layer, frac_bits):
+    conv = isinstance(layer.layer, nn.Conv2d)
+    if conv and layer.layer.groups != 1:
+        raise HwqError(f"layer {name!r}: grouped convolutions are not supported by the integer path")
+    a_q, w_q = layer.input_quantizer, layer.weight_quantizer
+    pad = a_q.format.encode([0.0])
+    if a_q.format.decode(pad)[0] != 0:
+        raise HwqError(f"layer {name!r}: activation format {a_q.format} has no zero code for padding")
+    weight = layer.layer.weight.detach().cpu().double().numpy()
+    geometry = {}
+    if conv:
+        geometry = {key: _pair(getattr(layer.layer, key)) for key in ("kernel_size", "stride", "padding", "dilation")}
+    return LayerProgram(
+        kind="conv2d" if conv else "linear", geometry=geometry, a_format=a_q.format, w_format=w_q.format,
+        weight_codes=w_q.codes(weight).reshape(weight.shape[0], -1), bias=layer.bias_codes(),
+        input_requant=Requant.of(2.0 ** -frac_bits / np.ldexp(a_q.scale[0], a_q.format.lsb_exp)),
+        output_requant=Requant.of(layer.acc_unit * 2.0 ** frac_bits),
+        pad_code=int(pad[0]))
+
+
 class IntegerModel:
-    """Integer-only execution of a :class:`~hwq.quant.api.QuantizedModel`.
+    """Integer-only execution: a list of graph ops and a :class:`LayerProgram` per layer.
+
+    Build it from a quantized model with :meth:`from_quantized`, or from an export with
+    :func:`hwq.quant.export.load`.
 
     Parameters
     ----------
-    qmodel : QuantizedModel
-        Every Conv2d/Linear must be quantized (no ``keep_float``).
+    ops : list of dict
+        The graph in execution order (``input``, ``layer``, ``relu``, ``maxpool``, ``add``, ...).
+    layers : dict of str to LayerProgram
     frac_bits : int
         Fraction bits of the fixed-point tensors between layers.
     """
 
-    def __init__(self, qmodel, frac_bits=FRAC_BITS):
+    def __init__(self, ops, layers, frac_bits=FRAC_BITS):
+        self.ops = ops
+        self.layers = layers
+        self.frac_bits = frac_bits
+
+    @classmethod
+    def from_quantized(cls, qmodel, frac_bits=FRAC_BITS):
+        """The integer model of a :class:`~hwq.quant.api.QuantizedModel` (every layer quantized)."""
         if qmodel.float_layers:
             raise HwqError(f"integer-only inference needs every Conv2d/Linear quantized; "
                            f"{', '.join(qmodel.float_layers)} are kept in float")
-        self.graph_module = qmodel.graph_module
-        self.frac_bits = frac_bits
-        self.plans = {name: self._plan(name, layer) for name, layer in qmodel.layers.items()}
+        layers = {name: _layer_program(name, layer, frac_bits) for name, layer in qmodel.layers.items()}
+        return cls(_graph_ops(qmodel.graph_module, layers), layers, frac_bits)
 
-    def _plan(self, name, layer):
-        if isinstance(layer.layer, nn.Conv2d) and layer.layer.groups != 1:
-            raise HwqError(f"layer {name!r}: grouped convolutions are not supported by the integer path")
-        a_q, w_q = layer.input_quantizer, layer.weight_quantizer
-        unit = np.ldexp(a_q.scale[0], a_q.format.lsb_exp)
-        pad = a_q.format.encode([0.0])
-        if a_q.format.decode(pad)[0] != 0:
-            raise HwqError(f"layer {name!r}: activation format {a_q.format} has no zero code for padding")
-        weight = layer.layer.weight.detach().cpu().double().numpy()
-        return _LayerPlan(
-            name, layer,
-            input_requant=Requant.of(2.0 ** -self.frac_bits / unit),
-            output_requant=Requant.of(layer.acc_unit * 2.0 ** self.frac_bits),
-            weight_codes=w_q.codes(weight).reshape(weight.shape[0], -1),
-            bias=layer.bias_codes(),
-            pad_code=int(pad[0]))
+    def input_codes(self, layer, y):
+        """Codes of the fixed-point tensor ``y`` in ``layer``'s input format."""
+        t = layer.input_requant.apply(y, extra_shift=GUARD_BITS)
+        return layer.a_format.encode(np.ldexp(t.astype(np.float64), layer.a_format.lsb_exp - GUARD_BITS))
 
-    def input_codes(self, plan, y):
-        """Codes of the fixed-point tensor ``y`` in ``plan``'s input format."""
-        fmt = plan.layer.input_quantizer.format
-        t = plan.input_requant.apply(y, extra_shift=GUARD_BITS)
-        return fmt.encode(np.ldexp(t.astype(np.float64), fmt.lsb_exp - GUARD_BITS))
-
-    def accumulators(self, plan, codes):
-        """Exact accumulators (bias included) of ``plan``'s layer for input ``codes``."""
-        layer = plan.layer.layer
-        a_fmt, w_fmt = plan.layer.input_quantizer.format, plan.layer.weight_quantizer.format
-        if isinstance(layer, nn.Linear):
-            return matmul(a_fmt, codes, w_fmt, plan.weight_codes) + plan.bias
+    def accumulators(self, layer, codes):
+        """Exact accumulators (bias included) of ``layer`` for input ``codes``."""
+        if layer.kind == "linear":
+            return matmul(layer.a_format, codes, layer.w_format, layer.weight_codes) + layer.bias
+        g = layer.geometry
         n, _, h, w = codes.shape
-        padded = F.pad(torch.from_numpy(codes.astype(np.float64)), [layer.padding[1]] * 2 + [layer.padding[0]] * 2,
-                       value=float(plan.pad_code))
-        patches = F.unfold(padded, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)
-        patches = patches.transpose(1, 2).numpy().astype(np.int64)           # (N, L, C*k*k)
-        acc = matmul(a_fmt, patches, w_fmt, plan.weight_codes) + plan.bias    # (N, L, C_out)
-        out_h = (h + 2 * layer.padding[0] - layer.dilation[0] * (layer.kernel_size[0] - 1) - 1) // layer.stride[0] + 1
-        out_w = (w + 2 * layer.padding[1] - layer.dilation[1] * (layer.kernel_size[1] - 1) - 1) // layer.stride[1] + 1
-        return acc.transpose(0, 2, 1).reshape(n, -1, out_h, out_w)
+        padded = F.pad(torch.from_numpy(codes.astype(np.float64)), [g["padding"][1]] * 2 + [g["padding"][0]] * 2,
+                       value=float(layer.pad_code))
+        patches = F.unfold(padded, g["kernel_size"], dilation=g["dilation"], stride=g["stride"])
+        patches = patches.transpose(1, 2).numpy().astype(np.int64)           # (N, L, C*kh*kw)
+        acc = matmul(layer.a_format, patches, layer.w_format, layer.weight_codes) + layer.bias
+        size = [(dim + 2 * g["padding"][i] - g["dilation"][i] * (g["kernel_size"][i] - 1) - 1) // g["stride"][i] + 1
+                for i, dim in enumerate((h, w))]
+        return acc.transpose(0, 2, 1).reshape(n, -1, *size)
 
     def run(self, x, trace=None):
         """Integer inference on float input ``x``; returns the float output (fixed point read back).
@@ -178,68 +261,59 @@ class IntegerModel:
         """
         x = torch.as_tensor(x).detach().cpu().double().numpy()
         env = {}
-        modules = dict(self.graph_module.named_modules())
-        for node in self.graph_module.graph.nodes:
-            args = [env[a.name] if isinstance(a, torch.fx.Node) else a for a in node.args]
-            if node.op == "placeholder":
-                env[node.name] = np.rint(np.ldexp(x, self.frac_bits)).astype(np.int64)
-            elif node.op == "output":
-                return np.ldexp(env[node.args[0].name].astype(np.float64), -self.frac_bits)
-            elif node.op == "call_module" and node.target in self.plans:
-                plan = self.plans[node.target]
-                codes = self.input_codes(plan, args[0])
-                acc = self.accumulators(plan, codes)
+        for op in self.ops:
+            args = [env[name] for name in op["inputs"]]
+            kind = op["op"]
+            if kind == "input":
+                env[op["name"]] = np.rint(np.ldexp(x, self.frac_bits)).astype(np.int64)
+            elif kind == "output":
+                return np.ldexp(args[0].astype(np.float64), -self.frac_bits)
+            elif kind == "layer":
+                layer = self.layers[op["layer"]]
+                codes = self.input_codes(layer, args[0])
+                acc = self.accumulators(layer, codes)
                 if trace is not None:
-                    trace[node.target] = {"codes": codes, "acc": acc}
-                env[node.name] = plan.output_requant.apply(acc, axis=1)
+                    trace[op["layer"]] = {"codes": codes, "acc": acc}
+                env[op["name"]] = layer.output_requant.apply(acc, axis=1)
             else:
-                env[node.name] = self._op(node, modules.get(node.target), args)
-        raise HwqError("the traced graph has no output")
+                env[op["name"]] = self._op(op, args)
+        raise HwqError("the graph has no output")
 
-    def _op(self, node, module, args):
-        one = 1 << self.frac_bits
-        if isinstance(module, nn.ReLU) or node.target in (F.relu, torch.relu, "relu"):
-            return np.maximum(args[0], 0)
-        if isinstance(module, nn.ReLU6) or node.target is F.relu6:
-            return np.clip(args[0], 0, 6 * one)
-        if isinstance(module, (nn.Identity, nn.Dropout)):
-            return args[0]
-        if isinstance(module, nn.Flatten):
-            return args[0].reshape(*args[0].shape[:module.start_dim], -1)
-        if isinstance(module, nn.MaxPool2d):
-            out = F.max_pool2d(torch.from_numpy(args[0].astype(np.float64)), module.kernel_size, module.stride,
-                               module.padding, module.dilation, ceil_mode=module.ceil_mode)
+    def _op(self, op, args):
+        kind, y = op["op"], args[0]
+        if kind == "relu":
+            return np.maximum(y, 0)
+        if kind == "relu6":
+            return np.clip(y, 0, 6 << self.frac_bits)
+        if kind == "identity":
+            return y
+        if kind == "add":
+            return y + args[1]
+        if kind == "flatten":
+            return y.reshape(*y.shape[:op["start_dim"]], -1)
+        if kind == "reshape":
+            return y.reshape(*op["shape"])
+        if kind == "maxpool":
+            out = F.max_pool2d(torch.from_numpy(y.astype(np.float64)), op["kernel_size"], op["stride"],
+                               op["padding"], op["dilation"], ceil_mode=op["ceil_mode"])
             return out.numpy().astype(np.int64)
-        if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-            return self._average(module, args[0])
-        if node.target in (operator.add, torch.add, "add"):
-            return args[0] + args[1]
-        if node.target in (torch.flatten, "flatten"):
-            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
-            return args[0].reshape(*args[0].shape[:start], -1)
-        if node.target in ("view", "reshape"):
-            shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-            return args[0].reshape(*shape)
-        if node.target == "size":
-            return args[0].shape if len(args) == 1 else args[0].shape[args[1]]
-        raise HwqError(f"integer inference does not support {node.name!r} ({node.op} {node.target})")
+        if kind in ("avgpool", "adaptive_avgpool"):
+            return self._average(op, y)
+        raise HwqError(f"unknown integer op {kind!r}")
 
-    def _average(self, module, y):
-        n, c, h, w = y.shape
-        if isinstance(module, nn.AdaptiveAvgPool2d):
-            size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 2
-            out_h, out_w = (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
+    def _average(self, op, y):
+        if op["op"] == "adaptive_avgpool":
+            h, w = y.shape[2:]
+            out_h, out_w = [dim if size is None else size for dim, size in zip((h, w), op["output_size"])]
             if h % out_h or w % out_w:
                 raise HwqError("integer inference supports AdaptiveAvgPool2d only when the output size divides the input")
-            kernel = stride = (h // out_h, w // out_w)
-            padding = 0
+            kernel = stride = [h // out_h, w // out_w]
+            padding = [0, 0]
         else:
-            kernel, stride, padding = module.kernel_size, module.stride, module.padding
-            if padding and module.count_include_pad is False:
-                raise HwqError("integer inference needs AvgPool2d(count_include_pad=True) with padding")
+            kernel, stride, padding = op["kernel_size"], op["stride"], op["padding"]
         total = F.avg_pool2d(torch.from_numpy(y.astype(np.float64)), kernel, stride, padding, divisor_override=1)
         total = total.numpy().astype(np.int64)
-        count = int(np.prod(kernel if isinstance(kernel, tuple) else (kernel, kernel)))
+        count = kernel[0] * kernel[1]
         return (2 * total + count) // (2 * count)                       # round half up, exact
 
 
