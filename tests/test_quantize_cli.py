@@ -1,0 +1,34 @@
+"""``python -m hwq.quantize``: the worked example runs end to end and rejects bad input first."""
+
+import json
+
+import pytest
+
+from hwq import quantize as example
+
+
+def test_worked_example_end_to_end(tmp_path):
+    out = tmp_path / "example"
+    report = example.run(["fxp"], ["w4a4"], out=out, epochs=4, qat_epochs=1, log=lambda *a: None)
+    (run,) = report["runs"]
+    assert run["weights"] == "fxp4" and run["activations"] == "fxp4"
+    assert 0.5 < run["ptq_accuracy"] <= 1 and 0.5 < run["qat_accuracy"] <= 1
+    assert run["integer_accuracy"] == pytest.approx(run["ptq_accuracy"], abs=0.02)
+    assert run["pe"]["module"] == "fxp_pe_a4_w4" and run["pe"]["lut4"] > 0
+    assert run["bops"] > 0 and set(run["timing"]) == {"ptq_s", "integer_s", "qat_s"}
+    assert json.loads((out / "report.json").read_text())["runs"][0]["pe"]["lut4"] == run["pe"]["lut4"]
+    table = (out / "report.md").read_text()
+    assert "| fxp | w4a4 | fxp4 | fxp4 |" in table
+    for png in (out / "accuracy_vs_luts.png", out / "histograms" / "fxp_w4a4.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "w4"], "not of the form w<bits>a<bits>"),
+    (["--format", "posit"], "cannot run the example"),
+    (["--format", "ant", "--config", "w16a8"], "between 3 and 8"),
+])
+def test_bad_input(tmp_path, capsys, args, message):
+    assert example.main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
