@@ -14,6 +14,16 @@ Calibrators (one per format, :data:`CALIBRATORS`), called as
 ``ant``
     ANT: :func:`hwq.formats.ant.select_type` over int, flint and PoT (option ``kinds``), per output
     channel for weights, per tensor for activations.
+``esb``
+    ESB's distribution difference aligner (:func:`hwq.formats.esb_dda.dda`), per output channel
+    for weights; option ``k`` fixes the significant bits, otherwise the aligner picks them. No
+    mean shift: the PE sums products of codes.
+``ausn``
+    AUSN's adaptive superposition (:func:`hwq.formats.ausn.select_superposition`), per layer.
+``uniq``
+    UNIQ's k-quantile levels of the Gaussian fitted to the weights
+    (:func:`hwq.formats.uniq.fit_levels`), stored as fixed point; weights only (UNIQ's
+    activations are uniform: use ``fxp``).
 """
 
 import dataclasses
@@ -89,6 +99,29 @@ def _calibrate_fxp(spec, x, role, per_channel):
                            {f"frac={f}": e for f, e in errors.items()})
 
 
+def _calibrate_esb(spec, x, role, per_channel):
+    from ..formats.esb_dda import dda
+    axis = 0 if per_channel and role == "weight" else None
+    choice = dda(x, spec.bits, k=spec.option("k"), channel_axis=axis)
+    return TensorQuantizer(choice.format, np.asarray(choice.scale, dtype=np.float64).ravel(), axis, spec,
+                           {f"k={k}": mse for k, mse in choice.mse.items()})
+
+
+def _calibrate_ausn(spec, x, role, per_channel):
+    from ..formats.ausn import select_superposition
+    choice = select_superposition(x, spec.bits)
+    return TensorQuantizer(choice.format, np.array([float(choice.scale)]), None, spec,
+                           {label: error.total for label, error in choice.errors.items()})
+
+
+def _calibrate_uniq(spec, x, role, per_channel):
+    from ..formats.uniq import fit_levels
+    if role != "weight":
+        raise HwqError("UNIQ quantizes weights only; its activations are uniform: use an fxp spec for them")
+    fit = fit_levels(x, spec.bits, distribution="gaussian")
+    return TensorQuantizer(fit.format, np.ones(1), None, spec, {"gaussian": fit.mse})
+
+
 def _calibrate_ant(spec, x, role, per_channel):
     kinds = spec.option("kinds", ("int", "flint", "pot"))
     axis = 0 if per_channel and role == "weight" else None
@@ -100,6 +133,9 @@ def _calibrate_ant(spec, x, role, per_channel):
 CALIBRATORS = {
     "fxp": _calibrate_fxp,
     "ant": _calibrate_ant,
+    "esb": _calibrate_esb,
+    "ausn": _calibrate_ausn,
+    "uniq": _calibrate_uniq,
 }
 
 
