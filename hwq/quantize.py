@@ -3,7 +3,8 @@
 Trains a small CNN on scikit-learn's digits (ships offline), then, for every format and every
 configuration (``w8a8``, ``w4a8``, ``w4a4`` by default): post-training quantization with the
 format's own calibration, accuracy of the fake-quantized and of the integer-only model, output
-SQNR, BOPs, and accuracy after straight-through QAT; and the cost of that format's PE at those
+SQNR, BOPs, and accuracy after training (straight-through QAT; UNIQ's gradual noise injection
+for uniq); and the cost of that format's PE at those
 widths on an iCE40UP5K (``hwq.synth``). Writes ``report.md``, ``report.json``,
 ``accuracy_vs_luts.png`` and per-run histograms into ``--out``, and prints the table with the time
 each step took.
@@ -82,7 +83,12 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed):
     int_logits = _timed(timing, "integer_s", lambda: integer.run(x_test))
     layers = analyse(qmodel, x_test[:64])
     qat = copy.deepcopy(qmodel)
-    _timed(timing, "qat_s", lambda: train(qat, x_train, y_train, epochs=qat_epochs, lr=1e-3, seed=seed))
+    if fmt == "uniq":           # UNIQ trains by gradual noise injection, the others by STE QAT
+        from .quant.uniq_train import uniq_gradual_training
+        _timed(timing, "qat_s", lambda: uniq_gradual_training(qat, x_train, y_train, epochs_per_stage=qat_epochs,
+                                                              seed=seed))
+    else:
+        _timed(timing, "qat_s", lambda: train(qat, x_train, y_train, epochs=qat_epochs, lr=1e-3, seed=seed))
     return qmodel, {
         "format": fmt, "weights": weights, "activations": activations, "w_bits": w_bits, "a_bits": a_bits,
         "ptq_accuracy": _accuracy(fake_logits, y_test),

@@ -213,3 +213,18 @@ def test_fxp_qnet_word_length_allocation_stays_within_budget(digits):
         allocate_word_lengths(model, x, budget=2)
     with pytest.raises(HwqError, match="already disagrees"):
         allocate_word_lengths(model, x, start_bits=3, budget=0.0)
+
+
+def test_uniq_gradual_noise_training(digits):
+    from hwq.quant.uniq_train import uniq_gradual_training
+    model, (x_train, y_train, x_test, y_test) = digits
+    qmodel = quantize(model, "uniq4", "fxp8", calibration=[x_train[:64]])
+    before = evaluate(qmodel, x_test, y_test, device="cpu")
+    stages = []
+    uniq_gradual_training(qmodel, x_train[:512], y_train[:512], epochs_per_stage=1, device="cpu", log=stages.append)
+    assert len(stages) == len(qmodel.layers)
+    assert all(layer.mode == "quantized" and layer.weight_quantizer.format.name == "uniq"
+               for layer in qmodel.layers.values())
+    assert evaluate(qmodel, x_test, y_test, device="cpu") >= before - 0.03
+    with pytest.raises(HwqError, match="needs uniq weights"):
+        uniq_gradual_training(quantize(model, "fxp8", "fxp8", calibration=[x_train[:64]]), x_train, y_train)

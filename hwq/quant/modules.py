@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import HwqError
 from ..formats import product_lsb_exp
 
 __all__ = ["QuantLayer", "straight_through"]
@@ -45,11 +46,26 @@ class QuantLayer(nn.Module):
         Per-tensor quantizer of the layer's input activations.
     """
 
+    #: how :meth:`forward` treats the layer
+    MODES = ("quantized", "float", "noise")
+
     def __init__(self, layer, weight_quantizer, input_quantizer):
         super().__init__()
         self.layer = layer
         self.weight_quantizer = weight_quantizer
         self.input_quantizer = input_quantizer
+        self.mode = "quantized"
+        self.noise = None
+
+    def set_mode(self, mode, noise=None):
+        """``"quantized"`` (fake quantization, the default), ``"float"`` (the float layer, as in
+        the stages of UNIQ's gradual training not reached yet) or ``"noise"``: the weights go
+        through ``noise(weight)`` (UNIQ's noise injection), the inputs are still quantized."""
+        if mode not in self.MODES:
+            raise HwqError(f"unknown layer mode {mode!r}; use one of {', '.join(self.MODES)}")
+        if (mode == "noise") != (noise is not None):
+            raise HwqError("mode 'noise' needs a noise function, and only it")
+        self.mode, self.noise = mode, noise
 
     @property
     def acc_unit(self):
@@ -65,8 +81,13 @@ class QuantLayer(nn.Module):
         return np.rint(self.layer.bias.detach().cpu().double().numpy() / self.acc_unit).astype(np.int64)
 
     def forward(self, x):
+        if self.mode == "float":
+            return self.layer(x)
         x = straight_through(x, self.input_quantizer)
-        weight = straight_through(self.layer.weight, self.weight_quantizer)
+        if self.mode == "noise":
+            weight = self.noise(self.layer.weight)
+        else:
+            weight = straight_through(self.layer.weight, self.weight_quantizer)
         bias = None
         if self.layer.bias is not None:
             unit = torch.from_numpy(self.acc_unit).to(self.layer.bias)

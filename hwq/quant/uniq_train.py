@@ -1,0 +1,47 @@
+"""UNIQ's gradual noise-injection training, layer by layer.
+
+Stages run over the quantized layers in execution order. In the stage of layer ``i``: layers
+before it are quantized and frozen, layer ``i``'s weights go through noise injection
+(:func:`hwq.quant.uniq_noise.noise_quantize` with the Gaussian fitted to its current weights,
+resampled on every forward pass) while everything else of it trains, and later layers run in
+floating point. At the end of the stage layer ``i``'s k-quantile levels are refitted to its
+trained weights and it is frozen. After the last stage every layer is quantized.
+"""
+
+from ..errors import HwqError
+from ..formats.uniq import fit_distribution
+from .calibrate import calibrate
+from .train import train
+from .uniq_noise import noise_quantize
+
+__all__ = ["uniq_gradual_training"]
+
+
+def uniq_gradual_training(qmodel, x, y, *, epochs_per_stage=1, lr=1e-3, seed=0, device=None, log=None):
+    """Train a :class:`~hwq.quant.api.QuantizedModel` whose weights are UNIQ, stage by stage.
+
+    Returns ``qmodel`` (trained in place, every layer quantized and trainable again).
+    """
+    layers = list(qmodel.layers.items())
+    for name, layer in layers:
+        if layer.weight_quantizer.format.name != "uniq":
+            raise HwqError(f"layer {name!r} has {layer.weight_quantizer.format.name} weights; "
+                           "UNIQ's gradual training needs uniq weights in every quantized layer")
+    for index, (name, layer) in enumerate(layers):
+        bits = layer.weight_quantizer.format.bits
+        dist = fit_distribution(layer.layer.weight.detach().cpu().double().numpy(), "gaussian")
+        layer.set_mode("noise", lambda w, dist=dist, bits=bits: noise_quantize(w, dist, bits))
+        for later_name, later in layers[index + 1:]:
+            later.set_mode("float")
+        train(qmodel, x, y, epochs=epochs_per_stage, lr=lr, seed=seed + index, device=device)
+        layer.weight_quantizer = calibrate(layer.weight_quantizer.spec, layer.layer.weight.detach().cpu().double().numpy(),
+                                           role="weight")
+        layer.set_mode("quantized")
+        for parameter in layer.parameters():
+            parameter.requires_grad_(False)
+        if log is not None:
+            log(f"UNIQ stage {index + 1}/{len(layers)}: {name} quantized")
+    for _, layer in layers:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(True)
+    return qmodel
