@@ -197,7 +197,7 @@ def _notes(pe, fmax, dsp_path_ns, job, target, power):
                      f"so the real Fmax is below {1000 / dsp_path_ns:.1f} MHz")
         notes.append(note)
     elif job.dsp:
-        notes.append("synth_ice40 -dsp mapped nothing to SB_MAC16 (the multiplier is below its minimum size)")
+        notes.append("synth_ice40 -dsp mapped nothing to SB_MAC16 (no multiplier, or one below its minimum size)")
     if fmax is None:
         notes.append("nextpnr found no register-to-register path, so there is no Fmax")
     if power is None:
