@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 
 from hwq import build as build_module
-from hwq.formats import from_params
+from hwq.formats import FORMATS, from_params
 from hwq.pe import PE_CLASSES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,14 +62,14 @@ def test_manifest_describes_the_verilog(tmp_path):
 
 def test_one_width_sets_both_and_options_reach_the_pe(tmp_path):
     assert run_cli("--a-bits", "5", "--pipeline", "2", "--max-terms", "16", "--no-synth", "--out", str(tmp_path))[0] == 0
-    manifest = json.loads((tmp_path / "fxp_pe_a5_w5_p2_k16.json").read_text())
+    manifest = json.loads((tmp_path / "fxp_pe_a5_w5_p2_t16.json").read_text())
     assert manifest["latency"] == 3 and manifest["max_terms"] == 16
     # 16 products of 31 * -16 need 14 bits, 16 * 31 * 15 too
     assert manifest["ports"]["acc"]["width"] == 14
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "posit"], "unknown format 'posit'; known formats: ant, fxp"),
+    (["--format", "posit"], f"unknown format 'posit'; known formats: {', '.join(sorted(FORMATS))}"),
     (["--a-bits", "1"], "fxp bit width must be between 2 and 16, not 1"),
     (["--w-bits", "17"], "fxp bit width must be between 2 and 16, not 17"),
     (["--pipeline", "9"], "pipeline must be between 0 and 4, not 9"),

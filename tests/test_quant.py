@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from hwq.errors import HwqError
 from hwq.formats import accumulate
 from hwq.quant import calibrate, evaluate, parse_spec, quantize, train
-from hwq.quant.digits import DigitsCNN, train_digits_cnn
+from hwq.quant.digits import train_digits_cnn
 from hwq.quant.export import export, load
 from hwq.quant.graph import fold_batchnorm, trace
 from hwq.quant.integer import IntegerModel, compare

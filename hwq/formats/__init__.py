@@ -8,16 +8,22 @@ This package imports no hardware, tool or torch-module code. Every format is a
 from ..errors import HwqError
 from .base import NumberFormat, fraction_str
 from .ant import Ant
+from .ausn import Ausn
+from .esb import Esb
 from .fxp import FixedPoint
+from .uniq import Uniq
 from .golden import accumulate, acc_width, dot, product_lsb_exp, product_range, products
 
-__all__ = ["NumberFormat", "FixedPoint", "Ant", "FORMATS", "get_format", "from_params", "fraction_str",
+__all__ = ["NumberFormat", "FixedPoint", "Ant", "Ausn", "Esb", "Uniq", "FORMATS", "get_format", "from_params", "fraction_str",
            "accumulate", "acc_width", "dot", "product_lsb_exp", "product_range", "products"]
 
 #: every format class by name (one line per format)
 FORMATS = {cls.name: cls for cls in (
     FixedPoint,
     Ant,
+    Esb,
+    Ausn,
+    Uniq,
 )}
 
 

@@ -42,7 +42,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import HwqError
-from .base import NumberFormat, check_int
+from .base import NumberFormat, check_int, nearest_index
 from .rounding import check_finite
 
 __all__ = ["Ant", "ANT_KINDS", "TypeChoice", "select_type"]
@@ -163,13 +163,7 @@ class Ant(NumberFormat):
 
     def _encode(self, x):
         x *= 2.0 ** -self._exp_base
-        grid = self._grid
-        upper = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
-        lower_value = grid[upper - 1].astype(np.float64)
-        upper_value = grid[upper].astype(np.float64)
-        # exact: grid values are integers below 2**52, so their midpoint is exact in float64
-        pick_upper = x >= (lower_value + upper_value) / 2
-        return self._grid_codes[np.where(pick_upper, upper, upper - 1)]
+        return self._grid_codes[nearest_index(self._grid, x, ties="up")]
 
 
 @dataclasses.dataclass(frozen=True)

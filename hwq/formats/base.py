@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import HwqError
 from .rounding import check_finite
 
-__all__ = ["NumberFormat", "check_int", "fraction_str"]
+__all__ = ["NumberFormat", "check_int", "fraction_str", "nearest_index"]
 
 
 def check_int(name, value, lo, hi):
@@ -24,6 +24,19 @@ def check_int(name, value, lo, hi):
     if not lo <= value <= hi:
         raise HwqError(f"{name} must be between {lo} and {hi}, not {value}")
     return int(value)
+
+
+def nearest_index(grid, x, *, ties="up"):
+    """Index of the value of sorted integer array ``grid`` nearest each element of ``x``.
+
+    Ties go to the larger value (``ties="up"``) or the smaller one (``"down"``); values beyond
+    either end take the end (saturation). Exact: the grid's integers are below ``2**52``, so
+    their midpoints are exact in float64.
+    """
+    upper = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
+    midpoint = (grid[upper - 1].astype(np.float64) + grid[upper].astype(np.float64)) / 2
+    above = x >= midpoint if ties == "up" else x > midpoint
+    return np.where(above, upper, upper - 1)
 
 
 def fraction_str(value):

@@ -18,7 +18,7 @@ for a type ANT hardly ever picks for activations (FORMATS.md). PoT needs at most
 bits, so 8-bit PEs offer int and flint only. float is supported by the decoder and can be asked for.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -245,6 +245,4 @@ class AntPE(ProcessingElement):
         width = signed_width(min(lows), max(highs))
         magnitude = Signal(unsigned(width), name="magnitude")
         m.d.comb += magnitude.eq((a.i * w.i) << (a.s + w.s))
-        product = Signal(signed(width), name="product")
-        m.d.comb += product.eq(Mux(a.sign ^ w.sign, -magnitude, magnitude))
-        return product
+        return a.sign ^ w.sign, magnitude

@@ -126,7 +126,7 @@ class ProcessingElement(wiring.Component):
         if self._pipeline:
             name += f"_p{self._pipeline}"
         if self._max_terms != 1024:
-            name += f"_k{self._max_terms}"
+            name += f"_t{self._max_terms}"
         return name
 
     @classmethod
@@ -175,21 +175,36 @@ class ProcessingElement(wiring.Component):
 
     @abc.abstractmethod
     def elaborate_product(self, m):
-        """Add the product logic to ``m``; return the signed product in units of the accumulator.
+        """Add the product logic to ``m``; return the product in units of the accumulator.
 
-        The product is combinational in ``self.a`` and ``self.w`` (and extra ports).
+        Either a signed Value, or a ``(negative, magnitude)`` pair of a 1-bit Value and an
+        unsigned magnitude whose top bit is always 0 (as sign-magnitude PEs compute it): the base
+        then adds a negative product as its ones' complement plus a carry-in,
+        ``acc + ~magnitude + 1``, which saves the negation (about 10 % of the LUT4s). The product
+        is combinational in ``self.a`` and ``self.w`` (and extra ports).
         """
 
     def elaborate(self, platform):
         m = Module()
-        product = self.elaborate_product(m)
+        term, negative = self.elaborate_product(m), None
+        if isinstance(term, tuple):
+            negative, magnitude = term
+            term = Signal(signed(len(magnitude)), name="term")         # -magnitude - 1 when negative
+            m.d.comb += term.eq(Mux(negative, ~magnitude, magnitude))
         valid, clear = self.valid, self.clear
         for stage in range(self._pipeline):
-            # reset-less data register: yosys may pack it into an SB_MAC16 input register
-            product_q = Signal.like(product, name=f"product_s{stage + 1}", reset_less=True)
+            # reset-less data registers: yosys may pack them into an SB_MAC16 input register
+            term_q = Signal.like(term, name=f"term_s{stage + 1}", reset_less=True)
             valid_q = Signal(name=f"valid_s{stage + 1}")
             clear_q = Signal(name=f"clear_s{stage + 1}")
-            m.d.sync += [product_q.eq(product), valid_q.eq(valid), clear_q.eq(clear)]
-            product, valid, clear = product_q, valid_q, clear_q
-        m.d.sync += self.acc.eq(Mux(clear, 0, self.acc) + Mux(valid, product, 0))
+            m.d.sync += [term_q.eq(term), valid_q.eq(valid), clear_q.eq(clear)]
+            if negative is not None:
+                negative_q = Signal(name=f"negative_s{stage + 1}", reset_less=True)
+                m.d.sync += negative_q.eq(negative)
+                negative = negative_q
+            term, valid, clear = term_q, valid_q, clear_q
+        total = Mux(clear, 0, self.acc) + Mux(valid, term, 0)
+        if negative is not None:
+            total = total + (valid & negative)
+        m.d.sync += self.acc.eq(total)
         return m

@@ -30,7 +30,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import HwqError
-from ..formats import product_lsb_exp
 from ..formats.golden import matmul
 
 __all__ = ["FRAC_BITS", "MULT_BITS", "GUARD_BITS", "Requant", "LayerProgram", "IntegerModel", "compare"]

@@ -1,0 +1,139 @@
+"""Bit operations (BOPs) of a layer, UNIQ's complexity metric, for any format.
+
+For a layer with ``n`` input channels, ``m`` output channels and a ``k x k`` kernel (``k = 1``
+for a linear layer), ``b_a``-bit activations and ``b_w``-bit weights, each output position
+needs ``n * k**2`` multiply-accumulates into an accumulator of
+
+    ``b_o = b_a + b_w + log2(n * k**2)`` bits,
+
+and costs ``BOPs = m * n * k**2 * (b_a * b_w + b_o)`` (FORMATS.md, section uniq). A layer's total
+is that times the number of output positions. Only code widths enter, so the metric serves every
+format (a UNIQ weight counts its index bits ``b``: the level table is the PE's, as the paper
+assumes).
+
+The logarithm
+-------------
+``log2="exact"`` (the default) uses the real ``log2(n * k**2)``: it is UNIQ's definition and
+reproduces FORMATS.md's example (3x3, 64 -> 64, ``(b_w, b_a) = (4, 8)``: 1 960 056.1 BOPs, "1.96 M",
+per output pixel); the result is a float. Everything else is integer arithmetic: the float part
+is only ``m * n * k**2 * log2(n * k**2)``.
+
+``log2="ceil"`` uses ``ceil(log2(n * k**2))``, the bits an exact integer accumulator actually
+grows by (:func:`accumulator_bits`); the result is an exact int (1 990 656 for the example).
+"""
+
+import math
+
+from ..errors import HwqError
+from .base import NumberFormat, check_int
+
+__all__ = ["LOG2_MODES", "accumulator_bits", "bops", "conv_bops", "linear_bops"]
+
+#: how ``log2(n * k**2)`` is taken
+LOG2_MODES = ("exact", "ceil")
+
+_MAX = 1 << 40
+
+
+def _bits(name, value):
+    """Code width of ``value``: an int, or a :class:`NumberFormat`'s ``bits``."""
+    if isinstance(value, NumberFormat):
+        return value.bits
+    return check_int(name, value, 1, 64)
+
+
+def _kernel_area(kernel_size):
+    if isinstance(kernel_size, (tuple, list)):
+        if len(kernel_size) != 2:
+            raise HwqError(f"kernel_size must be an int or a (height, width) pair, not {kernel_size!r}")
+        return check_int("kernel height", kernel_size[0], 1, 1 << 16) * check_int("kernel width", kernel_size[1], 1, 1 << 16)
+    k = check_int("kernel_size", kernel_size, 1, 1 << 16)
+    return k * k
+
+
+def _log2(fan_in, log2):
+    if log2 == "exact":
+        return math.log2(fan_in)
+    if log2 == "ceil":
+        return (fan_in - 1).bit_length()
+    raise HwqError(f"unknown log2 mode {log2!r}; use one of {', '.join(LOG2_MODES)}")
+
+
+def accumulator_bits(a_bits, w_bits, fan_in, *, log2="exact"):
+    """``b_o = b_a + b_w + log2(fan_in)``: accumulator width for ``fan_in`` products.
+
+    Parameters
+    ----------
+    a_bits, w_bits : int or NumberFormat
+        Activation and weight code widths (a format gives its ``bits``).
+    fan_in : int
+        Products per output, ``n * k**2``.
+    log2 : {"exact", "ceil"}
+        Real logarithm (float result) or its ceiling (int result).
+    """
+    fan_in = check_int("fan_in", fan_in, 1, _MAX)
+    return _bits("activation bits", a_bits) + _bits("weight bits", w_bits) + _log2(fan_in, log2)
+
+
+def bops(a_bits, w_bits, in_channels, out_channels, kernel_size=1, *, positions=1, log2="exact"):
+    """BOPs of ``positions`` output positions of a layer.
+
+    Parameters
+    ----------
+    a_bits, w_bits : int or NumberFormat
+        Activation and weight code widths.
+    in_channels, out_channels : int
+        ``n`` and ``m``.
+    kernel_size : int or (int, int)
+        ``k`` (``k x k`` kernel) or ``(k_h, k_w)`` (``k**2`` becomes ``k_h * k_w``); 1 for linear.
+    positions : int
+        Output positions (pixels) counted; 1 gives the per-position figure.
+    log2 : {"exact", "ceil"}
+        See the module docstring: float result, or exact int.
+
+    Returns
+    -------
+    float or int
+        ``positions * m * n * k**2 * (b_a * b_w + b_o)``.
+    """
+    if log2 not in LOG2_MODES:
+        raise HwqError(f"unknown log2 mode {log2!r}; use one of {', '.join(LOG2_MODES)}")
+    b_a, b_w = _bits("activation bits", a_bits), _bits("weight bits", w_bits)
+    n = check_int("in_channels", in_channels, 1, _MAX)
+    m = check_int("out_channels", out_channels, 1, _MAX)
+    positions = check_int("positions", positions, 1, _MAX)
+    fan_in = n * _kernel_area(kernel_size)
+    macs = positions * m * fan_in
+    whole = macs * (b_a * b_w + b_a + b_w)
+    return whole + macs * _log2(fan_in, log2)
+
+
+def conv_bops(in_channels, out_channels, kernel_size, a_bits, w_bits, *, output_size=None, log2="exact"):
+    """BOPs of a convolution: per output pixel, or in total with ``output_size``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    a_bits, w_bits : int or NumberFormat
+    output_size : int or (int, int), optional
+        Output feature-map size (``s`` for ``s x s``, or ``(h, w)``); ``None`` gives the
+        per-pixel figure.
+    log2 : {"exact", "ceil"}
+    """
+    if output_size is None:
+        positions = 1
+    elif isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise HwqError(f"output_size must be an int or a (height, width) pair, not {output_size!r}")
+        positions = (check_int("output height", output_size[0], 1, 1 << 20)
+                     * check_int("output width", output_size[1], 1, 1 << 20))
+    else:
+        side = check_int("output_size", output_size, 1, 1 << 20)
+        positions = side * side
+    return bops(a_bits, w_bits, in_channels, out_channels, kernel_size, positions=positions, log2=log2)
+
+
+def linear_bops(in_features, out_features, a_bits, w_bits, *, log2="exact"):
+    """BOPs of a linear (fully connected) layer: ``k = 1``, one output position."""
+    return bops(a_bits, w_bits, in_features, out_features, 1, log2=log2)
