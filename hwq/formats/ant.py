@@ -122,11 +122,6 @@ class Ant(NumberFormat):
         return self._exp_base
 
     @property
-    def magnitude_bits(self):
-        """``B``: ``bits - 1`` when signed, else ``bits``."""
-        return self.bits - 1 if self.signed else self.bits
-
-    @property
     def lsb_exp(self):
         return self._exp_base
 

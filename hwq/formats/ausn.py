@@ -193,11 +193,6 @@ class Ausn(NumberFormat):
         return self._exp_base
 
     @property
-    def magnitude_bits(self):
-        """Bits of the fields: ``bits - 1`` when signed, else ``bits``."""
-        return self.bits - 1 if self.signed else self.bits
-
-    @property
     def field_slices(self):
         """``(lsb, width)`` of every term's field in the code, top field first."""
         lsbs = np.cumsum((0,) + self._fields[::-1])[:-1][::-1]

@@ -80,6 +80,12 @@ class NumberFormat(abc.ABC):
         return self._signed
 
     @property
+    def magnitude_bits(self):
+        """``B``, the magnitude bits of a sign-magnitude code: ``bits - 1`` when signed, else
+        ``bits``."""
+        return self.bits - 1 if self.signed else self.bits
+
+    @property
     @abc.abstractmethod
     def lsb_exp(self):
         """Exponent of the integer unit: ``value(code) = decode(code) * 2**lsb_exp``."""

@@ -121,11 +121,6 @@ class Esb(NumberFormat):
         self._table = np.where(self._sign_of == 1, -1, 1) * self._magnitude[rows]
 
     @property
-    def magnitude_bits(self):
-        """``B``: ``bits - 1`` when signed, else ``bits``."""
-        return self.bits - 1 if self.signed else self.bits
-
-    @property
     def exponent_bits(self):
         """``e``: width of the exponent field ``c``."""
         return self._e

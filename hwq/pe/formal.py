@@ -40,7 +40,7 @@ from ..formats import NumberFormat, acc_width, product_range
 from ..formats.golden import signed_width
 from .base import ProcessingElement
 
-__all__ = ["AccumulatorProperties", "AntDecoderProperties", "golden_value", "golden_product", "ProofResult",
+__all__ = ["AccumulatorProperties", "reference_sum", "AntDecoderProperties", "golden_value", "golden_product", "ProofResult",
            "prove", "prove_component", "formal_tools", "TABLE_MAX_BITS"]
 
 #: widest code the default golden table reference supports
@@ -94,6 +94,18 @@ def golden_product(a_format, w_format):
         m.d.comb += product.eq(golden_value(m, a_format, a) * golden_value(m, w_format, w))
         return product
     return reference_product
+
+
+def reference_sum(m, pe, product, valid, clear):
+    """The contract's sum of ``product`` as ``pe`` shows it: registered (latency 1), then
+    delayed ``pe.latency - 1`` more cycles, wrapping at ``pe.acc_width`` like the PE."""
+    expected = Signal(signed(pe.acc_width), name="ref_sum")
+    m.d.sync += expected.eq(Mux(clear, 0, expected) + Mux(valid, product, 0))
+    for stage in range(pe.latency - 1):
+        delayed = Signal(signed(pe.acc_width), name=f"ref_sum_d{stage + 1}")
+        m.d.sync += delayed.eq(expected)
+        expected = delayed
+    return expected
 
 
 class AccumulatorProperties(wiring.Component):
@@ -172,15 +184,7 @@ class AccumulatorProperties(wiring.Component):
         with m.If(~started):
             m.d.comb += Assume(ResetSignal("sync"))
 
-        # reference: ref_sum is the contract's sum, registered (latency 1), then latency-1 delays
-        product = self._reference_product(m, self.a, self.w)
-        expected = Signal(signed(pe.acc_width), name="ref_sum")
-        m.d.sync += expected.eq(Mux(self.clear, 0, expected) + Mux(self.valid, product, 0))
-        for stage in range(pe.latency - 1):
-            delayed = Signal(signed(pe.acc_width), name=f"ref_sum_d{stage + 1}")
-            m.d.sync += delayed.eq(expected)
-            expected = delayed
-
+        expected = reference_sum(m, pe, self._reference_product(m, self.a, self.w), self.valid, self.clear)
         with m.If(started):
             m.d.comb += Assert(pe.acc == expected)
         return m

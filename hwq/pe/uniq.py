@@ -34,7 +34,7 @@ port contract with ``a * loaded[w]`` as the product.
 import hashlib
 import json
 
-from amaranth.hdl import Assert, Assume, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Assert, Assume, Module, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,7 +42,7 @@ from ..errors import HwqError
 from ..formats import FixedPoint, Uniq, product_range
 from ..formats.golden import signed_width
 from .base import ProcessingElement
-from .formal import golden_value
+from .formal import golden_value, reference_sum
 
 __all__ = ["LevelTable", "UniqPE", "UniqLoadProperties"]
 
@@ -304,12 +304,7 @@ class UniqLoadProperties(wiring.Component):
         lows, highs = zip(*(product_range(a, w) for a, w in pe.format_pairs()))
         product = Signal(signed(signed_width(min(lows), max(highs))), name="ref_product")
         m.d.comb += product.eq(golden_value(m, pe.a_format, self.a) * expected_level)
-        expected = Signal(signed(pe.acc_width), name="ref_sum")
-        m.d.sync += expected.eq(Mux(self.clear, 0, expected) + Mux(self.valid, product, 0))
-        for stage in range(pe.latency - 1):
-            delayed = Signal(signed(pe.acc_width), name=f"ref_sum_d{stage + 1}")
-            m.d.sync += delayed.eq(expected)
-            expected = delayed
+        expected = reference_sum(m, pe, product, self.valid, self.clear)
 
         with m.If(started):
             for i, (entry, word) in enumerate(zip(pe.table.entries, captured)):
