@@ -177,3 +177,19 @@ def test_bad_esb_pe_parameters():
         EsbDecoder(Esb)
     with pytest.raises(HwqError, match="wraps an EsbDecoder"):
         EsbDecoderProperties(object())
+
+
+def test_significand_multiplier_cost_falls_with_k(tmp_path):
+    """The paper's claim as a curve: the k_a x k_w multiplier's own LUT4 falls as k falls."""
+    from hwq.synth import SynthJob, report_markdown, synthesize_all
+    pes = pe_variants("esb", 4, 4)
+    assert [pe.w_format.k for pe in pes] == [1, 2, 3]
+    for pe in pes:
+        write_pe(pe, tmp_path)
+    results = synthesize_all([SynthJob(tmp_path / f"{pe.module_name}.json") for pe in pes], tmp_path / "synth")
+    multiplier = [r["submodules"]["multiplier"]["lut4"] for r in results]
+    assert multiplier[0] < multiplier[1] < multiplier[2], multiplier
+    assert set(results[0]["submodules"]) == {"a_decoder", "w_decoder", "multiplier"}
+    for r in results:
+        assert sum(part["lut4"] for part in r["submodules"].values()) <= r["lut4"]
+    assert f"| esb_pe_a4_w4_k1 | up5k | multiplier | {multiplier[0]} |" in report_markdown(results)

@@ -222,7 +222,7 @@ def _run_job(plan, build_dir, tools):
 
     synth = run_yosys(tools["yosys"], [plan["verilog"].name, f"{top}.v"], top, ydir,
                       device=target.yosys_device, dsp=job.dsp)
-    cells = parse_stat(synth["stat"], top)
+    cells = parse_stat(synth["stat"], top, manifest["module"])
     pnr = run_nextpnr(tools["nextpnr"], Path("..") / "yosys" / synth["netlist"].name, target, pdir,
                       freq_mhz=job.freq_mhz, seed=job.seed)
     timing = parse_report(pnr["report"])
@@ -252,6 +252,7 @@ def _run_job(plan, build_dir, tools):
         **cells["pe"],
         "harness": cells["harness"],
         "total": cells["total"],
+        "submodules": cells["submodules"],
         "lcs": util["lc"]["used"],
         "utilization": util,
         "fmax_mhz": round(fmax, 2) if fmax is not None else None,

@@ -145,6 +145,16 @@ def report_markdown(results):
             target = row["target"] + (" dsp" if row["use_dsp"] else "")
             lines.append(f"| {row['module']} | {row['baseline']} | {target} | " +
                          " | ".join(_num(row[k], 2) for k in ("lut4", "ff", "lcs", "fmax")) + " |")
+    with_parts = [r for r in results if r.get("submodules")]
+    if with_parts:
+        lines += ["", "## PE submodules", "",
+                  "Each submodule's own cells (decoders, multipliers, tables), from yosys `-noflatten`.", "",
+                  "| module | target | submodule | LUT4 | carry | FF |", "|---|---|---|---:|---:|---:|"]
+        for r in with_parts:
+            target = r["target"] + (" dsp" if r["use_dsp"] else "")
+            for name, counts in r["submodules"].items():
+                lines.append(f"| {r['module']} | {target} | {name} | {counts['lut4']} | {counts['carry']} | "
+                             f"{counts['ff']} |")
     notes = {}
     for result in results:
         for note in result["notes"]:

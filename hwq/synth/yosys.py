@@ -99,7 +99,7 @@ def cell_counts(cells_by_type):
     }
 
 
-def parse_stat(stat, top):
+def parse_stat(stat, top, pe=None):
     """Split ``stat -json`` of a ``-noflatten`` run into harness, PE and whole-design counts.
 
     Parameters
@@ -109,12 +109,17 @@ def parse_stat(stat, top):
     top : str
         The harness module (the top).
 
+    pe : str, optional
+        The PE's module name; its submodules (Amaranth names them ``<pe>.<name>``) are then
+        listed one by one.
+
     Returns
     -------
     dict
-        ``{"pe": counts, "harness": counts, "total": counts}`` with :func:`cell_counts` dicts.
-        ``harness`` counts the top module's own cells; ``total`` the whole hierarchy;
-        ``pe`` is the difference (the PE and any submodules it has).
+        ``{"pe": counts, "harness": counts, "total": counts, "submodules": {name: counts}}``
+        with :func:`cell_counts` dicts. ``harness`` counts the top module's own cells; ``total``
+        the whole hierarchy; ``pe`` is the difference (the PE and any submodules it has);
+        ``submodules`` each PE submodule's own cells, by its name inside the PE.
     """
     modules = stat.get("modules", {})
     own = modules.get(f"\\{top}") or modules.get(top)
@@ -122,5 +127,11 @@ def parse_stat(stat, top):
         raise HwqError(f"yosys statistics have no module {top!r}; the harness was not synthesized")
     harness = cell_counts(own.get("num_cells_by_type", {}))
     total = cell_counts(stat["design"].get("num_cells_by_type", {}))
-    pe = {key: total[key] - harness[key] for key in CELL_KEYS}
-    return {"pe": pe, "harness": harness, "total": total}
+    pe_counts = {key: total[key] - harness[key] for key in CELL_KEYS}
+    submodules = {}
+    if pe is not None:
+        for name, module in sorted(modules.items()):
+            name = name.lstrip("\\")
+            if name.startswith(f"{pe}."):
+                submodules[name[len(pe) + 1:]] = cell_counts(module.get("num_cells_by_type", {}))
+    return {"pe": pe_counts, "harness": harness, "total": total, "submodules": submodules}
