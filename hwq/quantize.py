@@ -4,8 +4,9 @@ Trains a small CNN on scikit-learn's digits (ships offline), then, for every for
 configuration (``w8a8``, ``w4a8``, ``w4a4`` by default): post-training quantization with the
 format's own calibration, accuracy of the fake-quantized and of the integer-only model, output
 SQNR, BOPs, and accuracy after training (straight-through QAT; UNIQ's gradual noise injection
-for uniq); and the cost of that format's PE at those
-widths on an iCE40UP5K (``hwq.synth``). Writes ``report.md``, ``report.json``,
+for uniq); and the cost of that format's PE at those widths on an iCE40UP5K (``hwq.synth``): the
+emitted variant closest to the model (ESB's ``k`` chosen for the largest layer, UNIQ's loadable
+table, ANT's unified PE). Writes ``report.md``, ``report.json``,
 ``accuracy_vs_luts.png`` and per-run histograms into ``--out``, and prints the table with the time
 each step took.
 
@@ -101,22 +102,34 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed):
     }
 
 
-def _pe_costs(runs, stage, jobs, log):
+def _closest_pe(fmt, a_bits, w_bits, weight_format):
+    """The emitted PE that fits a model best: the variant whose weight format is the one chosen for
+    the model's largest layer (ESB's k), else a loadable one (UNIQ: every layer has its own
+    table), else the first (ANT's unified PE, fxp, AUSN)."""
+    variants = pe_variants(fmt, a_bits, w_bits)
+    chosen = next((pe for pe in variants if pe.w_format == weight_format), None) or \
+        next((pe for pe in variants if pe.init_sequence() is not None), variants[0])
+    for pe in variants:
+        if pe is not chosen:
+            pe._MustUse__silence = True
+    return chosen
+
+
+def _pe_costs(runs, weight_formats, stage, jobs, log):
     from .synth import SynthJob, check_tools, synthesize_all
     check_tools()
     manifests = {}
-    for run_ in runs:
-        key = (run_["format"], run_["a_bits"], run_["w_bits"])
+    for run_, weight_format in zip(runs, weight_formats):
+        key = (run_["format"], run_["a_bits"], run_["w_bits"], weight_format)
         if key not in manifests:
-            pe = pe_variants(*key)[0]
-            manifests[key] = write_pe(pe, stage / "rtl")
+            manifests[key] = write_pe(_closest_pe(*key), stage / "rtl")
     start = time.perf_counter()
     results = synthesize_all([SynthJob(stage / "rtl" / f"{m['module']}.json") for m in manifests.values()],
                              stage / "rtl" / "synth", jobs=jobs)
     log(f"synthesized {len(results)} PE(s) in {time.perf_counter() - start:.1f} s")
     costs = {key: result for key, result in zip(manifests, results)}
-    for run_ in runs:
-        result = costs[run_["format"], run_["a_bits"], run_["w_bits"]]
+    for run_, weight_format in zip(runs, weight_formats):
+        result = costs[run_["format"], run_["a_bits"], run_["w_bits"], weight_format]
         run_["pe"] = {k: result[k] for k in ("module", "lut4", "carry", "ff", "dsp", "fmax_mhz", "power_mw_12mhz")}
 
 
@@ -185,19 +198,21 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
     model, data = _timed(timing, "train_float_s", lambda: train_digits_cnn(epochs=epochs, seed=seed))
     float_accuracy = evaluate(model, data[2], data[3])
     log(f"trained the digits CNN in {timing['train_float_s']:.1f} s: {100 * float_accuracy:.2f} % test accuracy")
-    runs = []
+    runs, weight_formats = [], []
     with staged_output(out) as stage:
         for fmt in formats:
             for w_bits, a_bits in configs:
                 qmodel, result = _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed)
                 runs.append(result)
+                largest = max(qmodel.layers.values(), key=lambda layer: layer.layer.weight.numel())
+                weight_formats.append(largest.weight_quantizer.format)
                 log(f"{fmt} w{w_bits}a{a_bits}: PTQ {100 * result['ptq_accuracy']:.2f} %, "
                     f"QAT {100 * result['qat_accuracy']:.2f} % ({result['timing']})")
                 if histograms:
                     (stage / "histograms").mkdir(exist_ok=True)
                     plot_histograms(qmodel, data[2][:256], stage / "histograms" / f"{fmt}_w{w_bits}a{a_bits}.png")
         if synth:
-            _pe_costs(runs, stage, jobs, log)
+            _pe_costs(runs, weight_formats, stage, jobs, log)
             _plot(runs, stage / "accuracy_vs_luts.png")
         table = _table(runs, float_accuracy)
         report = {"float_accuracy": float_accuracy, "timing": timing, "runs": runs}
