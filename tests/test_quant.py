@@ -228,3 +228,24 @@ def test_uniq_gradual_noise_training(digits):
     assert evaluate(qmodel, x_test, y_test, device="cpu") >= before - 0.03
     with pytest.raises(HwqError, match="needs uniq weights"):
         uniq_gradual_training(quantize(model, "fxp8", "fxp8", calibration=[x_train[:64]]), x_train, y_train)
+
+
+@pytest.mark.parametrize("weights, activations", [("esb4", "esb8"), ("ausn4", "fxp8"), ("uniq4", "fxp8"),
+                                                  ("esb4k2", "fxp4"), ("ausn8", "fxp8")])
+def test_every_format_runs_the_integer_path_and_exports(digits, tmp_path, weights, activations):
+    model, (x_train, _, x_test, y_test) = digits
+    qmodel = quantize(model, weights, activations, calibration=[x_train[:64]])
+    assert {layer.weight_quantizer.format.name for layer in qmodel.layers.values()} == {parse_spec(weights).name}
+    imodel = IntegerModel.from_quantized(qmodel)
+    trace_ = {}
+    logits = imodel.run(x_test[:32], trace_)
+    for name, layer in imodel.layers.items():
+        if layer.kind == "linear":      # the golden PE contract on one output
+            a, w = trace_[name]["codes"][0], layer.weight_codes[0]
+            stream = accumulate(layer.a_format, a, layer.w_format, w, np.ones(len(a)), np.arange(len(a)) == 0)
+            assert stream[-1] == trace_[name]["acc"][0, 0] - layer.bias[0]
+    report = compare(qmodel, imodel, x_test[:32])
+    assert all(e["differing_codes"] <= 0.02 * e["codes"] for e in report["layers"].values()), report["layers"]
+    export(imodel, tmp_path / "export")
+    np.testing.assert_array_equal(load(tmp_path / "export").run(x_test[:32]), logits)
+    assert evaluate(qmodel, x_test, y_test, device="cpu") > 0.5
