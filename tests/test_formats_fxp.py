@@ -225,3 +225,12 @@ def test_dot_is_exact():
     ac, wc = rng.integers(0, 256, (4, 300)), rng.integers(0, 256, (4, 300))
     expected = [sum(int(x) * (int(y) - 256 if y >= 128 else int(y)) for x, y in zip(r, s)) for r, s in zip(ac, wc)]
     assert dot(a, ac, w, wc).tolist() == expected
+
+
+def test_every_format_is_hashable_and_equal_to_its_rebuild():
+    from hwq.formats import Ant, Ausn, Esb, Uniq
+    formats = [FixedPoint(6, frac=2), Ant(4, kind="flint"), Esb(5, k=2), Ausn(4), Uniq.gaussian(4)]
+    for fmt in formats:
+        rebuilt = from_params(fmt.name, fmt.params())
+        assert rebuilt == fmt and hash(rebuilt) == hash(fmt)
+    assert len({*formats, *[from_params(f.name, f.params()) for f in formats]}) == len(formats)

@@ -7,6 +7,7 @@ index of the manifest's codebook. ``value(code)`` is exact and dyadic:
 """
 
 import abc
+import json
 from fractions import Fraction
 
 import numpy as np
@@ -180,7 +181,7 @@ class NumberFormat(abc.ABC):
         return type(self) is type(other) and self.params() == other.params()
 
     def __hash__(self):
-        return hash((self.name, tuple(sorted(self.params().items()))))
+        return hash((self.name, json.dumps(self.params(), sort_keys=True)))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
