@@ -115,22 +115,33 @@ def _closest_pe(fmt, a_bits, w_bits, weight_format):
     return chosen
 
 
-def _pe_costs(runs, weight_formats, stage, jobs, log):
-    from .synth import SynthJob, check_tools, synthesize_all
+def _pe_costs(runs, weight_formats, stage, out, jobs, log):
+    """Synthesize the PE of every run; a PE that fails (e.g. does not fit the part) gets an
+    ``error`` entry instead of figures, and the other runs keep theirs."""
+    from .synth import SynthError, SynthJob, check_tools, synthesize_all
     check_tools()
     manifests = {}
     for run_, weight_format in zip(runs, weight_formats):
         key = (run_["format"], run_["a_bits"], run_["w_bits"], weight_format)
         if key not in manifests:
             manifests[key] = write_pe(_closest_pe(*key), stage / "rtl")
+    jobs_list = [SynthJob(stage / "rtl" / f"{m['module']}.json") for m in manifests.values()]
     start = time.perf_counter()
-    results = synthesize_all([SynthJob(stage / "rtl" / f"{m['module']}.json") for m in manifests.values()],
-                             stage / "rtl" / "synth", jobs=jobs)
+    try:
+        results = synthesize_all(jobs_list, stage / "rtl" / "synth", jobs=jobs)
+    except SynthError:
+        results = []
+        for job, manifest in zip(jobs_list, manifests.values()):
+            try:
+                results.extend(synthesize_all([job], stage / "rtl" / "synth"))
+            except SynthError as exc:
+                results.append({"module": manifest["module"], "error": str(exc).replace(str(stage), str(out))})
     log(f"synthesized {len(results)} PE(s) in {time.perf_counter() - start:.1f} s")
     costs = {key: result for key, result in zip(manifests, results)}
+    keys = ("module", "error", "lut4", "carry", "ff", "dsp", "fmax_mhz", "power_mw_12mhz")
     for run_, weight_format in zip(runs, weight_formats):
         result = costs[run_["format"], run_["a_bits"], run_["w_bits"], weight_format]
-        run_["pe"] = {k: result[k] for k in ("module", "lut4", "carry", "ff", "dsp", "fmax_mhz", "power_mw_12mhz")}
+        run_["pe"] = {k: result[k] for k in keys if k in result}
 
 
 def _table(runs, float_accuracy):
@@ -142,7 +153,8 @@ def _table(runs, float_accuracy):
         rows.append([r["format"], f"w{r['w_bits']}a{r['a_bits']}", r["weights"], r["activations"],
                      f"{100 * r['ptq_accuracy']:.2f}", f"{100 * r['integer_accuracy']:.2f}",
                      f"{100 * r['qat_accuracy']:.2f}", f"{r['output_sqnr_db']:.1f}", f"{r['bops'] / 1e6:.2f}",
-                     pe.get("module", "-"), str(pe.get("lut4", "-")), str(pe.get("ff", "-")),
+                     pe.get("module", "-") + (" (failed, see report.json)" if "error" in pe else ""),
+                     str(pe.get("lut4", "-")), str(pe.get("ff", "-")),
                      "-" if pe.get("fmax_mhz") is None else f"{pe['fmax_mhz']:.1f}"])
     lines = [f"FP32 accuracy: {100 * float_accuracy:.2f} %", "",
              "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 4 or i == 9 else "---:"
@@ -157,7 +169,7 @@ def _plot(runs, path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for index, fmt in enumerate(dict.fromkeys(r["format"] for r in runs)):
-        mine = [r for r in runs if r["format"] == fmt and "pe" in r]
+        mine = [r for r in runs if r["format"] == fmt and "lut4" in r.get("pe", {})]
         color = f"C{index}"
         luts = [r["pe"]["lut4"] for r in mine]
         ax.scatter(luts, [100 * r["qat_accuracy"] for r in mine], color=color, label=f"{fmt} QAT")
@@ -212,7 +224,7 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
                     (stage / "histograms").mkdir(exist_ok=True)
                     plot_histograms(qmodel, data[2][:256], stage / "histograms" / f"{fmt}_w{w_bits}a{a_bits}.png")
         if synth:
-            _pe_costs(runs, weight_formats, stage, jobs, log)
+            _pe_costs(runs, weight_formats, stage, out, jobs, log)
             _plot(runs, stage / "accuracy_vs_luts.png")
         table = _table(runs, float_accuracy)
         report = {"float_accuracy": float_accuracy, "timing": timing, "runs": runs}
