@@ -40,7 +40,7 @@ from ..formats import NumberFormat, acc_width, product_range
 from ..formats.golden import signed_width
 from .base import ProcessingElement
 
-__all__ = ["AccumulatorProperties", "reference_sum", "AntDecoderProperties", "golden_value", "golden_product", "ProofResult",
+__all__ = ["AccumulatorProperties", "add_pe", "reference_sum", "AntDecoderProperties", "golden_value", "golden_product", "ProofResult",
            "prove", "prove_component", "formal_tools", "TABLE_MAX_BITS"]
 
 #: widest code the default golden table reference supports
@@ -94,6 +94,16 @@ def golden_product(a_format, w_format):
         m.d.comb += product.eq(golden_value(m, a_format, a) * golden_value(m, w_format, w))
         return product
     return reference_product
+
+
+def add_pe(m, wrapper, pe):
+    """Add ``pe`` to ``m`` as submodule ``pe``, each input driven by the wrapper's port of that
+    name (the solver's free inputs); return it."""
+    m.submodules.pe = pe
+    for name, member in pe.signature.members.items():
+        if member.flow == In:
+            m.d.comb += getattr(pe, name).eq(getattr(wrapper, name))
+    return pe
 
 
 def reference_sum(m, pe, product, valid, clear):
@@ -171,10 +181,7 @@ class AccumulatorProperties(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pe = m.submodules.pe = self._pe
-        for name, member in pe.signature.members.items():
-            if member.flow == In:
-                m.d.comb += getattr(pe, name).eq(getattr(self, name))
+        pe = add_pe(m, self, self._pe)
         for name, value in self._fixed.items():
             m.d.comb += Assume(getattr(self, name) == value)
 

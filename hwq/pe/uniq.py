@@ -42,7 +42,7 @@ from ..errors import HwqError
 from ..formats import FixedPoint, Uniq, product_range
 from ..formats.golden import signed_width
 from .base import ProcessingElement
-from .formal import golden_value, reference_sum
+from .formal import add_pe, golden_value, reference_sum
 
 __all__ = ["LevelTable", "UniqPE", "UniqLoadProperties"]
 
@@ -267,10 +267,7 @@ class UniqLoadProperties(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pe = m.submodules.pe = self._pe
-        for name, member in pe.signature.members.items():
-            if member.flow == In:
-                m.d.comb += getattr(pe, name).eq(getattr(self, name))
+        pe = add_pe(m, self, self._pe)
         w_format = pe.w_format
         k = 1 << w_format.bits
 
