@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import positive_int, run_command
 from .errors import HwqError
 from .fileio import check_writable_dir, staged_output
 from .pe import DEFAULT_WIDTHS, PE_CLASSES, pe_variants, write_pe
@@ -121,16 +122,6 @@ def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up
     return {"manifests": manifests, "results": list(results), "timing": timing}
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
-    return value
-
-
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m hwq.build",
@@ -146,24 +137,20 @@ def _parser():
                         help="multipliers in fabric, in SB_MAC16 DSPs (up5k only), or both (default)")
     parser.add_argument("--pipeline", type=int, default=0, metavar="N",
                         help="product register stages (0-4, default 0)")
-    parser.add_argument("--max-terms", type=_positive, default=1024, metavar="K",
+    parser.add_argument("--max-terms", type=positive_int, default=1024, metavar="K",
                         help="longest sum the accumulator holds without overflow (default 1024)")
     parser.add_argument("--no-synth", action="store_true", help="emit Verilog and manifests only")
-    parser.add_argument("--jobs", type=_positive, metavar="N", help="parallel synthesis jobs (default: CPUs)")
+    parser.add_argument("--jobs", type=positive_int, metavar="N", help="parallel synthesis jobs (default: CPUs)")
     return parser
 
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
     args = _parser().parse_args(argv)
-    try:
-        build(args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
-              synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
-              max_terms=args.max_terms)
-    except HwqError as exc:
-        print(f"hwq.build: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("hwq.build", lambda: build(
+        args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
+        synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
+        max_terms=args.max_terms))
 
 
 if __name__ == "__main__":

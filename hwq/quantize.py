@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
+from .cli import positive_int, run_command
 from .errors import HwqError
+from .formats.base import check_int
 from .fileio import check_writable_dir, staged_output, write_atomic
 from .pe import PE_CLASSES, check_pe, pe_variants, write_pe
 
@@ -195,6 +197,10 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
     from .quant.digits import train_digits_cnn
     from .quant.train import evaluate
     formats = _formats(formats)
+    check_int("epochs", epochs, 1, 10_000)
+    check_int("qat_epochs", qat_epochs, 1, 10_000)
+    if jobs is not None:
+        check_int("jobs", jobs, 1, 1024)
     configs = [_parse_config(c) for c in configs]
     if not configs:
         raise HwqError("no configuration given; use e.g. --config w4a8")
@@ -242,18 +248,14 @@ def main(argv=None):
     parser.add_argument("--config", action="append", dest="configs", metavar="wNaM",
                         help=f"weight/activation bits (repeatable; default {' '.join(CONFIGS)})")
     parser.add_argument("--out", default="build/quantize", metavar="DIR")
-    parser.add_argument("--epochs", type=int, default=30, help="float training epochs (default 30)")
-    parser.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (default 2)")
+    parser.add_argument("--epochs", type=positive_int, default=30, help="float training epochs (default 30)")
+    parser.add_argument("--qat-epochs", type=positive_int, default=2, help="QAT epochs (default 2)")
     parser.add_argument("--no-synth", action="store_true", help="skip the PE synthesis")
-    parser.add_argument("--jobs", type=int, help="parallel synthesis jobs")
+    parser.add_argument("--jobs", type=positive_int, help="parallel synthesis jobs")
     args = parser.parse_args(argv)
-    try:
-        run(args.formats, args.configs or CONFIGS, out=Path(args.out), epochs=args.epochs,
-            qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs)
-    except HwqError as exc:
-        print(f"hwq.quantize: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("hwq.quantize", lambda: run(
+        args.formats, args.configs or CONFIGS, out=Path(args.out), epochs=args.epochs,
+        qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs))
 
 
 if __name__ == "__main__":

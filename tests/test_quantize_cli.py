@@ -32,3 +32,16 @@ def test_bad_input(tmp_path, capsys, args, message):
     assert example.main([*args, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_numbers_are_rejected_before_training(tmp_path, capsys):
+    from hwq.errors import HwqError
+    for kwargs, message in (({"epochs": 0}, "epochs must be between 1"),
+                            ({"qat_epochs": -1}, "qat_epochs must be between 1"),
+                            ({"jobs": 0}, "jobs must be between 1")):
+        with pytest.raises(HwqError, match=message):
+            example.run(["fxp"], ["w4a4"], out=tmp_path / "out", log=lambda *a: None, **kwargs)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exit_:
+        example.main(["--jobs", "0", "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and "expected a positive integer, not 0" in capsys.readouterr().err
