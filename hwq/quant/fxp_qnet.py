@@ -69,7 +69,8 @@ def _quantize(model, bits, x):
     return quantize(model, calibration=[x], overrides=overrides)
 
 
-def _memory(qmodel, bits, x):
+def _element_counts(qmodel, x):
+    """``{(layer, "weights" | "activations"): elements}``: weights, and one sample's inputs."""
     sizes = {}
     hooks = [layer.register_forward_pre_hook(
         lambda module, args, name=name: sizes.__setitem__(name, args[0][0].numel()))
@@ -112,7 +113,11 @@ def allocate_word_lengths(model, x, *, start_bits=8, min_bits=2, budget=0.01, lo
         teacher = model.eval()(x)
     probe = quantize(model, f"fxp{start_bits}", f"fxp{start_bits}", calibration=[x])
     bits = {name: {"weights": start_bits, "activations": start_bits} for name in probe.layers}
-    sizes = _memory(probe, bits, x)
+    sizes = _element_counts(probe, x)
+
+    def memory_bits(bits):
+        return sum(sizes[n, k] * b[k] for n, b in bits.items() for k in ("weights", "activations"))
+
     current = _quantize(model, bits, x)
     error = disagreement(current, teacher, x)
     if error > budget:
@@ -137,13 +142,12 @@ def allocate_word_lengths(model, x, *, start_bits=8, min_bits=2, budget=0.01, lo
         if best is None:
             break
         _, name, kind, bits, current, error = best
-        memory = sum(sizes[n, k] * b[k] for n, b in bits.items() for k in ("weights", "activations"))
+        memory = memory_bits(bits)
         history.append({"layer": name, "structure": kind, "bits": bits[name][kind], "disagreement": error,
                         "memory_bits": memory})
         if log is not None:
             log(f"{name} {kind} -> {bits[name][kind]} bits: disagreement {error:.4f}, memory {memory} bits")
-    memory = sum(sizes[n, k] * b[k] for n, b in bits.items() for k in ("weights", "activations"))
-    return Allocation(current, bits, error, memory, history)
+    return Allocation(current, bits, error, memory_bits(bits), history)
 
 
 def self_distill(qmodel, teacher, x, *, epochs=5, lr=1e-3, temperature=4.0, batch_size=64, seed=0, device=None):
