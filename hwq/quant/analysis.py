@@ -5,11 +5,11 @@ the weights and activations against the format's levels."""
 import math
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..formats.bops import conv_bops, linear_bops
 from ..formats.metrics import quantization_error
+from .api import run_recording
 
 __all__ = ["sqnr_db", "tensor_errors", "analyse", "model_bops", "plot_histograms"]
 
@@ -45,21 +45,6 @@ def tensor_errors(quantizer, x):
             "sqnr_db": sqnr_db(x, quantizer.fake(x))}
 
 
-def _layer_inputs_and_outputs(qmodel, x):
-    seen = {}
-    hooks = [layer.register_forward_hook(
-        lambda module, args, out, name=name: seen.__setitem__(name, (args[0].detach().double().numpy(),
-                                                                    tuple(out.shape))))
-        for name, layer in qmodel.layers.items()]
-    try:
-        with torch.no_grad():
-            qmodel(torch.as_tensor(x))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return seen
-
-
 def _layer_bops(layer, a_bits, w_bits, out_shape):
     if isinstance(layer.layer, nn.Conv2d):
         return conv_bops(layer.layer.in_channels, layer.layer.out_channels, layer.layer.kernel_size, a_bits, w_bits,
@@ -76,7 +61,7 @@ def analyse(qmodel, x):
         One per quantized layer: ``name``, ``weight_format``, ``activation_format``, ``weights``
         and ``activations`` (:func:`tensor_errors`), and ``bops`` per input sample.
     """
-    seen = _layer_inputs_and_outputs(qmodel, x)
+    _, seen = run_recording(qmodel, x)
     rows = []
     for name, layer in qmodel.layers.items():
         inputs, out_shape = seen[name]
@@ -103,7 +88,7 @@ def plot_histograms(qmodel, x, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    seen = _layer_inputs_and_outputs(qmodel, x)
+    _, seen = run_recording(qmodel, x)
     layers = list(qmodel.layers.items())
     fig, axes = plt.subplots(len(layers), 2, figsize=(10, 2.4 * len(layers)), squeeze=False)
     for row, (name, layer) in zip(axes, layers):

@@ -12,7 +12,7 @@ from .graph import check_supported, fold_batchnorm, quantizable_layers, trace
 from .modules import QuantLayer
 from .spec import parse_spec
 
-__all__ = ["quantize", "QuantizedModel", "LayerPlan", "collect_inputs", "MAX_CALIBRATION_VALUES"]
+__all__ = ["quantize", "QuantizedModel", "LayerPlan", "collect_inputs", "run_recording", "MAX_CALIBRATION_VALUES"]
 
 #: activation values kept per layer for calibration (a seeded subsample beyond this)
 MAX_CALIBRATION_VALUES = 1 << 20
@@ -121,6 +121,30 @@ def collect_inputs(graph_module, names, batches, limit=MAX_CALIBRATION_VALUES, s
         values = np.concatenate(parts)
         out[name] = values if values.size <= limit else rng.choice(values, limit, replace=False)
     return out
+
+
+def run_recording(qmodel, x):
+    """Run ``qmodel`` on ``x`` without gradients, recording every quantized layer's float input.
+
+    Returns
+    -------
+    output : numpy.ndarray
+        The model's output (float64).
+    layers : dict of str to (numpy.ndarray, tuple)
+        Each quantized layer's input (before its quantizer, float64) and its output shape.
+    """
+    seen = {}
+    hooks = [layer.register_forward_hook(
+        lambda module, args, out, name=name: seen.__setitem__(
+            name, (args[0].detach().cpu().double().numpy(), tuple(out.shape))))
+        for name, layer in qmodel.layers.items()]
+    try:
+        with torch.no_grad():
+            output = qmodel(torch.as_tensor(x)).detach().cpu().double().numpy()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return output, seen
 
 
 def quantize(model, weights="fxp8", activations="fxp8", *, calibration, overrides=None, keep_float=(),

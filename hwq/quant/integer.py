@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from ..errors import HwqError
 from ..formats.golden import matmul
+from .api import run_recording
 
 __all__ = ["FRAC_BITS", "MULT_BITS", "GUARD_BITS", "Requant", "LayerProgram", "IntegerModel", "compare"]
 
@@ -328,16 +329,8 @@ def compare(qmodel, integer_model, x):
     """
     trace = {}
     int_out = integer_model.run(x, trace)
-    seen = {}
-    hooks = [layer.register_forward_pre_hook(
-        lambda module, args, name=name: seen.__setitem__(name, args[0].detach().cpu().double().numpy()))
-        for name, layer in qmodel.layers.items()]
-    try:
-        with torch.no_grad():
-            fake_out = qmodel(torch.as_tensor(x)).double().numpy()
-    finally:
-        for hook in hooks:
-            hook.remove()
+    fake_out, recorded = run_recording(qmodel, x)
+    seen = {name: inputs for name, (inputs, _) in recorded.items()}
     report = {"layers": {}, "first": None}
     for name, layer in qmodel.layers.items():
         fake_codes = layer.input_quantizer.codes(seen[name])
