@@ -1,13 +1,13 @@
 """Power-on self-test of a processing element on a real iCE40 board.
 
-:class:`~boards.self_test.SelfTest` wraps any :class:`~hwq.pe.ProcessingElement` with a ROM of
+:class:`~hwq.boards.self_test.SelfTest` wraps any :class:`~hwq.pe.ProcessingElement` with a ROM of
 seeded random stimulus and the golden sums (:func:`hwq.formats.accumulate`), walks the ROM once
-after reset and reports ``done``, ``passed`` and ``failed``. :mod:`boards.platforms` puts it on the
+after reset and reports ``done``, ``passed`` and ``failed``. :mod:`hwq.boards.platforms` puts it on the
 iCEBreaker (iCE40UP5K-SG48) and the iCE40-HX8K breakout board with the LEDs as the verdict, and
-:func:`~boards.platforms.build_board` builds the bitstream with the YoWASP tools.
+:func:`~hwq.boards.platforms.build_board` builds the bitstream with the YoWASP tools.
 
-``python -m boards --board icebreaker --format fxp --a-bits 8 --w-bits 8`` builds one from the
-command line (see :mod:`boards.cli` and ``boards/README.md``).
+``hwq-board --board icebreaker --format fxp --a-bits 8 --w-bits 8`` builds one from the
+command line (see :mod:`hwq.boards.cli` and ``boards/README.md``).
 """
 
 from .self_test import SelfTest, Vectors, make_vectors

@@ -1,4 +1,4 @@
-"""``python -m boards``: see :mod:`boards.cli`."""
+"""``hwq-board``: see :mod:`hwq.boards.cli`."""
 
 import sys
 

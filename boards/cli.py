@@ -1,45 +1,36 @@
-"""``python -m boards``: build a self-test bitstream for a board.
+"""``hwq-board``: build a self-test bitstream for a board.
 
 Examples
 --------
-``python -m boards --board icebreaker --format fxp --a-bits 8 --w-bits 8``
+``hwq-board --board icebreaker --format fxp --a-bits 8 --w-bits 8``
     the fxp 8x8 PE's self-test for the iCEBreaker, in ``build/board/``; program it with
     ``iceprog build/board/selftest_icebreaker_fxp_pe_a8_w8.bin``.
-``python -m boards --board hx8k --format fxp --a-bits 4 --w-bits 4 --pipeline 1 --build-dir build/hx8k``
+``hwq-board --board hx8k --format fxp --a-bits 4 --w-bits 4 --pipeline 1 --build-dir build/hx8k``
     a pipelined 4x4 PE on the iCE40-HX8K breakout board.
 
 Bad input (unknown board or format, unsupported width, ...) gives a one-line error and exit
 status 2 before anything is built.
 """
 
-import argparse
 import sys
 import warnings
 
 from amaranth.hdl import UnusedElaboratable
 
-from hwq.errors import HwqError
-from hwq.pe import pe_variants
-
-from .platforms import build_board, get_board
+from ..cli import ArgumentParser, run_command
+from ..pe import PE_CLASSES, pe_variants
+from .platforms import BOARDS, build_board, get_board
 
 __all__ = ["main"]
 
-PROG = "python -m boards"
-
-
-class _Parser(argparse.ArgumentParser):
-    """Argument parser whose errors are one line (like every other hwq error)."""
-
-    def error(self, message):
-        self.exit(2, f"{PROG}: error: {message}\n")
+PROG = "hwq-board"
 
 
 def _parser():
-    parser = _Parser(prog=PROG, description="Build a power-on self-test of an hwq processing element "
+    parser = ArgumentParser(prog=PROG, description="Build a power-on self-test of an hwq processing element "
                      "for an iCE40 board (LEDs show pass/fail).")
-    parser.add_argument("--board", required=True, metavar="NAME", help="icebreaker or hx8k")
-    parser.add_argument("--format", default="fxp", metavar="NAME", help="number format (default fxp)")
+    parser.add_argument("--board", required=True, metavar="NAME", choices=sorted(BOARDS), help="the board")
+    parser.add_argument("--format", default="fxp", choices=sorted(PE_CLASSES), help="number format (default fxp)")
     parser.add_argument("--a-bits", type=int, default=8, metavar="N", help="activation code width (default 8)")
     parser.add_argument("--w-bits", type=int, default=8, metavar="N", help="weight code width (default 8)")
     parser.add_argument("--pipeline", type=int, default=0, metavar="N",
@@ -52,18 +43,10 @@ def _parser():
     return parser
 
 
-def main(argv=None):
-    """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
-    args = _parser().parse_args(argv)
-    try:
-        board = get_board(args.board)
-        pe = pe_variants(args.format, args.a_bits, args.w_bits, pipeline=args.pipeline)[0]
-        result = build_board(pe, board, args.build_dir, cycles=args.cycles, seed=args.seed, log=print)
-    except HwqError as exc:
-        # the PE is left unbuilt on purpose: no "created but never used" warning after the error
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+def _build(args):
+    board = get_board(args.board)
+    pe = pe_variants(args.format, args.a_bits, args.w_bits, pipeline=args.pipeline)[0]
+    result = build_board(pe, board, args.build_dir, cycles=args.cycles, seed=args.seed, log=print)
     used = ", ".join(f"{bel} {u}/{n}" for bel, (u, n) in result.utilization.items()
                      if bel in ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP") or u)
     print(f"bitstream: {result.bitstream}")
@@ -75,4 +58,12 @@ def main(argv=None):
               "self-test may fail on the board from timing, not logic; use --pipeline", file=sys.stderr)
     print(f"program: iceprog {result.bitstream}")
     print(f"LEDs: {board.leds}")
-    return 0
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (:func:`hwq.cli.run_command`)."""
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # a PE left unbuilt after an error must not add a "created but never used" warning
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        return run_command(PROG, lambda: _build(args))

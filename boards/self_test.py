@@ -23,7 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
-from hwq.errors import HwqError
+from hwq.errors import InputError
 from hwq.formats import accumulate
 from hwq.formats.base import check_int
 from hwq.pe import ProcessingElement
@@ -150,7 +150,7 @@ def make_vectors(pe, cycles=512, seed=1):
     expected = accumulate(af, a, wf, w, valid, clear)
     lo, hi = -(1 << (pe.acc_width - 1)), (1 << (pe.acc_width - 1)) - 1
     if expected.min() < lo or expected.max() > hi:
-        raise HwqError(f"golden sums do not fit the {pe.acc_width}-bit accumulator; check max_terms")
+        raise InputError(f"golden sums do not fit the {pe.acc_width}-bit accumulator; check max_terms")
     return Vectors(a, w, valid, clear, expected)
 
 
@@ -177,14 +177,14 @@ def check_args(pe, cycles, seed):
 
     Raises
     ------
-    HwqError
+    InputError
         If ``pe`` is not a processing element or needs an ``init`` sequence, or ``cycles`` or
         ``seed`` are out of range.
     """
     if not isinstance(pe, ProcessingElement):
-        raise HwqError(f"SelfTest needs a ProcessingElement, not {pe!r}")
+        raise InputError(f"SelfTest needs a ProcessingElement, not {pe!r}")
     if pe.init_sequence() is not None:
-        raise HwqError(f"{pe.module_name} needs an init sequence, which SelfTest does not drive yet")
+        raise InputError(f"{pe.module_name} needs an init sequence, which SelfTest does not drive yet")
     check_int("cycles", cycles, 1, MAX_CYCLES)
     check_int("seed", seed, 0, MAX_SEED)
 
@@ -219,7 +219,7 @@ class SelfTest(wiring.Component):
 
     Raises
     ------
-    HwqError
+    InputError
         If ``pe`` is not a processing element, needs an ``init`` sequence, or ``cycles`` or
         ``seed`` are out of range.
     """

@@ -14,15 +14,16 @@ Examples
     one PE, Verilog and manifest only.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from .cli import positive_int, run_command
-from .errors import HwqError
+from .cli import ArgumentParser, positive_int, run_command
+from .errors import InputError
 from .fileio import check_writable_dir, staged_output
+from .tools import find_tools
 from .pe import DEFAULT_WIDTHS, PE_CLASSES, pe_variants, write_pe
+from .synth.targets import TARGETS
 
 __all__ = ["build", "plan_pes", "main"]
 
@@ -86,20 +87,20 @@ def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up
 
     Raises
     ------
-    HwqError
+    InputError
         Before any output is written, for every kind of bad input or missing tool.
     """
     start = time.perf_counter()
     pes = plan_pes(formats, a_bits, w_bits, pipeline=pipeline, max_terms=max_terms)
     out = check_writable_dir(out)
     if mapping not in MAPPINGS:
-        raise HwqError(f"unknown mapping {mapping!r}; choose one of {', '.join(MAPPINGS)}")
+        raise InputError(f"unknown mapping {mapping!r}; choose one of {', '.join(MAPPINGS)}")
     if synth:
-        from .synth import check_tools, get_target
+        from .synth import SYNTH_TOOLS, get_target
         targets = list(dict.fromkeys(targets))
         for name in targets:
             get_target(name)
-        check_tools()
+        find_tools(*SYNTH_TOOLS)
     timing = {}
     results = []
     with staged_output(out) as stage:
@@ -123,15 +124,14 @@ def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m hwq.build",
+    parser = ArgumentParser(prog="hwq-build",
         description="Emit hwq processing elements as Verilog + manifests and synthesize them for iCE40.")
     parser.add_argument("--format", action="append", dest="formats", metavar="NAME",
                         help=f"format to build (repeatable, or 'all'; default all): {', '.join(PE_CLASSES)}")
     parser.add_argument("--a-bits", type=int, metavar="N", help="activation code width (default: per format)")
     parser.add_argument("--w-bits", type=int, metavar="N", help="weight code width (default: per format)")
     parser.add_argument("--out", default="rtl_out", metavar="DIR", help="output directory (default rtl_out)")
-    parser.add_argument("--target", action="append", dest="targets", choices=["up5k", "hx8k"],
+    parser.add_argument("--target", action="append", dest="targets", choices=sorted(TARGETS),
                         help="iCE40 part (repeatable; default up5k)")
     parser.add_argument("--mapping", choices=MAPPINGS, default="both",
                         help="multipliers in fabric, in SB_MAC16 DSPs (up5k only), or both (default)")
@@ -147,7 +147,7 @@ def _parser():
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
     args = _parser().parse_args(argv)
-    return run_command("hwq.build", lambda: build(
+    return run_command("hwq-build", lambda: build(
         args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
         synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
         max_terms=args.max_terms))

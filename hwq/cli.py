@@ -1,11 +1,24 @@
-"""What the command lines share: argument types and the one-line error exit."""
+"""What the command lines share: argument types, registry choices and the exit-status convention.
+
+Every hwq command line (``hwq-build``, ``hwq-quantize``, ``hwq-sim``, ``hwq-board``) runs its work
+through :func:`run_command`: bad input exits 2 before any work (:class:`~hwq.errors.InputError`),
+a failed tool exits 1 and names its log (:class:`~hwq.errors.ToolError`), success exits 0.
+"""
 
 import argparse
 import sys
 
-from .errors import HwqError
+from .errors import HwqError, ToolError
 
-__all__ = ["positive_int", "run_command"]
+__all__ = ["ArgumentParser", "positive_int", "run_command"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """:class:`argparse.ArgumentParser` whose usage errors are one line, ``<prog>: error: <message>``,
+    with exit status 2, like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def positive_int(text):
@@ -20,11 +33,27 @@ def positive_int(text):
 
 
 def run_command(prog, call):
-    """Run ``call()``; print an :class:`HwqError` as ``<prog>: error: <message>`` and return 2,
-    else return 0."""
+    """Run ``call()`` and return the command's exit status.
+
+    Parameters
+    ----------
+    prog : str
+        The program name that prefixes an error message (``<prog>: error: <message>``).
+    call : callable
+        The work; its return value is ignored unless it is an int (then it is the exit status).
+
+    Returns
+    -------
+    int
+        0 on success, :attr:`HwqError.exit_status <hwq.errors.HwqError.exit_status>` on an
+        :class:`~hwq.errors.HwqError` (2 for bad input, 1 for a tool failure, whose log path is
+        printed on a second line).
+    """
     try:
-        call()
+        status = call()
     except HwqError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        if isinstance(exc, ToolError) and exc.log is not None and str(exc.log) not in str(exc):
+            print(f"{prog}: log: {exc.log}", file=sys.stderr)
+        return exc.exit_status
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import HwqError
+from .errors import InputError
 
 __all__ = ["write_atomic", "check_writable_dir", "staged_output"]
 
@@ -34,7 +34,7 @@ def _existing_ancestor(path):
 
 
 def check_writable_dir(path):
-    """Raise :class:`HwqError` unless ``path`` is, or can be created as, a writable directory.
+    """Raise :class:`InputError` unless ``path`` is, or can be created as, a writable directory.
 
     The check really creates (and removes) a directory in the nearest existing ancestor, so it
     holds for root and for read-only file systems too. Returns ``path`` as a :class:`Path`.
@@ -42,11 +42,11 @@ def check_writable_dir(path):
     path = Path(path)
     probe = _existing_ancestor(path)
     if not probe.is_dir():
-        raise HwqError(f"output path {path} is not a directory ({probe} is a file); choose another --out")
+        raise InputError(f"output path {path} is not a directory ({probe} is a file); choose another --out")
     try:
         os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".hwq-probe."))
     except OSError as exc:
-        raise HwqError(f"output directory {path} is not writable ({exc.strerror}); "
+        raise InputError(f"output directory {path} is not writable ({exc.strerror}); "
                        "choose another --out or fix its permissions") from None
     return path
 

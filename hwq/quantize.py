@@ -13,7 +13,6 @@ each step took.
 Like :mod:`hwq.build`, this module wires the parts together (quant, pe, synth); nothing else does.
 """
 
-import argparse
 import copy
 import json
 import re
@@ -23,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from .cli import positive_int, run_command
-from .errors import HwqError
+from .cli import ArgumentParser, positive_int, run_command
+from .errors import InputError, ToolError
 from .formats.base import check_int
 from .fileio import check_writable_dir, staged_output, write_atomic
+from .tools import find_tools
 from .pe import PE_CLASSES, check_pe, pe_variants, write_pe
 
 __all__ = ["CONFIGS", "run", "main"]
@@ -39,7 +39,7 @@ _CONFIG = re.compile(r"^w(\d+)a(\d+)$")
 def _parse_config(text):
     match = _CONFIG.match(text)
     if match is None:
-        raise HwqError(f"configuration {text!r} is not of the form w<bits>a<bits>, e.g. w4a8")
+        raise InputError(f"configuration {text!r} is not of the form w<bits>a<bits>, e.g. w4a8")
     return int(match[1]), int(match[2])
 
 
@@ -50,7 +50,7 @@ def _formats(names):
         return usable
     for name in names:
         if name not in usable:
-            raise HwqError(f"format {name!r} cannot run the example; choose from {', '.join(usable)}")
+            raise InputError(f"format {name!r} cannot run the example; choose from {', '.join(usable)}")
     return list(dict.fromkeys(names))
 
 
@@ -120,8 +120,8 @@ def _closest_pe(fmt, a_bits, w_bits, weight_format):
 def _pe_costs(runs, weight_formats, stage, out, jobs, log):
     """Synthesize the PE of every run; a PE that fails (e.g. does not fit the part) gets an
     ``error`` entry instead of figures, and the other runs keep theirs."""
-    from .synth import SynthError, SynthJob, check_tools, synthesize_all
-    check_tools()
+    from .synth import SYNTH_TOOLS, SynthJob, synthesize_all
+    find_tools(*SYNTH_TOOLS)
     manifests = {}
     for run_, weight_format in zip(runs, weight_formats):
         key = (run_["format"], run_["a_bits"], run_["w_bits"], weight_format)
@@ -131,12 +131,12 @@ def _pe_costs(runs, weight_formats, stage, out, jobs, log):
     start = time.perf_counter()
     try:
         results = synthesize_all(jobs_list, stage / "rtl" / "synth", jobs=jobs)
-    except SynthError:
+    except ToolError:
         results = []
         for job, manifest in zip(jobs_list, manifests.values()):
             try:
                 results.extend(synthesize_all([job], stage / "rtl" / "synth"))
-            except SynthError as exc:
+            except ToolError as exc:
                 results.append({"module": manifest["module"], "error": str(exc).replace(str(stage), str(out))})
     log(f"synthesized {len(results)} PE(s) in {time.perf_counter() - start:.1f} s")
     costs = {key: result for key, result in zip(manifests, results)}
@@ -203,14 +203,14 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
         check_int("jobs", jobs, 1, 1024)
     configs = [_parse_config(c) for c in configs]
     if not configs:
-        raise HwqError("no configuration given; use e.g. --config w4a8")
+        raise InputError("no configuration given; use e.g. --config w4a8")
     out = check_writable_dir(out)
     for fmt in formats:
         for w_bits, a_bits in configs:
             check_pe(fmt, a_bits, w_bits)
     if synth:
-        from .synth import check_tools
-        check_tools()
+        from .synth import SYNTH_TOOLS
+        find_tools(*SYNTH_TOOLS)
     torch.manual_seed(seed)
     timing = {}
     model, data = _timed(timing, "train_float_s", lambda: train_digits_cnn(epochs=epochs, seed=seed))
@@ -242,7 +242,7 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
-    parser = argparse.ArgumentParser(prog="python -m hwq.quantize", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="hwq-quantize", description=__doc__.splitlines()[0])
     parser.add_argument("--format", action="append", dest="formats", metavar="NAME",
                         help="format (repeatable, or 'all'; default all)")
     parser.add_argument("--config", action="append", dest="configs", metavar="wNaM",
@@ -253,7 +253,7 @@ def main(argv=None):
     parser.add_argument("--no-synth", action="store_true", help="skip the PE synthesis")
     parser.add_argument("--jobs", type=positive_int, help="parallel synthesis jobs")
     args = parser.parse_args(argv)
-    return run_command("hwq.quantize", lambda: run(
+    return run_command("hwq-quantize", lambda: run(
         args.formats, args.configs or CONFIGS, out=Path(args.out), epochs=args.epochs,
         qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs))
 

@@ -7,5 +7,5 @@ reference
 pe_bench
     The cocotb test module (run inside the simulator).
 runner
-    ``run_bench`` / ``python -m sim.runner``: build and run the bench on Verilator or Icarus.
+    ``run_bench`` / ``hwq-sim``: build and run the bench on Verilator or Icarus.
 """

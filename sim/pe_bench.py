@@ -1,6 +1,6 @@
 """cocotb 2.x testbench for any PE that keeps the port contract, driven from its manifest alone.
 
-Run it through :func:`sim.runner.run_bench` (or ``python -m sim.runner MANIFEST.json``); it is
+Run it through :func:`hwq.sim.runner.run_bench` (or ``hwq-sim MANIFEST.json``); it is
 imported by cocotb inside the simulator.
 
 Environment
@@ -35,7 +35,7 @@ read at falling edge ``t + latency`` is the sum after cycle ``t``. Codes are dri
 patterns (unsigned ints; cocotb 2.1 accepts any int in ``[-2**(n-1), 2**n - 1]`` for an
 ``n``-bit vector, so this works whether or not the Verilog port is declared signed). ``acc`` is
 compared as a bit string (which also catches X/Z). Expected values come from
-:mod:`sim.reference`; when ``hwq`` is importable the manifest's codebooks are first checked
+:mod:`hwq.sim.reference`; when ``hwq`` is importable the manifest's codebooks are first checked
 against ``hwq.formats.from_params(...).codebook()``, and codebooks the manifest leaves out
 (codes > 10 bits) are taken from ``hwq.formats``.
 
@@ -53,7 +53,7 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge
 
-from sim.reference import (ReferenceError, decode_signed, expected_sums, extreme_codes, init_cycles,
+from .reference import (ReferenceError, decode_signed, expected_sums, extreme_codes, init_cycles,
                            load_manifest, manifest_modes, parse_codebook)
 
 #: period of the generated clock, ns
@@ -175,7 +175,7 @@ def setup():
     if _SETUP is None:
         path = os.environ.get("HWQ_MANIFEST")
         if not path:
-            raise ReferenceError("set HWQ_MANIFEST to the PE's manifest (<module>.json); use sim.runner.run_bench")
+            raise ReferenceError("set HWQ_MANIFEST to the PE's manifest (<module>.json); use hwq.sim.runner.run_bench")
         _SETUP = Setup(path)
     return _SETUP
 

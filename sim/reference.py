@@ -1,4 +1,5 @@
-"""Manifest-only reference model of the PE port contract (DESIGN.md, contracts 2 and 3).
+"""Manifest-only reference model of the PE port contract
+(docs/architecture.md, "PE port contract" and "Manifest contract").
 
 This module imports nothing from ``hwq``: anyone holding a ``<module>.json`` manifest can compute
 what the RTL must show. Values are exact (:class:`fractions.Fraction`, Python ints); nothing is

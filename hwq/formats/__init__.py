@@ -5,7 +5,7 @@ This package imports no hardware, tool or torch-module code. Every format is a
 :func:`from_params` rebuilds one from a manifest's ``format`` entry.
 """
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat, fraction_str
 from .ant import Ant
 from .ausn import Ausn
@@ -28,11 +28,11 @@ FORMATS = {cls.name: cls for cls in (
 
 
 def format_class(name):
-    """The format class called ``name``; :class:`HwqError` names the known ones otherwise."""
+    """The format class called ``name``; :class:`InputError` names the known ones otherwise."""
     try:
         return FORMATS[name]
     except (KeyError, TypeError):
-        raise HwqError(f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
+        raise InputError(f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
 
 
 def get_format(name, bits, **params):

@@ -41,7 +41,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat, check_int, nearest_index
 from .rounding import check_finite
 
@@ -97,11 +97,11 @@ class Ant(NumberFormat):
     def __init__(self, bits, *, kind="flint", signed=True, exp_base=0):
         super().__init__(bits, signed=signed)
         if kind not in ANT_KINDS:
-            raise HwqError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
+            raise InputError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
         self._kind = kind
         self._exp_base = check_int("ANT exp_base", exp_base, -32, 32)
         if kind == "pot" and self.magnitude_bits > POT_MAX_MAGNITUDE_BITS:
-            raise HwqError(f"ANT pot supports at most {POT_MAX_MAGNITUDE_BITS} magnitude bits "
+            raise InputError(f"ANT pot supports at most {POT_MAX_MAGNITUDE_BITS} magnitude bits "
                            f"({POT_MAX_MAGNITUDE_BITS + 1} bits signed), not {self.magnitude_bits}; use int or flint")
         parts = [self._parts(code) for code in range(1 << bits)]
         self._sign = np.array([p[0] for p in parts], dtype=np.int64)
@@ -201,7 +201,7 @@ def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_
     Parameters
     ----------
     x : array-like
-        The tensor (NaN/Inf raise :class:`HwqError`).
+        The tensor (NaN/Inf raise :class:`InputError`).
     bits : int
         Total width.
     kinds : sequence of str
@@ -217,21 +217,21 @@ def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_
     """
     x = check_finite(x, "tensor")
     if x.size == 0:
-        raise HwqError("cannot choose an ANT type for an empty tensor")
+        raise InputError("cannot choose an ANT type for an empty tensor")
     if signed is None:
         signed = bool((x < 0).any())
     elif not signed and (x < 0).any():
-        raise HwqError("an unsigned ANT type cannot hold negative values; use signed=True")
+        raise InputError("an unsigned ANT type cannot hold negative values; use signed=True")
     rows = np.moveaxis(x, channel_axis, 0).reshape(x.shape[channel_axis], -1) if channel_axis is not None \
         else x.reshape(1, -1)
     peak = np.abs(rows).max(axis=1)
     results = {}
     for kind in dict.fromkeys(kinds):
         if kind not in ANT_KINDS:
-            raise HwqError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
+            raise InputError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
         try:
             fmt = Ant(bits, kind=kind, signed=signed)
-        except HwqError:
+        except InputError:
             if kind == "pot":
                 continue
             raise

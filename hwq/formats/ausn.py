@@ -1,6 +1,6 @@
 """AUSN: values as superposed power-of-two terms whose code fields are the shift amounts.
 
-hwq's reading of AUSN (FORMATS.md, section ausn; only the paper's abstract was available). A value
+hwq's reading of AUSN (docs/formats.md, "ausn"; only the paper's abstract was available). A value
 is a signed sum of at most ``T`` power-of-two terms,
 
     ``value = (-1)**sign * sum_t term_t * 2**exp_base``,  ``term_t = 0`` or ``2**(o_t + f_t - 1)``,
@@ -74,7 +74,7 @@ import itertools
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat, check_int, nearest_index
 from .metrics import quantization_error
 from .rounding import check_finite
@@ -116,18 +116,18 @@ def superposition_label(fields, offsets):
 def _check_superposition(magnitude_bits, fields, offsets):
     """Validated ``(fields, offsets)`` as tuples of ints."""
     if isinstance(fields, (str, bytes)) or not hasattr(fields, "__len__") or not len(fields):
-        raise HwqError(f"AUSN fields must be a non-empty sequence of field widths, not {fields!r}")
+        raise InputError(f"AUSN fields must be a non-empty sequence of field widths, not {fields!r}")
     fields = tuple(check_int("AUSN field width", k, 1, magnitude_bits) for k in fields)
     if sum(fields) != magnitude_bits:
-        raise HwqError(f"AUSN field widths {list(fields)} must add up to the {magnitude_bits} magnitude bits")
+        raise InputError(f"AUSN field widths {list(fields)} must add up to the {magnitude_bits} magnitude bits")
     if isinstance(offsets, (str, bytes)) or not hasattr(offsets, "__len__") or len(offsets) != len(fields):
-        raise HwqError(f"AUSN offsets must list one offset per term ({len(fields)}), not {offsets!r}")
+        raise InputError(f"AUSN offsets must list one offset per term ({len(fields)}), not {offsets!r}")
     offsets = tuple(check_int("AUSN offset", o, 0, EXPONENT_MAX) for o in offsets)
     if min(offsets) != 0:
-        raise HwqError(f"AUSN offsets {list(offsets)} must have 0 as their smallest (move the rest into exp_base)")
+        raise InputError(f"AUSN offsets {list(offsets)} must have 0 as their smallest (move the rest into exp_base)")
     for k, o in zip(fields, offsets):
         if o + (1 << k) - 2 > EXPONENT_MAX:
-            raise HwqError(f"AUSN term with a {k}-bit field at offset {o} reaches exponent "
+            raise InputError(f"AUSN term with a {k}-bit field at offset {o} reaches exponent "
                            f"{o + (1 << k) - 2}, above {EXPONENT_MAX}")
     return fields, offsets
 
@@ -157,7 +157,7 @@ class Ausn(NumberFormat):
         super().__init__(bits, signed=signed)
         if fields is None:
             if offsets is not None:
-                raise HwqError("AUSN offsets need their field widths; pass fields= too")
+                raise InputError("AUSN offsets need their field widths; pass fields= too")
             fields, offsets = default_superposition(bits, signed)
         self._fields, self._offsets = _check_superposition(self.magnitude_bits, fields, offsets)
         self._exp_base = check_int("AUSN exp_base", exp_base, -32, 32)
@@ -327,7 +327,7 @@ def select_superposition(x, bits, *, signed=None, max_terms=None, ratios=None):
     Parameters
     ----------
     x : array-like
-        The tensor (NaN/Inf raise :class:`HwqError`).
+        The tensor (NaN/Inf raise :class:`InputError`).
     bits : int
         Code width, 3 to 8.
     signed : bool or None
@@ -343,14 +343,14 @@ def select_superposition(x, bits, *, signed=None, max_terms=None, ratios=None):
     """
     x = check_finite(x).ravel()
     if x.size == 0:
-        raise HwqError("cannot choose an AUSN superposition for an empty tensor")
+        raise InputError("cannot choose an AUSN superposition for an empty tensor")
     if signed is None:
         signed = bool((x < 0).any())
     elif not signed and (x < 0).any():
-        raise HwqError("an unsigned AUSN format cannot hold negative values; use signed=True")
+        raise InputError("an unsigned AUSN format cannot hold negative values; use signed=True")
     ratios = SCALE_RATIOS if ratios is None else check_finite(ratios, "scale ratios").ravel()
     if ratios.size == 0 or (ratios <= 0).any():
-        raise HwqError("scale ratios must be positive numbers")
+        raise InputError("scale ratios must be positive numbers")
     candidates = superpositions(bits, signed=signed, max_terms=max_terms)
     magnitudes = np.sort(np.abs(x))
     prefix = [np.concatenate([[0.0], np.cumsum(magnitudes ** p)]) for p in (1, 2)]

@@ -12,18 +12,18 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .rounding import check_finite
 
 __all__ = ["NumberFormat", "check_int", "fraction_str", "nearest_index"]
 
 
 def check_int(name, value, lo, hi):
-    """Return ``value`` if it is an int in ``[lo, hi]``; raise :class:`HwqError` otherwise."""
+    """Return ``value`` if it is an int in ``[lo, hi]``; raise :class:`InputError` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise HwqError(f"{name} must be an integer, not {value!r}")
+        raise InputError(f"{name} must be an integer, not {value!r}")
     if not lo <= value <= hi:
-        raise HwqError(f"{name} must be between {lo} and {hi}, not {value}")
+        raise InputError(f"{name} must be between {lo} and {hi}, not {value}")
     return int(value)
 
 
@@ -67,7 +67,7 @@ class NumberFormat(abc.ABC):
     def __init__(self, bits, *, signed):
         self._bits = check_int(f"{self.name} bit width", bits, *self.bit_range)
         if not isinstance(signed, bool):
-            raise HwqError(f"signed must be True or False, not {signed!r}")
+            raise InputError(f"signed must be True or False, not {signed!r}")
         self._signed = signed
 
     @property
@@ -109,21 +109,21 @@ class NumberFormat(abc.ABC):
     def decode(self, codes):
         """Integer value of every code, in units of ``2**lsb_exp``.
 
-        Raises :class:`HwqError` on a code outside ``[0, 2**bits)``.
+        Raises :class:`InputError` on a code outside ``[0, 2**bits)``.
         """
         codes = np.asarray(codes)
         if codes.dtype.kind not in "iu":
-            raise HwqError(f"codes must be integers, not {codes.dtype}")
+            raise InputError(f"codes must be integers, not {codes.dtype}")
         codes = codes.astype(np.int64)
         if codes.size and (codes.min() < 0 or codes.max() >= 1 << self.bits):
-            raise HwqError(f"codes of {self} must lie in [0, {(1 << self.bits) - 1}]")
+            raise InputError(f"codes of {self} must lie in [0, {(1 << self.bits) - 1}]")
         return self._decode(codes)
 
     def encode(self, x):
         """Codes of the representable values nearest ``x`` (given in format units).
 
         Rounding and saturation are the format's documented rules. NaN/Inf raise
-        :class:`HwqError` before any work.
+        :class:`InputError` before any work.
         """
         return self._encode(check_finite(x))
 
@@ -131,7 +131,7 @@ class NumberFormat(abc.ABC):
         """Codes for real tensor ``x`` with scale ``scale``: ``encode(x / scale)``."""
         scale = float(scale)
         if not np.isfinite(scale) or scale <= 0:
-            raise HwqError(f"scale must be a finite positive number, not {scale!r}")
+            raise InputError(f"scale must be a finite positive number, not {scale!r}")
         x = check_finite(x)
         return self._encode(np.divide(x, scale, out=x))
 

@@ -6,17 +6,17 @@ needs ``n * k**2`` multiply-accumulates into an accumulator of
 
     ``b_o = b_a + b_w + log2(n * k**2)`` bits,
 
-and costs ``BOPs = m * n * k**2 * (b_a * b_w + b_o)`` (FORMATS.md, section uniq). A layer's total
-is that times the number of output positions. Only code widths enter, so the metric serves every
-format (a UNIQ weight counts its index bits ``b``: the level table is the PE's, as the paper
+and costs ``BOPs = m * n * k**2 * (b_a * b_w + b_o)`` (docs/formats.md, "BOPs"). A layer's
+total is that times the number of output positions. Only code widths enter, so the metric serves
+every format (a UNIQ weight counts its index bits ``b``: the level table is the PE's, as the paper
 assumes).
 
 The logarithm
 -------------
 ``log2="exact"`` (the default) uses the real ``log2(n * k**2)``: it is UNIQ's definition and
-reproduces FORMATS.md's example (3x3, 64 -> 64, ``(b_w, b_a) = (4, 8)``: 1 960 056.1 BOPs, "1.96 M",
-per output pixel); the result is a float. Everything else is integer arithmetic: the float part
-is only ``m * n * k**2 * log2(n * k**2)``.
+reproduces the example of docs/formats.md, "BOPs" (3x3, 64 -> 64, ``(b_w, b_a) = (4, 8)``:
+1 960 056.1 BOPs, "1.96 M", per output pixel); the result is a float. Everything else is integer
+arithmetic: the float part is only ``m * n * k**2 * log2(n * k**2)``.
 
 ``log2="ceil"`` uses ``ceil(log2(n * k**2))``, the bits an exact integer accumulator actually
 grows by (:func:`accumulator_bits`); the result is an exact int (1 990 656 for the example).
@@ -24,7 +24,7 @@ grows by (:func:`accumulator_bits`); the result is an exact int (1 990 656 for t
 
 import math
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat, check_int
 
 __all__ = ["LOG2_MODES", "accumulator_bits", "bops", "conv_bops", "linear_bops"]
@@ -45,7 +45,7 @@ def _bits(name, value):
 def _kernel_area(kernel_size):
     if isinstance(kernel_size, (tuple, list)):
         if len(kernel_size) != 2:
-            raise HwqError(f"kernel_size must be an int or a (height, width) pair, not {kernel_size!r}")
+            raise InputError(f"kernel_size must be an int or a (height, width) pair, not {kernel_size!r}")
         return check_int("kernel height", kernel_size[0], 1, 1 << 16) * check_int("kernel width", kernel_size[1], 1, 1 << 16)
     k = check_int("kernel_size", kernel_size, 1, 1 << 16)
     return k * k
@@ -56,7 +56,7 @@ def _log2(fan_in, log2):
         return math.log2(fan_in)
     if log2 == "ceil":
         return (fan_in - 1).bit_length()
-    raise HwqError(f"unknown log2 mode {log2!r}; use one of {', '.join(LOG2_MODES)}")
+    raise InputError(f"unknown log2 mode {log2!r}; use one of {', '.join(LOG2_MODES)}")
 
 
 def accumulator_bits(a_bits, w_bits, fan_in, *, log2="exact"):
@@ -97,7 +97,7 @@ def bops(a_bits, w_bits, in_channels, out_channels, kernel_size=1, *, positions=
         ``positions * m * n * k**2 * (b_a * b_w + b_o)``.
     """
     if log2 not in LOG2_MODES:
-        raise HwqError(f"unknown log2 mode {log2!r}; use one of {', '.join(LOG2_MODES)}")
+        raise InputError(f"unknown log2 mode {log2!r}; use one of {', '.join(LOG2_MODES)}")
     b_a, b_w = _bits("activation bits", a_bits), _bits("weight bits", w_bits)
     n = check_int("in_channels", in_channels, 1, _MAX)
     m = check_int("out_channels", out_channels, 1, _MAX)
@@ -125,7 +125,7 @@ def conv_bops(in_channels, out_channels, kernel_size, a_bits, w_bits, *, output_
         positions = 1
     elif isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
-            raise HwqError(f"output_size must be an int or a (height, width) pair, not {output_size!r}")
+            raise InputError(f"output_size must be an int or a (height, width) pair, not {output_size!r}")
         positions = (check_int("output height", output_size[0], 1, 1 << 20)
                      * check_int("output width", output_size[1], 1, 1 << 20))
     else:

@@ -36,8 +36,8 @@ Mid-rise variant (``midrise=True``, only with one exponent bit, i.e. the largest
 reference quantizes ``e = 1`` tensors on a mid-rise grid with no zero level, magnitudes
 ``(j + 1/2) * 2**-m`` for ``j = c * 2**m + f``; integer values are then in units of ``2**-(m+1)``
 (``lsb_exp = -(m + 1)``) and ``S = 2j + 1``, ``sh = 0`` (an ``(m + 2)``-bit significand whose
-last bit is always 1). hwq's default is the zero-level grid above, the one FORMATS.md's code
-layout and examples give; the mid-rise grid is an option.
+last bit is always 1). hwq's default is the zero-level grid above, the one whose code layout and
+examples docs/formats.md ("esb") gives; the mid-rise grid is an option.
 
 Encoding (round half to even in the normalized domain, as the reference; saturating)
 ----------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ The distribution difference aligner (DDA), which picks each tensor's scale, is i
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat, check_int
 
 __all__ = ["Esb", "MAX_EXPONENT_BITS", "esb_fields"]
@@ -101,10 +101,10 @@ class Esb(NumberFormat):
         B = self.magnitude_bits
         k = B - 1 if k is None else check_int(f"ESB significant bits k at {bits} bits", k, 1, B)
         if not isinstance(midrise, bool):
-            raise HwqError(f"midrise must be True or False, not {midrise!r}")
+            raise InputError(f"midrise must be True or False, not {midrise!r}")
         self._e, self._m = esb_fields(B, k)
         if midrise and self._e != 1:
-            raise HwqError(f"the mid-rise ESB grid needs one exponent bit: k = {B} at {bits} bits "
+            raise InputError(f"the mid-rise ESB grid needs one exponent bit: k = {B} at {bits} bits "
                            f"{'signed' if signed else 'unsigned'}, not k = {k}")
         self._midrise = midrise
         r = np.arange(1 << B, dtype=np.int64)

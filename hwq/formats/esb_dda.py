@@ -1,7 +1,7 @@
 """ESB's distribution difference aligner (DDA): the scale of each tensor or channel, and ``k``.
 
 A tensor (or each output channel) is stored as ``x ~ alpha * value(code) + mu``: ``value`` is
-the :class:`~hwq.formats.esb.Esb` value (FORMATS.md's magnitudes, subnormal step ``2**-m``),
+the :class:`~hwq.formats.esb.Esb` value (docs/formats.md, "esb": magnitudes, subnormal step ``2**-m``),
 ``alpha`` the scale and ``mu`` the mean, 0 unless ``mean_shift`` is asked for.
 
 Gaussian scale (``method="gaussian"``, the reference's DDA)
@@ -59,7 +59,7 @@ import math
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import check_int
 from .esb import Esb
 from .rounding import check_finite
@@ -81,7 +81,7 @@ _MSE_FACTORS = np.geomspace(0.25, 4.0, 121)
 
 def _check_format(fmt):
     if not isinstance(fmt, Esb):
-        raise HwqError(f"the DDA needs an Esb format, not {fmt!r}")
+        raise InputError(f"the DDA needs an Esb format, not {fmt!r}")
     return fmt
 
 
@@ -110,7 +110,7 @@ def gaussian_mse(fmt, alpha):
     _check_format(fmt)
     alpha = float(alpha)
     if not math.isfinite(alpha) or alpha <= 0:
-        raise HwqError(f"alpha must be a finite positive number, not {alpha!r}")
+        raise InputError(f"alpha must be a finite positive number, not {alpha!r}")
     return _gaussian_mse(_magnitudes(fmt), alpha)
 
 
@@ -231,7 +231,7 @@ def _candidate_ks(bits, k, signed):
     B = bits - 1 if signed else bits
     if isinstance(k, str):
         if k != "all":
-            raise HwqError(f"k must be an int, a sequence of ints or 'all', not {k!r}")
+            raise InputError(f"k must be an int, a sequence of ints or 'all', not {k!r}")
         k = range(1, B + 1)
     elif k is None or isinstance(k, (int, np.integer)):
         k = [k]
@@ -240,7 +240,7 @@ def _candidate_ks(bits, k, signed):
         fmt = Esb(bits, k=value, signed=signed)
         formats.setdefault(fmt.k, fmt)
     if not formats:
-        raise HwqError("k must name at least one candidate")
+        raise InputError("k must name at least one candidate")
     return dict(sorted(formats.items()))
 
 
@@ -255,7 +255,7 @@ def dda(x, bits, *, k=None, signed=None, channel_axis=None, mean_shift=False, me
     Parameters
     ----------
     x : array-like
-        The tensor (NaN/Inf raise :class:`HwqError`).
+        The tensor (NaN/Inf raise :class:`InputError`).
     bits : int
         Total width, 3 to 8.
     k : int, sequence of int, "all" or None
@@ -277,11 +277,11 @@ def dda(x, bits, *, k=None, signed=None, channel_axis=None, mean_shift=False, me
     x = check_finite(x, "tensor")
     check_int("ESB bit width", bits, *Esb.bit_range)
     if method not in DDA_METHODS:
-        raise HwqError(f"unknown DDA method {method!r}; use one of {', '.join(DDA_METHODS)}")
+        raise InputError(f"unknown DDA method {method!r}; use one of {', '.join(DDA_METHODS)}")
     if not isinstance(mean_shift, bool):
-        raise HwqError(f"mean_shift must be True or False, not {mean_shift!r}")
+        raise InputError(f"mean_shift must be True or False, not {mean_shift!r}")
     if x.size == 0:
-        raise HwqError("cannot choose an ESB scale for an empty tensor")
+        raise InputError("cannot choose an ESB scale for an empty tensor")
     if channel_axis is not None:
         channel_axis = check_int("channel_axis", channel_axis, -x.ndim, x.ndim - 1) % x.ndim
         rows = np.moveaxis(x, channel_axis, 0).reshape(x.shape[channel_axis], -1)
@@ -292,9 +292,9 @@ def dda(x, bits, *, k=None, signed=None, channel_axis=None, mean_shift=False, me
     if signed is None:
         signed = bool((rows < 0).any())
     elif not isinstance(signed, bool):
-        raise HwqError(f"signed must be True, False or None, not {signed!r}")
+        raise InputError(f"signed must be True, False or None, not {signed!r}")
     elif not signed and (rows < 0).any():
-        raise HwqError("an unsigned ESB format cannot hold negative values; use signed=True or no mean_shift")
+        raise InputError("an unsigned ESB format cannot hold negative values; use signed=True or no mean_shift")
     candidates = _candidate_ks(bits, k, signed)
     sigma = np.sqrt(np.mean(rows ** 2, axis=1))
     sigma = np.where(sigma > 0, sigma, 1.0)                # an all-zero channel: any scale is exact

@@ -22,7 +22,7 @@ of the largest values), the one with the least mean squared error; ties go to fe
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat, check_int
 from .rounding import check_finite, check_rounding, round_to_int, saturate
 
@@ -106,7 +106,7 @@ def frac_for_max(x, bits, *, signed=True, rounding="half_even"):
     Parameters
     ----------
     x : array-like
-        The tensor (NaN/Inf raise :class:`HwqError`).
+        The tensor (NaN/Inf raise :class:`InputError`).
     bits, signed, rounding
         As for :class:`FixedPoint`.
 
@@ -117,10 +117,10 @@ def frac_for_max(x, bits, *, signed=True, rounding="half_even"):
     """
     x = check_finite(x)
     if x.size == 0:
-        raise HwqError("cannot choose a fraction length for an empty tensor")
+        raise InputError("cannot choose a fraction length for an empty tensor")
     check_int("fxp bit width", bits, *FixedPoint.bit_range)
     if not signed and x.min() < 0:
-        raise HwqError("an unsigned fixed-point format cannot hold negative values; use signed=True")
+        raise InputError("an unsigned fixed-point format cannot hold negative values; use signed=True")
     x_min, x_max = float(x.min()), float(x.max())
     peak = max(abs(x_min), abs(x_max))
     if peak == 0:

@@ -7,7 +7,7 @@ Products of an activation format ``a`` and a weight format ``w`` are integers in
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import check_int
 
 __all__ = ["product_lsb_exp", "product_range", "acc_width", "products", "dot", "matmul", "accumulate",
@@ -37,7 +37,7 @@ def acc_width(a_fmt, w_fmt, max_terms):
     """Accumulator width that holds any sum of up to ``max_terms`` products without overflow.
 
     This is the exact bound ``signed_width(max_terms * min_product, max_terms * max_product)``;
-    it is never wider than FORMATS.md's
+    it is never wider than the bound of docs/formats.md, "Accumulator width",
     ``ceil(log2(max|v_w| * max|v_a| + 1)) + 1 + ceil(log2 K)``.
     """
     max_terms = check_int("max_terms", max_terms, 1, 1 << 24)
@@ -49,7 +49,7 @@ def products(a_fmt, a_codes, w_fmt, w_codes):
     """Elementwise integer products ``decode(a) * decode(w)`` (broadcasting), as int64."""
     lo, hi = product_range(a_fmt, w_fmt)
     if max(-lo, hi) >= _INT64_SAFE:
-        raise HwqError(f"products of {a_fmt} and {w_fmt} do not fit in int64")
+        raise InputError(f"products of {a_fmt} and {w_fmt} do not fit in int64")
     return a_fmt.decode(a_codes) * w_fmt.decode(w_codes)
 
 
@@ -58,7 +58,7 @@ def dot(a_fmt, a_codes, w_fmt, w_codes, axis=-1):
     p = products(a_fmt, a_codes, w_fmt, w_codes)
     lo, hi = product_range(a_fmt, w_fmt)
     if p.shape and max(-lo, hi) * p.shape[axis] >= _INT64_SAFE:
-        raise HwqError("dot product too long to be exact in int64; split it")
+        raise InputError("dot product too long to be exact in int64; split it")
     return p.sum(axis=axis)
 
 
@@ -71,7 +71,7 @@ def matmul(a_fmt, a_codes, w_fmt, w_codes):
     a_codes, w_codes = np.asarray(a_codes), np.asarray(w_codes)
     lo, hi = product_range(a_fmt, w_fmt)
     if max(-lo, hi) * max(a_codes.shape[-1], 1) >= _INT64_SAFE:
-        raise HwqError("dot products too long to be exact in int64; split them")
+        raise InputError("dot products too long to be exact in int64; split them")
     return a_fmt.decode(a_codes) @ w_fmt.decode(w_codes).T
 
 

@@ -1,4 +1,5 @@
-"""Clipping and rounding error of any format: AUSN's two error metrics (FORMATS.md, section ausn).
+"""Clipping and rounding error of any format: AUSN's two error metrics
+(docs/formats.md, "Error metrics").
 
 For a tensor ``x``, a quantizer ``Q`` and a clip interval ``[L, H]`` (the thresholds):
 
@@ -23,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat
 from .rounding import check_finite
 
@@ -60,10 +61,10 @@ def clip_thresholds(fmt, scale=1.0):
     """``(L, H)``: the least and largest real value of format ``fmt`` at ``scale``, as floats
     (``L = -H`` for symmetric grids, ``L = 0`` for unsigned formats)."""
     if not isinstance(fmt, NumberFormat):
-        raise HwqError(f"format must be a NumberFormat, not {fmt!r}")
+        raise InputError(f"format must be a NumberFormat, not {fmt!r}")
     scale = float(scale)
     if not np.isfinite(scale) or scale <= 0:
-        raise HwqError(f"scale must be a finite positive number, not {scale!r}")
+        raise InputError(f"scale must be a finite positive number, not {scale!r}")
     low, high = fmt.to_real(fmt.codes[[np.argmin(fmt.int_values), np.argmax(fmt.int_values)]], scale) + 0.0
     return float(low), float(high)
 
@@ -74,7 +75,7 @@ def split_error(x, q, clip_low, clip_high):
     Parameters
     ----------
     x, q : array-like
-        The tensor and its quantized values (same shape; NaN/Inf raise :class:`HwqError`).
+        The tensor and its quantized values (same shape; NaN/Inf raise :class:`InputError`).
     clip_low, clip_high : float
         The thresholds ``L <= H``.
 
@@ -84,12 +85,12 @@ def split_error(x, q, clip_low, clip_high):
     """
     x, q = check_finite(x), check_finite(q, "quantized tensor")
     if x.shape != q.shape:
-        raise HwqError(f"tensor and quantized tensor differ in shape: {x.shape} vs {q.shape}")
+        raise InputError(f"tensor and quantized tensor differ in shape: {x.shape} vs {q.shape}")
     if x.size == 0:
-        raise HwqError("cannot measure the quantization error of an empty tensor")
+        raise InputError("cannot measure the quantization error of an empty tensor")
     clip_low, clip_high = float(clip_low), float(clip_high)
     if not (np.isfinite(clip_low) and np.isfinite(clip_high)) or clip_low > clip_high:
-        raise HwqError(f"clip thresholds must be finite with low <= high, not {clip_low!r}, {clip_high!r}")
+        raise InputError(f"clip thresholds must be finite with low <= high, not {clip_low!r}, {clip_high!r}")
     above, below = x > clip_high, x < clip_low
     inside = ~(above | below)
     excess = np.where(above, x - clip_high, 0.0) + np.where(below, clip_low - x, 0.0)
@@ -105,7 +106,7 @@ def quantization_error(x, fmt, scale=1.0):
     Parameters
     ----------
     x : array-like
-        The tensor (NaN/Inf raise :class:`HwqError`).
+        The tensor (NaN/Inf raise :class:`InputError`).
     fmt : NumberFormat
         Any hwq format.
     scale : float

@@ -15,7 +15,7 @@ Rounding modes
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 
 __all__ = ["ROUNDING_MODES", "check_rounding", "round_to_int", "saturate", "check_finite"]
 
@@ -23,14 +23,14 @@ ROUNDING_MODES = ("half_even", "half_away", "half_up", "floor", "toward_zero")
 
 
 def check_rounding(mode):
-    """Raise :class:`HwqError` unless ``mode`` is one of :data:`ROUNDING_MODES`."""
+    """Raise :class:`InputError` unless ``mode`` is one of :data:`ROUNDING_MODES`."""
     if mode not in ROUNDING_MODES:
-        raise HwqError(f"unknown rounding mode {mode!r}; use one of {', '.join(ROUNDING_MODES)}")
+        raise InputError(f"unknown rounding mode {mode!r}; use one of {', '.join(ROUNDING_MODES)}")
     return mode
 
 
 def check_finite(x, what="tensor"):
-    """Return a new float64 array copy of ``x``; raise :class:`HwqError` if it holds NaN or Inf.
+    """Return a new float64 array copy of ``x``; raise :class:`InputError` if it holds NaN or Inf.
 
     Accepts numpy arrays, Python scalars and sequences, and torch tensors (converted on the CPU
     without importing torch here).
@@ -40,7 +40,7 @@ def check_finite(x, what="tensor"):
     x = np.array(x, dtype=np.float64)     # always a fresh copy: encoders work on it in place
     if not np.isfinite(x).all():
         bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise HwqError(f"{what} holds {bad} NaN/Inf value(s); clean or clamp it before quantizing")
+        raise InputError(f"{what} holds {bad} NaN/Inf value(s); clean or clamp it before quantizing")
     return x
 
 

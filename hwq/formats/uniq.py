@@ -24,7 +24,7 @@ that table. The threshold quantizer lives in :mod:`hwq.quant.uniq_noise`.)
 Level fitting
 -------------
 :func:`fit_levels`: ``k`` levels at the quantiles ``q_i = F^-1((i + 1/2)/k)``, ``i = 0 ... k-1``
-(FORMATS.md's ``F^-1((i - 1/2)/k)``, ``i = 1 ... k``) of a distribution fitted to the tensor
+(docs/formats.md, "uniq": ``F^-1((i - 1/2)/k)``, ``i = 1 ... k``) of a distribution fitted to the tensor
 (:func:`fit_distribution`):
 
 ``"gaussian"``
@@ -41,7 +41,7 @@ Level fitting
 The real levels are then stored as ``level_bits``-bit fixed point: ``frac`` is the largest
 fraction length at which no level saturates (:func:`~hwq.formats.fxp.frac_for_max`) unless given,
 and each level is rounded half to even (the fixed-point encoder). Levels that round to the same
-word raise :class:`~hwq.errors.HwqError` (give more ``level_bits``): every index keeps its own level.
+word raise :class:`~hwq.errors.InputError` (give more ``level_bits``): every index keeps its own level.
 
 Word length
 -----------
@@ -56,7 +56,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from .base import NumberFormat, check_int, nearest_index
 from .fxp import FRAC_RANGE, FixedPoint, frac_for_max
 from .rounding import check_finite
@@ -111,7 +111,7 @@ class Distribution:
         """Inverse CDF ``F^-1(p)`` for probabilities ``p`` in ``(0, 1)``, as float64."""
         p = check_finite(p, "probabilities")
         if p.size and (p.min() <= 0 or p.max() >= 1):
-            raise HwqError("quantile probabilities must lie strictly between 0 and 1")
+            raise InputError("quantile probabilities must lie strictly between 0 and 1")
         if self.kind == "gaussian":
             normal = NormalDist(self.loc, self.scale)
             return np.array([normal.inv_cdf(float(v)) for v in p.flat]).reshape(p.shape)
@@ -129,15 +129,15 @@ class Distribution:
 def fit_distribution(x, kind="gaussian"):
     """Fit distribution ``kind`` (one of :data:`DISTRIBUTIONS`) to tensor ``x``.
 
-    Raises :class:`HwqError` for NaN/Inf, fewer than two values, or a constant tensor.
+    Raises :class:`InputError` for NaN/Inf, fewer than two values, or a constant tensor.
     """
     if kind not in DISTRIBUTIONS:
-        raise HwqError(f"unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
+        raise InputError(f"unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
     x = check_finite(x).ravel()
     if x.size < 2:
-        raise HwqError(f"cannot fit a distribution to {x.size} value(s); need at least 2")
+        raise InputError(f"cannot fit a distribution to {x.size} value(s); need at least 2")
     if x.min() == x.max():
-        raise HwqError("cannot fit levels to a constant tensor (its spread is 0)")
+        raise InputError("cannot fit levels to a constant tensor (its spread is 0)")
     if kind == "laplace":
         median = float(np.median(x))
         return Distribution(kind, median, float(np.mean(np.abs(x - median))))
@@ -171,7 +171,7 @@ def round_levels(real_levels, level_bits, frac=None):
 
     Raises
     ------
-    HwqError
+    InputError
         Two levels round to the same word (more ``level_bits`` or ``frac`` needed).
     """
     real = check_finite(real_levels, "levels")
@@ -182,7 +182,7 @@ def round_levels(real_levels, level_bits, frac=None):
     levels = word.decode(word.encode(real)).tolist()
     same = next((i for i in range(1, len(levels)) if levels[i] <= levels[i - 1]), None)
     if same is not None:
-        raise HwqError(f"levels {same - 1} and {same} ({real[same - 1]:.6g}, {real[same]:.6g}) round to "
+        raise InputError(f"levels {same - 1} and {same} ({real[same - 1]:.6g}, {real[same]:.6g}) round to "
                        f"the same {level_bits}-bit word at frac {frac}; use more level_bits")
     return levels, frac
 
@@ -228,15 +228,15 @@ class Uniq(NumberFormat):
 
     def _check_levels(self, levels):
         if isinstance(levels, (str, bytes)) or not hasattr(levels, "__len__"):
-            raise HwqError(f"uniq levels must be a sequence of integers, not {levels!r}")
+            raise InputError(f"uniq levels must be a sequence of integers, not {levels!r}")
         k = 1 << self.bits
         if len(levels) != k:
-            raise HwqError(f"a {self.bits}-bit uniq table needs {k} levels, not {len(levels)}")
+            raise InputError(f"a {self.bits}-bit uniq table needs {k} levels, not {len(levels)}")
         half = 1 << (self._level_bits - 1)
         out = [check_int(f"uniq level {i}", v, -half, half - 1) for i, v in enumerate(levels)]
         for i in range(1, k):
             if out[i] <= out[i - 1]:
-                raise HwqError(f"uniq levels must be strictly increasing (code = rank); "
+                raise InputError(f"uniq levels must be strictly increasing (code = rank); "
                                f"level {i} is {out[i]} after {out[i - 1]}")
         return out
 
@@ -304,7 +304,7 @@ def fit_levels(x, bits, *, distribution="gaussian", level_bits=None, frac=None):
     Parameters
     ----------
     x : array-like
-        The tensor (NaN/Inf raise :class:`HwqError`).
+        The tensor (NaN/Inf raise :class:`InputError`).
     bits : int
         Index width, 2 to 8 (``k = 2**bits`` levels).
     distribution : str
@@ -345,6 +345,6 @@ def select_levels(x, bits, *, distributions=DISTRIBUTIONS, level_bits=None):
     for kind in dict.fromkeys(distributions):
         fits[kind] = fit_levels(x, bits, distribution=kind, level_bits=level_bits)
     if not fits:
-        raise HwqError("select_levels needs at least one distribution")
+        raise InputError("select_levels needs at least one distribution")
     best = min(fits, key=lambda k: (fits[k].mse, list(fits).index(k)))
     return fits[best], {k: f.mse for k, f in fits.items()}

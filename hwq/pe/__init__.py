@@ -4,7 +4,7 @@
 :data:`DEFAULT_WIDTHS` the widths the default build uses.
 """
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import format_class
 from .ant import AntPE
 from .ausn import AusnPE
@@ -40,12 +40,12 @@ def pe_variants(fmt, a_bits, w_bits, **kwargs):
     """The PEs emitted for format ``fmt`` at ``a_bits`` x ``w_bits`` (raises on bad input)."""
     format_class(fmt)
     if fmt not in PE_CLASSES:
-        raise HwqError(f"format {fmt!r} has no processing element yet; choose one of {', '.join(PE_CLASSES)}")
+        raise InputError(f"format {fmt!r} has no processing element yet; choose one of {', '.join(PE_CLASSES)}")
     return PE_CLASSES[fmt].variants(a_bits, w_bits, **kwargs)
 
 
 def check_pe(fmt, a_bits, w_bits, **kwargs):
-    """Raise :class:`HwqError` unless format ``fmt`` has PEs at ``a_bits`` x ``w_bits``.
+    """Raise :class:`InputError` unless format ``fmt`` has PEs at ``a_bits`` x ``w_bits``.
 
     Builds the PEs to run their argument checks, then discards them (without Amaranth's
     "created but never used" warning).

@@ -14,7 +14,7 @@ fixed-type variants show what the generality costs.
 Supported pairs (the default): unsigned activations in int or flint, signed weights in int,
 flint or PoT. Unsigned PoT activations are left out on purpose: at 4 bits they reach ``2**14``
 and a PoT x PoT product ``2**20``, which would widen the shifter and the accumulator of every mode
-for a type ANT hardly ever picks for activations (FORMATS.md). PoT needs at most 5 magnitude
+for a type ANT hardly ever picks for activations (docs/formats.md, "ant"). PoT needs at most 5 magnitude
 bits, so 8-bit PEs offer int and flint only. float is supported by the decoder and can be asked for.
 """
 
@@ -22,7 +22,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import Ant, product_range
 from ..formats.ant import ANT_KINDS, POT_MAX_MAGNITUDE_BITS
 from ..formats.base import check_int
@@ -40,12 +40,12 @@ DEFAULT_W_KINDS = ("int", "flint", "pot")
 def _check_kinds(role, kinds):
     kinds = tuple(kinds)
     if not kinds:
-        raise HwqError(f"{role} types must name at least one ANT type")
+        raise InputError(f"{role} types must name at least one ANT type")
     for kind in kinds:
         if kind not in ANT_KINDS:
-            raise HwqError(f"unknown ANT type {kind!r} for {role}s; use one of {', '.join(ANT_KINDS)}")
+            raise InputError(f"unknown ANT type {kind!r} for {role}s; use one of {', '.join(ANT_KINDS)}")
     if len(set(kinds)) != len(kinds):
-        raise HwqError(f"{role} types {kinds} list a type twice")
+        raise InputError(f"{role} types {kinds} list a type twice")
     return kinds
 
 
@@ -72,7 +72,7 @@ class AntDecoder(wiring.Component):
     def __init__(self, formats):
         formats = list(formats)
         if len({(f.bits, f.signed) for f in formats}) != 1:
-            raise HwqError("an ANT decoder's types must share one width and signedness")
+            raise InputError("an ANT decoder's types must share one width and signedness")
         self._formats = formats
         i_max = max(int(f.decompose(f.codes)[1].max()) for f in formats)
         s_max = max(int(f.decompose(f.codes)[2].max()) for f in formats)

@@ -1,4 +1,5 @@
-"""The processing-element port contract shared by every format (DESIGN.md, contract 2).
+"""The processing-element port contract shared by every format
+(docs/architecture.md, "PE port contract").
 
 Ports: ``clk`` and ``rst`` (synchronous, active high) from the ``sync`` domain; ``a`` and ``w``
 (codes); ``valid``; ``clear``; ``acc`` (signed). On every clock edge the PE takes
@@ -17,7 +18,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import NumberFormat, acc_width, product_lsb_exp
 from ..formats.base import check_int
 
@@ -65,10 +66,10 @@ class ProcessingElement(wiring.Component):
     def __init__(self, a_format, w_format, *, max_terms=1024, pipeline=0):
         for role, fmt in (("activation", a_format), ("weight", w_format)):
             if not isinstance(fmt, NumberFormat):
-                raise HwqError(f"{role} format must be a NumberFormat, not {fmt!r}")
+                raise InputError(f"{role} format must be a NumberFormat, not {fmt!r}")
             accepted = self.operand_formats(role)
             if fmt.name not in accepted:
-                raise HwqError(f"{type(self).__name__} takes {' or '.join(accepted)} {role}s, not {fmt.name}")
+                raise InputError(f"{type(self).__name__} takes {' or '.join(accepted)} {role}s, not {fmt.name}")
         self._a_format = a_format
         self._w_format = w_format
         self._max_terms = check_int("max_terms", max_terms, 1, 1 << 24)

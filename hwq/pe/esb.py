@@ -30,7 +30,7 @@ from amaranth.hdl import Assert, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import Esb, product_range
 from ..formats.base import check_int
 from ..formats.esb import esb_fields
@@ -42,7 +42,7 @@ __all__ = ["EsbDecoder", "EsbDecoderProperties", "EsbPE", "SignificandMultiplier
 
 def _check_esb(role, fmt):
     if not isinstance(fmt, Esb):
-        raise HwqError(f"an ESB {role} must be an Esb format, not {fmt!r}")
+        raise InputError(f"an ESB {role} must be an Esb format, not {fmt!r}")
     return fmt
 
 
@@ -129,7 +129,7 @@ class EsbDecoderProperties(wiring.Component):
 
     def __init__(self, decoder):
         if not isinstance(decoder, EsbDecoder):
-            raise HwqError(f"EsbDecoderProperties wraps an EsbDecoder, not {decoder!r}")
+            raise InputError(f"EsbDecoderProperties wraps an EsbDecoder, not {decoder!r}")
         self._decoder = decoder
         super().__init__({"code": In(decoder.code.shape())})
 

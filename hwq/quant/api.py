@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import HwqError
+from ..errors import InputError
 from .calibrate import calibrate
 from .graph import check_supported, fold_batchnorm, quantizable_layers, trace
 from .modules import QuantLayer
@@ -59,7 +59,7 @@ def _resolve_keep_float(keep_float, names):
         elif item in names:
             keep.add(item)
         else:
-            raise HwqError(f"keep_float names {item!r}, which is not a Conv2d/Linear layer; layers: {', '.join(names)}")
+            raise InputError(f"keep_float names {item!r}, which is not a Conv2d/Linear layer; layers: {', '.join(names)}")
     return keep
 
 
@@ -67,7 +67,7 @@ def _plans(names, weights, activations, overrides, keep):
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise HwqError(f"overrides name unknown layer(s) {', '.join(unknown)}; layers: {', '.join(names)}")
+        raise InputError(f"overrides name unknown layer(s) {', '.join(unknown)}; layers: {', '.join(names)}")
     plans = []
     for name in names:
         if name in keep:
@@ -75,7 +75,7 @@ def _plans(names, weights, activations, overrides, keep):
         override = overrides.get(name, {})
         bad = sorted(set(override) - {"weights", "activations"})
         if bad:
-            raise HwqError(f"override of layer {name!r} has unknown key(s) {', '.join(bad)}; use weights, activations")
+            raise InputError(f"override of layer {name!r} has unknown key(s) {', '.join(bad)}; use weights, activations")
         plans.append(LayerPlan(name, parse_spec(override.get("weights", weights)),
                                parse_spec(override.get("activations", activations))))
     return plans
@@ -88,8 +88,8 @@ def _check_widths(plans):
         for spec in (plan.weights, plan.activations):
             try:
                 get_format(spec.name, spec.bits)
-            except HwqError as exc:
-                raise HwqError(f"layer {plan.name!r}: {spec} is not possible ({exc})") from None
+            except InputError as exc:
+                raise InputError(f"layer {plan.name!r}: {spec} is not possible ({exc})") from None
 
 
 def collect_inputs(graph_module, names, batches, limit=MAX_CALIBRATION_VALUES, seed=0):
@@ -107,14 +107,14 @@ def collect_inputs(graph_module, names, batches, limit=MAX_CALIBRATION_VALUES, s
                     batch = batch[0]
                 batch = torch.as_tensor(batch)
                 if not torch.isfinite(batch).all():
-                    raise HwqError("calibration data holds NaN/Inf values")
+                    raise InputError("calibration data holds NaN/Inf values")
                 graph_module(batch)
                 count += 1
     finally:
         for hook in hooks:
             hook.remove()
     if count == 0:
-        raise HwqError("calibration data is empty; pass at least one batch of inputs")
+        raise InputError("calibration data is empty; pass at least one batch of inputs")
     rng = np.random.default_rng(seed)
     out = {}
     for name, parts in seen.items():
@@ -172,7 +172,7 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
 
     Raises
     ------
-    HwqError
+    InputError
         Before any work: unsupported layer (named, with its type), NaN/Inf weights, unknown
         format or layer name, a width a format cannot do; then empty or NaN calibration data.
     """
@@ -180,7 +180,7 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
     check_supported(graph_module)
     names = list(dict.fromkeys(quantizable_layers(graph_module)))
     if not names:
-        raise HwqError("the model has no Conv2d or Linear layer to quantize")
+        raise InputError("the model has no Conv2d or Linear layer to quantize")
     keep = _resolve_keep_float(keep_float, names)
     plans = _plans(names, weights, activations, overrides, keep)
     _check_widths(plans)

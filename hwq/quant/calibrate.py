@@ -30,7 +30,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import FixedPoint
 from ..formats.ant import select_type
 from ..formats.fxp import frac_for_mse
@@ -73,7 +73,7 @@ class TensorQuantizer:
         return self.scale.reshape(shape)
 
     def codes(self, x):
-        """Codes of real tensor ``x`` (NaN/Inf raise :class:`HwqError`)."""
+        """Codes of real tensor ``x`` (NaN/Inf raise :class:`InputError`)."""
         x = check_finite(x)
         return self.format.encode(x / self._scales(x.ndim))
 
@@ -117,7 +117,7 @@ def _calibrate_ausn(spec, x, role, per_channel):
 def _calibrate_uniq(spec, x, role, per_channel):
     from ..formats.uniq import fit_levels
     if role != "weight":
-        raise HwqError("UNIQ quantizes weights only; its activations are uniform: use an fxp spec for them")
+        raise InputError("UNIQ quantizes weights only; its activations are uniform: use an fxp spec for them")
     fit = fit_levels(x, spec.bits, distribution="gaussian")
     return TensorQuantizer(fit.format, np.ones(1), None, spec, {"gaussian": fit.mse})
 
@@ -159,10 +159,10 @@ def calibrate(spec, x, *, role, per_channel=True):
     """
     spec = parse_spec(spec)
     if role not in ROLES:
-        raise HwqError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise InputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if spec.name not in CALIBRATORS:
-        raise HwqError(f"format {spec.name!r} has no calibration yet; use one of {', '.join(CALIBRATORS)}")
+        raise InputError(f"format {spec.name!r} has no calibration yet; use one of {', '.join(CALIBRATORS)}")
     x = check_finite(x, f"{role} tensor")
     if x.size == 0:
-        raise HwqError(f"cannot calibrate {spec} on an empty {role} tensor")
+        raise InputError(f"cannot calibrate {spec} on an empty {role} tensor")
     return CALIBRATORS[spec.name](spec, x, role, per_channel)

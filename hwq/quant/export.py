@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..fileio import staged_output, write_atomic
 from ..formats import from_params
 from ..formats.golden import signed_width
@@ -85,9 +85,9 @@ def _read_mem(path, bits, count, signed):
     try:
         lines = Path(path).read_text().split()
     except OSError as exc:
-        raise HwqError(f"cannot read {path} ({exc.strerror}); re-export the model") from None
+        raise InputError(f"cannot read {path} ({exc.strerror}); re-export the model") from None
     if len(lines) != count:
-        raise HwqError(f"{path} holds {len(lines)} words, the manifest says {count}; re-export the model")
+        raise InputError(f"{path} holds {len(lines)} words, the manifest says {count}; re-export the model")
     values = np.array([int(word, 16) for word in lines], dtype=np.int64)
     if signed:
         values = np.where(values >= 1 << (bits - 1), values - (1 << bits), values)
@@ -100,10 +100,10 @@ def load(out_dir):
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise HwqError(f"{out_dir / MANIFEST} is missing or not JSON ({exc}); export the model first") from None
+        raise InputError(f"{out_dir / MANIFEST} is missing or not JSON ({exc}); export the model first") from None
     if manifest.get("hwq_export") != EXPORT_VERSION or manifest.get("guard_bits") != GUARD_BITS \
             or manifest.get("mult_bits") != MULT_BITS:
-        raise HwqError(f"{out_dir / MANIFEST} is not a version-{EXPORT_VERSION} hwq export of this hwq")
+        raise InputError(f"{out_dir / MANIFEST} is not a version-{EXPORT_VERSION} hwq export of this hwq")
     layers = {}
     for entry in manifest["layers"]:
         a_params, w_params = dict(entry["activation"]), dict(entry["weight"])

@@ -24,7 +24,7 @@ import dataclasses
 import torch
 from torch.nn import functional as F
 
-from ..errors import HwqError
+from ..errors import InputError
 from .api import quantize
 from .train import default_device
 
@@ -104,11 +104,11 @@ def allocate_word_lengths(model, x, *, start_bits=8, min_bits=2, budget=0.01, lo
     Allocation
     """
     if not 2 <= min_bits <= start_bits <= 16:
-        raise HwqError(f"need 2 <= min_bits <= start_bits <= 16, not min_bits={min_bits}, start_bits={start_bits}")
+        raise InputError(f"need 2 <= min_bits <= start_bits <= 16, not min_bits={min_bits}, start_bits={start_bits}")
     if not 0 <= budget <= 1:
-        raise HwqError(f"budget is a fraction of inputs between 0 and 1, not {budget}")
+        raise InputError(f"budget is a fraction of inputs between 0 and 1, not {budget}")
     if len(x) == 0:
-        raise HwqError("calibration data is empty; pass at least one input")
+        raise InputError("calibration data is empty; pass at least one input")
     with torch.no_grad():
         teacher = model.eval()(x)
     probe = quantize(model, f"fxp{start_bits}", f"fxp{start_bits}", calibration=[x])
@@ -121,7 +121,7 @@ def allocate_word_lengths(model, x, *, start_bits=8, min_bits=2, budget=0.01, lo
     current = _quantize(model, bits, x)
     error = disagreement(current, teacher, x)
     if error > budget:
-        raise HwqError(f"at {start_bits} bits the model already disagrees with the teacher on {error:.1%} of the "
+        raise InputError(f"at {start_bits} bits the model already disagrees with the teacher on {error:.1%} of the "
                        f"inputs, more than the budget {budget:.1%}; raise start_bits or the budget")
     history = []
     while True:
@@ -156,7 +156,7 @@ def self_distill(qmodel, teacher, x, *, epochs=5, lr=1e-3, temperature=4.0, batc
     Returns the final mean KL divergence.
     """
     if len(x) == 0:
-        raise HwqError("self-distillation needs at least one input")
+        raise InputError("self-distillation needs at least one input")
     device = device or default_device()
     generator = torch.Generator().manual_seed(seed)
     teacher = teacher.to(device).eval()

@@ -14,7 +14,7 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from ..errors import HwqError
+from ..errors import InputError
 
 __all__ = ["SUPPORTED_MODULES", "trace", "check_supported", "fold_batchnorm", "quantizable_layers"]
 
@@ -26,40 +26,40 @@ _METHODS = ("flatten", "view", "reshape", "relu", "size", "add")
 
 
 def trace(model):
-    """``torch.fx`` trace of ``model``; :class:`HwqError` if it cannot be traced."""
+    """``torch.fx`` trace of ``model``; :class:`InputError` if it cannot be traced."""
     if not isinstance(model, nn.Module):
-        raise HwqError(f"expected a torch.nn.Module, not {type(model).__name__}")
+        raise InputError(f"expected a torch.nn.Module, not {type(model).__name__}")
     try:
         return fx.symbolic_trace(copy.deepcopy(model).eval())
     except Exception as exc:                     # fx raises many kinds of errors
-        raise HwqError(f"cannot trace the model with torch.fx ({type(exc).__name__}: {exc}); "
+        raise InputError(f"cannot trace the model with torch.fx ({type(exc).__name__}: {exc}); "
                        "data-dependent control flow is not supported") from None
 
 
 def check_supported(graph_module):
-    """Raise :class:`HwqError` naming the first unsupported layer or operation."""
+    """Raise :class:`InputError` naming the first unsupported layer or operation."""
     modules = dict(graph_module.named_modules())
     for node in graph_module.graph.nodes:
         if node.op == "call_module":
             module = modules[node.target]
             if not isinstance(module, SUPPORTED_MODULES):
-                raise HwqError(f"layer {node.target!r} ({type(module).__name__}) is not supported; supported: "
+                raise InputError(f"layer {node.target!r} ({type(module).__name__}) is not supported; supported: "
                                + ", ".join(t.__name__ for t in SUPPORTED_MODULES))
         elif node.op == "call_function" and node.target not in _FUNCTIONS:
-            raise HwqError(f"operation {node.name!r} ({getattr(node.target, '__name__', node.target)}) is not "
+            raise InputError(f"operation {node.name!r} ({getattr(node.target, '__name__', node.target)}) is not "
                            "supported; supported functions: add, flatten, relu, relu6")
         elif node.op == "call_method" and node.target not in _METHODS:
-            raise HwqError(f"method {node.name!r} (.{node.target}) is not supported; supported: {', '.join(_METHODS)}")
+            raise InputError(f"method {node.name!r} (.{node.target}) is not supported; supported: {', '.join(_METHODS)}")
         if isinstance(modules.get(node.target), (nn.Conv2d, nn.Linear)):
             weight = modules[node.target].weight
             if not torch.isfinite(weight).all():
-                raise HwqError(f"layer {node.target!r} has NaN/Inf weights; fix the model before quantizing")
+                raise InputError(f"layer {node.target!r} has NaN/Inf weights; fix the model before quantizing")
 
 
 def fold_batchnorm(graph_module):
     """Fold every BatchNorm that directly follows a Conv2d/Linear (its only user) into it.
 
-    Raises :class:`HwqError` for a BatchNorm that cannot be folded.
+    Raises :class:`InputError` for a BatchNorm that cannot be folded.
     """
     modules = dict(graph_module.named_modules())
     for node in list(graph_module.graph.nodes):
@@ -68,7 +68,7 @@ def fold_batchnorm(graph_module):
         source = node.args[0]
         layer = modules.get(source.target) if source.op == "call_module" else None
         if not isinstance(layer, (nn.Conv2d, nn.Linear)) or len(source.users) != 1:
-            raise HwqError(f"BatchNorm {node.target!r} does not directly follow a Conv2d/Linear; it cannot be folded")
+            raise InputError(f"BatchNorm {node.target!r} does not directly follow a Conv2d/Linear; it cannot be folded")
         bn = modules[node.target]
         with torch.no_grad():
             std = torch.sqrt(bn.running_var + bn.eps)

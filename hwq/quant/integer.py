@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats.golden import matmul
 from .api import run_recording
 
@@ -73,7 +73,7 @@ class Requant:
         :data:`MULT_BITS` bits."""
         factor = np.atleast_1d(np.asarray(factor, dtype=np.float64))
         if not (np.isfinite(factor).all() and (factor > 0).all()):
-            raise HwqError("requantization factors must be finite and positive")
+            raise InputError("requantization factors must be finite and positive")
         shift = np.maximum(MULT_BITS - 1 - np.floor(np.log2(factor)).astype(np.int64), 0)
         multiplier = np.rint(np.ldexp(factor, shift)).astype(np.int64)
         return cls(multiplier, shift)
@@ -163,7 +163,7 @@ def _graph_ops(graph_module, layers):
                       padding=_pair(module.padding), dilation=_pair(module.dilation), ceil_mode=module.ceil_mode)
         elif isinstance(module, nn.AvgPool2d):
             if module.padding and module.count_include_pad is False:
-                raise HwqError(f"{node.name!r}: integer inference needs AvgPool2d(count_include_pad=True) with padding")
+                raise InputError(f"{node.name!r}: integer inference needs AvgPool2d(count_include_pad=True) with padding")
             op.update(op="avgpool", kernel_size=_pair(module.kernel_size), stride=_pair(module.stride or module.kernel_size),
                       padding=_pair(module.padding))
         elif isinstance(module, nn.AdaptiveAvgPool2d):
@@ -173,10 +173,10 @@ def _graph_ops(graph_module, layers):
         elif node.target in ("view", "reshape"):
             shape = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
             if any(isinstance(d, torch.fx.Node) for d in shape):
-                raise HwqError(f"{node.name!r}: integer inference needs constant reshape sizes (use flatten)")
+                raise InputError(f"{node.name!r}: integer inference needs constant reshape sizes (use flatten)")
             op.update(op="reshape", shape=[int(d) for d in shape])
         else:
-            raise HwqError(f"integer inference does not support {node.name!r} ({node.op} {node.target})")
+            raise InputError(f"integer inference does not support {node.name!r} ({node.op} {node.target})")
         ops.append(op)
     return ops
 
@@ -188,11 +188,11 @@ def _pair(value):
 def _layer_program(name, layer, frac_bits):
     conv = isinstance(layer.layer, nn.Conv2d)
     if conv and layer.layer.groups != 1:
-        raise HwqError(f"layer {name!r}: grouped convolutions are not supported by the integer path")
+        raise InputError(f"layer {name!r}: grouped convolutions are not supported by the integer path")
     a_q, w_q = layer.input_quantizer, layer.weight_quantizer
     pad = a_q.format.encode([0.0])
     if a_q.format.decode(pad)[0] != 0:
-        raise HwqError(f"layer {name!r}: activation format {a_q.format} has no zero code for padding")
+        raise InputError(f"layer {name!r}: activation format {a_q.format} has no zero code for padding")
     weight = layer.layer.weight.detach().cpu().double().numpy()
     geometry = {}
     if conv:
@@ -229,7 +229,7 @@ class IntegerModel:
     def from_quantized(cls, qmodel, frac_bits=FRAC_BITS):
         """The integer model of a :class:`~hwq.quant.api.QuantizedModel` (every layer quantized)."""
         if qmodel.float_layers:
-            raise HwqError(f"integer-only inference needs every Conv2d/Linear quantized; "
+            raise InputError(f"integer-only inference needs every Conv2d/Linear quantized; "
                            f"{', '.join(qmodel.float_layers)} are kept in float")
         layers = {name: _layer_program(name, layer, frac_bits) for name, layer in qmodel.layers.items()}
         return cls(_graph_ops(qmodel.graph_module, layers), layers, frac_bits)
@@ -277,7 +277,7 @@ class IntegerModel:
                 env[op["name"]] = layer.output_requant.apply(acc, axis=1)
             else:
                 env[op["name"]] = self._op(op, args)
-        raise HwqError("the graph has no output")
+        raise InputError("the graph has no output")
 
     def _op(self, op, args):
         kind, y = op["op"], args[0]
@@ -299,14 +299,14 @@ class IntegerModel:
             return out.numpy().astype(np.int64)
         if kind in ("avgpool", "adaptive_avgpool"):
             return self._average(op, y)
-        raise HwqError(f"unknown integer op {kind!r}")
+        raise InputError(f"unknown integer op {kind!r}")
 
     def _average(self, op, y):
         if op["op"] == "adaptive_avgpool":
             h, w = y.shape[2:]
             out_h, out_w = [dim if size is None else size for dim, size in zip((h, w), op["output_size"])]
             if h % out_h or w % out_w:
-                raise HwqError("integer inference supports AdaptiveAvgPool2d only when the output size divides the input")
+                raise InputError("integer inference supports AdaptiveAvgPool2d only when the output size divides the input")
             kernel = stride = [h // out_h, w // out_w]
             padding = [0, 0]
         else:

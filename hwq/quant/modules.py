@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import product_lsb_exp
 
 __all__ = ["QuantLayer", "straight_through"]
@@ -62,9 +62,9 @@ class QuantLayer(nn.Module):
         the stages of UNIQ's gradual training not reached yet) or ``"noise"``: the weights go
         through ``noise(weight)`` (UNIQ's noise injection), the inputs are still quantized."""
         if mode not in self.MODES:
-            raise HwqError(f"unknown layer mode {mode!r}; use one of {', '.join(self.MODES)}")
+            raise InputError(f"unknown layer mode {mode!r}; use one of {', '.join(self.MODES)}")
         if (mode == "noise") != (noise is not None):
-            raise HwqError("mode 'noise' needs a noise function, and only it")
+            raise InputError("mode 'noise' needs a noise function, and only it")
         self.mode, self.noise = mode, noise
 
     @property

@@ -8,7 +8,7 @@ is ``{"format": "esb", "bits": 4, "k": 2}``.
 import dataclasses
 import re
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats import FORMATS
 
 __all__ = ["FormatSpec", "parse_spec"]
@@ -48,7 +48,7 @@ def parse_spec(spec):
 
     Raises
     ------
-    HwqError
+    InputError
         On text that does not parse or an unknown format.
     """
     if isinstance(spec, FormatSpec):
@@ -58,16 +58,16 @@ def parse_spec(spec):
         try:
             name, bits = spec.pop("format"), spec.pop("bits")
         except KeyError as exc:
-            raise HwqError(f"format spec {spec!r} needs a {exc.args[0]!r} entry") from None
+            raise InputError(f"format spec {spec!r} needs a {exc.args[0]!r} entry") from None
         options = spec
     elif isinstance(spec, str):
         match = _TEXT.match(spec.strip().lower())
         if match is None:
-            raise HwqError(f"cannot read format spec {spec!r}; write a name and a bit width, e.g. 'ant4' or 'fxp8'")
+            raise InputError(f"cannot read format spec {spec!r}; write a name and a bit width, e.g. 'ant4' or 'fxp8'")
         name, bits = match["name"], int(match["bits"])
         options = {key: int(value) for key, value in _OPTION.findall(match["options"])}
     else:
-        raise HwqError(f"a format spec is a string like 'ant4' or a dict, not {spec!r}")
+        raise InputError(f"a format spec is a string like 'ant4' or a dict, not {spec!r}")
     if name not in FORMATS:
-        raise HwqError(f"unknown format {name!r} in spec {spec!r}; known formats: {', '.join(sorted(FORMATS))}")
+        raise InputError(f"unknown format {name!r} in spec {spec!r}; known formats: {', '.join(sorted(FORMATS))}")
     return FormatSpec(name, int(bits), tuple(sorted(options.items())))

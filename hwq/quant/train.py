@@ -9,7 +9,7 @@ is present (``device=None``), on the CPU otherwise.
 import torch
 from torch import nn
 
-from ..errors import HwqError
+from ..errors import InputError
 
 __all__ = ["default_device", "train", "evaluate"]
 
@@ -25,7 +25,7 @@ def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None
     Returns the model (trained in place) and the last epoch's mean loss.
     """
     if len(x) == 0 or len(x) != len(y):
-        raise HwqError(f"training data needs as many labels as inputs and at least one ({len(x)} inputs, {len(y)} labels)")
+        raise InputError(f"training data needs as many labels as inputs and at least one ({len(x)} inputs, {len(y)} labels)")
     device = device or default_device()
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()

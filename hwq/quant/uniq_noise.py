@@ -5,8 +5,8 @@ A tensor ``x`` with CDF ``F`` (a :class:`~hwq.formats.uniq.Distribution` from
 ``u = F(x)``, uniform on ``[0, 1]`` when ``x ~ F``. There the k-quantile quantizer (``k = 2**bits``)
 is a uniform one: bin ``floor(u * k)``, level ``(i + 1/2) / k``, so
 ``Q(x) = F^-1((floor(F(x) * k) + 1/2) / k)`` (:func:`quantile_quantize`; the thresholds are
-``F^-1(i/k)``, the levels ``F^-1((i + 1/2)/k)``, FORMATS.md's ``F^-1((i - 1/2)/k)`` for
-``i = 1 ... k``).
+``F^-1(i/k)``, the levels ``F^-1((i + 1/2)/k)``, ``F^-1((i - 1/2)/k)`` for
+``i = 1 ... k`` in docs/formats.md, "uniq").
 
 Noise injection (:func:`noise_quantize`) replaces ``Q`` in training by
 
@@ -24,7 +24,7 @@ Empirical CDF: the piecewise-linear CDF through the sorted samples ``s_j`` at
 ``(j + 1/2) / n``, the exact inverse of :meth:`~hwq.formats.uniq.Distribution.quantile` (numpy's
 ``"hazen"`` quantile), constant beyond the end samples (gradient 0 there).
 
-All functions keep ``x``'s dtype and device and raise :class:`~hwq.errors.HwqError` before any
+All functions keep ``x``'s dtype and device and raise :class:`~hwq.errors.InputError` before any
 work on NaN/Inf, a non-floating tensor, an unknown distribution or a bad bit width.
 """
 
@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats.base import check_int
 from ..formats.uniq import Distribution, Uniq
 
@@ -41,12 +41,12 @@ __all__ = ["uniformize", "deuniformize", "noise_bounds", "quantile_quantize", "n
 
 def _check(x, dist, what="x"):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise HwqError(f"{what} must be a floating-point torch tensor, not {type(x).__name__}"
+        raise InputError(f"{what} must be a floating-point torch tensor, not {type(x).__name__}"
                        + (f" of {x.dtype}" if isinstance(x, torch.Tensor) else ""))
     if not isinstance(dist, Distribution):
-        raise HwqError(f"dist must be a Distribution (hwq.formats.uniq.fit_distribution), not {dist!r}")
+        raise InputError(f"dist must be a Distribution (hwq.formats.uniq.fit_distribution), not {dist!r}")
     if not bool(torch.isfinite(x).all()):
-        raise HwqError(f"{what} holds NaN/Inf values; clean or clamp it before quantizing")
+        raise InputError(f"{what} holds NaN/Inf values; clean or clamp it before quantizing")
 
 
 def _levels(bits):
@@ -97,7 +97,7 @@ def deuniformize(u, dist):
     (for the empirical CDF, ``[0, 1]``: it is constant beyond the end samples)."""
     _check(u, dist, "u")
     if dist.kind != "empirical" and bool(((u <= 0) | (u >= 1)).any()):
-        raise HwqError(f"u must lie strictly between 0 and 1 for a {dist.kind} inverse CDF")
+        raise InputError(f"u must lie strictly between 0 and 1 for a {dist.kind} inverse CDF")
     return _icdf(u, dist)
 
 

@@ -8,7 +8,7 @@ floating point. At the end of the stage layer ``i``'s k-quantile levels are refi
 trained weights and it is frozen. After the last stage every layer is quantized.
 """
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..formats.uniq import fit_distribution
 from .calibrate import calibrate
 from .train import train
@@ -25,7 +25,7 @@ def uniq_gradual_training(qmodel, x, y, *, epochs_per_stage=1, lr=1e-3, seed=0, 
     layers = list(qmodel.layers.items())
     for name, layer in layers:
         if layer.weight_quantizer.format.name != "uniq":
-            raise HwqError(f"layer {name!r} has {layer.weight_quantizer.format.name} weights; "
+            raise InputError(f"layer {name!r} has {layer.weight_quantizer.format.name} weights; "
                            "UNIQ's gradual training needs uniq weights in every quantized layer")
     for index, (name, layer) in enumerate(layers):
         bits = layer.weight_quantizer.format.bits

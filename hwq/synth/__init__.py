@@ -1,11 +1,10 @@
 """iCE40 synthesis of emitted PEs: YoWASP yosys and nextpnr runs, their reports, a power estimate.
 
 Works on Verilog files and manifests only (it imports no front end, no :mod:`hwq.pe`, no
-Amaranth). One module per concern:
+Amaranth); tools are found and run by :mod:`hwq.tools`. One module per concern:
 
 * :mod:`~hwq.synth.harness` -- the four-pin register-to-register harness around a PE;
 * :mod:`~hwq.synth.targets` -- the iCE40 parts (``up5k``, ``hx8k``);
-* :mod:`~hwq.synth.tools` -- finding and running the tools;
 * :mod:`~hwq.synth.yosys` -- ``synth_ice40`` and its cell counts;
 * :mod:`~hwq.synth.nextpnr` -- place and route, Fmax and utilisation;
 * :mod:`~hwq.synth.power` -- a first-order iCE40UP5K power estimate;
@@ -21,17 +20,15 @@ Example::
     print(format_table(results))
 """
 
-from .flow import (DEFAULT_FREQ_MHZ, DEFAULT_SEED, POWER_FREQ_MHZ, SynthJob, SynthResults, load_manifest,
+from .flow import (SYNTH_TOOLS, DEFAULT_FREQ_MHZ, DEFAULT_SEED, POWER_FREQ_MHZ, SynthJob, SynthResults, load_manifest,
                    synthesize, synthesize_all)
 from .harness import harness_name, harness_verilog
 from .power import estimate_power
 from .report import format_table, report_json, report_markdown, write_report
 from .targets import TARGETS, Target, get_target
-from .tools import SynthError, check_tools
 
 __all__ = [
     "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults", "load_manifest",
     "synthesize", "synthesize_all", "harness_name", "harness_verilog", "estimate_power", "format_table",
-    "report_json", "report_markdown", "write_report", "TARGETS", "Target", "get_target", "SynthError",
-    "check_tools",
+    "report_json", "report_markdown", "write_report", "TARGETS", "Target", "get_target", "SYNTH_TOOLS",
 ]

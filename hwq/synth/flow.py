@@ -44,17 +44,20 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import HwqError
+from ..errors import InputError
 from ..fileio import check_writable_dir
+from ..tools import find_tools
 from .harness import harness_name, harness_verilog, pe_ports
 from .nextpnr import parse_report, run_nextpnr
 from .power import UNCERTAINTY, estimate_power
 from .targets import get_target
-from .tools import check_tools
 from .yosys import parse_stat, run_yosys
 
-__all__ = ["DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults",
+__all__ = ["SYNTH_TOOLS", "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults",
            "load_manifest", "synthesize", "synthesize_all"]
+
+#: the tools a synthesis job runs (keys of :data:`hwq.tools.TOOLS`)
+SYNTH_TOOLS = ("yosys", "nextpnr-ice40")
 
 #: nextpnr ``--freq`` target unless a job says otherwise
 DEFAULT_FREQ_MHZ = 48.0
@@ -117,7 +120,7 @@ def load_manifest(path):
 
     Raises
     ------
-    HwqError
+    InputError
         If the manifest is missing or malformed, or its Verilog file is missing, does not define
         the module, or does not match the manifest's ``sha256``.
     """
@@ -125,24 +128,24 @@ def load_manifest(path):
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise HwqError(f"manifest {path} not found; emit the PE first (python -m hwq.build --no-synth)") from None
+        raise InputError(f"manifest {path} not found; emit the PE first (python -m hwq.build --no-synth)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HwqError(f"manifest {path} is not readable JSON ({exc}); re-emit the PE") from None
+        raise InputError(f"manifest {path} is not readable JSON ({exc}); re-emit the PE") from None
     if not isinstance(manifest, dict) or not all(k in manifest for k in ("module", "verilog", "ports")):
-        raise HwqError(f"manifest {path} lacks module/verilog/ports; re-emit the PE with hwq.pe.write_pe")
+        raise InputError(f"manifest {path} lacks module/verilog/ports; re-emit the PE with hwq.pe.write_pe")
     name = manifest["verilog"]
     if not isinstance(name, str) or Path(name).name != name:
-        raise HwqError(f"manifest {path} names Verilog {name!r}, not a plain file name; re-emit the PE")
+        raise InputError(f"manifest {path} names Verilog {name!r}, not a plain file name; re-emit the PE")
     verilog = path.parent / name
     try:
         text = verilog.read_bytes()
     except FileNotFoundError:
-        raise HwqError(f"Verilog file {verilog} named by {path.name} not found; re-emit the PE") from None
+        raise InputError(f"Verilog file {verilog} named by {path.name} not found; re-emit the PE") from None
     expected = manifest.get("sha256")
     if expected is not None and hashlib.sha256(text).hexdigest() != expected:
-        raise HwqError(f"{verilog.name} does not match the sha256 in {path.name}; re-emit the PE")
+        raise InputError(f"{verilog.name} does not match the sha256 in {path.name}; re-emit the PE")
     if not re.search(rb"\bmodule\s+" + re.escape(str(manifest["module"]).encode()) + rb"\b", text):
-        raise HwqError(f"{verilog.name} defines no module {manifest['module']!r}; re-emit the PE")
+        raise InputError(f"{verilog.name} defines no module {manifest['module']!r}; re-emit the PE")
     pe_ports(manifest)  # raises on malformed ports
     return manifest, verilog
 
@@ -150,18 +153,18 @@ def load_manifest(path):
 def _check_job(job):
     """Check one job before any work; return the plan ``_run_job`` needs."""
     if not isinstance(job, SynthJob):
-        raise HwqError(f"synthesis job must be a SynthJob, dict or manifest path, not {job!r}")
+        raise InputError(f"synthesis job must be a SynthJob, dict or manifest path, not {job!r}")
     target = get_target(job.target)
     if job.dsp and not target.has_dsp:
-        raise HwqError(f"target {target.name} ({target.part}) has no SB_MAC16 DSP; drop dsp or use target up5k")
+        raise InputError(f"target {target.name} ({target.part}) has no SB_MAC16 DSP; drop dsp or use target up5k")
     freq = job.freq_mhz
     if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not math.isfinite(freq) or freq <= 0:
-        raise HwqError(f"frequency target must be a positive number of MHz, got {freq!r}")
+        raise InputError(f"frequency target must be a positive number of MHz, got {freq!r}")
     if isinstance(job.seed, bool) or not isinstance(job.seed, int) or not 0 <= job.seed < 2**31:
-        raise HwqError(f"nextpnr seed must be an int in [0, 2**31), got {job.seed!r}")
+        raise InputError(f"nextpnr seed must be an int in [0, 2**31), got {job.seed!r}")
     act = job.activity
     if isinstance(act, bool) or not isinstance(act, (int, float)) or not math.isfinite(act) or act < 0:
-        raise HwqError(f"activity factor must be a finite number >= 0, got {act!r}")
+        raise InputError(f"activity factor must be a finite number >= 0, got {act!r}")
     manifest, verilog = load_manifest(job.manifest)
     harness = harness_verilog(manifest)  # also checks the module name is a Verilog identifier
     dirname = f"{manifest['module']}-{target.name}{'-dsp' if job.dsp else ''}-f{freq:g}-s{job.seed}"
@@ -178,7 +181,7 @@ def _as_job(spec):
         try:
             return SynthJob(**spec)
         except TypeError as exc:
-            raise HwqError(f"bad synthesis job {spec!r}: {exc}") from None
+            raise InputError(f"bad synthesis job {spec!r}: {exc}") from None
     return spec
 
 
@@ -191,7 +194,7 @@ def _notes(pe, fmax, dsp_path_ns, job, target, power):
     notes = []
     if pe["dsp"]:
         note = ("nextpnr's Fmax through SB_MAC16 is not a real figure: it models every MAC16 port as "
-                "registered (TOOLCHAIN.md section 4)")
+                "registered (docs/toolchain.md, 'SB_MAC16 Fmax')")
         if dsp_path_ns:
             note += (f"; the path through the DSP is at least {dsp_path_ns:.2f} ns plus the MAC16's own delay, "
                      f"so the real Fmax is below {1000 / dsp_path_ns:.1f} MHz")
@@ -223,7 +226,7 @@ def _run_job(plan, build_dir, tools):
     synth = run_yosys(tools["yosys"], [plan["verilog"].name, f"{top}.v"], top, ydir,
                       device=target.yosys_device, dsp=job.dsp)
     cells = parse_stat(synth["stat"], top, manifest["module"])
-    pnr = run_nextpnr(tools["nextpnr"], Path("..") / "yosys" / synth["netlist"].name, target, pdir,
+    pnr = run_nextpnr(tools["nextpnr-ice40"], Path("..") / "yosys" / synth["netlist"].name, target, pdir,
                       freq_mhz=job.freq_mhz, seed=job.seed)
     timing = parse_report(pnr["report"])
 
@@ -287,9 +290,9 @@ def synthesize(manifest_path, build_dir, target="up5k", dsp=False, freq_mhz=DEFA
 
     Raises
     ------
-    HwqError
+    InputError
         Before any tool runs: missing tool, unknown target, DSP on a target without one, bad
-        manifest or Verilog. :class:`~hwq.synth.tools.SynthError` (a subclass) if a tool fails.
+        manifest or Verilog. :class:`~hwq.errors.ToolError` if a tool fails.
     """
     return synthesize_all([SynthJob(manifest_path, target, dsp, freq_mhz, seed, activity)], build_dir, jobs=1)[0]
 
@@ -314,18 +317,18 @@ def synthesize_all(specs, build_dir, jobs=None):
 
     Raises
     ------
-    HwqError
+    InputError
         If any job is bad (checked for all jobs before the first starts), if two jobs would
         share a directory, or if a tool fails.
     """
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise HwqError(f"jobs must be a positive int, got {jobs!r}")
-    tools = check_tools()
+        raise InputError(f"jobs must be a positive int, got {jobs!r}")
+    tools = find_tools(*SYNTH_TOOLS)
     plans = [_check_job(_as_job(spec)) for spec in specs]
     dirnames = [plan["dirname"] for plan in plans]
     duplicates = sorted({d for d in dirnames if dirnames.count(d) > 1})
     if duplicates:
-        raise HwqError(f"duplicate synthesis jobs {', '.join(duplicates)}; list each job once")
+        raise InputError(f"duplicate synthesis jobs {', '.join(duplicates)}; list each job once")
     build_dir = check_writable_dir(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     results = SynthResults()

@@ -1,8 +1,9 @@
 """A synthesis harness: the PE behind four pins, with every path register to register.
 
 A bare PE has more I/O than iCE40UP5K-SG48's 39 user pins, and with unregistered inputs its
-multiplier would be an I/O path that nextpnr's Fmax does not cover (TOOLCHAIN.md, section 8,
-pitfalls 8 and 9). The harness puts the PE between flip-flops and uses four pins:
+multiplier would be an I/O path that nextpnr's Fmax does not cover (docs/toolchain.md,
+"I/O count and the synthesis harness"). The harness puts the PE between flip-flops and uses
+four pins:
 
 ``clk``
     the clock;
@@ -22,7 +23,7 @@ The harness is pure Verilog text made from the manifest alone (``hwq.synth`` imp
 front end); the same manifest always gives the same text.
 """
 
-from ..errors import HwqError
+from ..errors import InputError
 
 __all__ = ["harness_name", "harness_verilog", "pe_ports"]
 
@@ -44,7 +45,7 @@ def pe_ports(manifest):
     Parameters
     ----------
     manifest : dict
-        A PE manifest (DESIGN.md, contract 3).
+        A PE manifest (docs/architecture.md, "Manifest contract").
 
     Returns
     -------
@@ -55,12 +56,12 @@ def pe_ports(manifest):
 
     Raises
     ------
-    HwqError
+    InputError
         If a port entry is malformed or ``acc`` is missing.
     """
     ports = manifest.get("ports")
     if not isinstance(ports, dict) or "acc" not in ports:
-        raise HwqError(f"manifest of {manifest.get('module')!r} has no ports.acc; re-emit it with hwq.pe.write_pe")
+        raise InputError(f"manifest of {manifest.get('module')!r} has no ports.acc; re-emit it with hwq.pe.write_pe")
     inputs, outputs = [], []
     for key, entry in ports.items():
         if key in CLOCK_RESET_PORTS:
@@ -71,10 +72,10 @@ def pe_ports(manifest):
             name, width = entry.get("name", key), entry["width"]
             direction = "out" if key == "acc" else entry.get("direction", "in")
         else:
-            raise HwqError(f"manifest port {key!r} of {manifest.get('module')!r} is malformed: {entry!r}; "
+            raise InputError(f"manifest port {key!r} of {manifest.get('module')!r} is malformed: {entry!r}; "
                            "expected a name or {name, width, signed}")
         if not isinstance(name, str) or not name.isidentifier():
-            raise HwqError(f"manifest port {key!r} has a bad Verilog name {name!r}; re-emit the PE")
+            raise InputError(f"manifest port {key!r} has a bad Verilog name {name!r}; re-emit the PE")
         (outputs if direction == "out" else inputs).append((name, width))
     return inputs, outputs
 
@@ -117,10 +118,10 @@ def harness_verilog(manifest):
     """
     module = manifest.get("module")
     if not isinstance(module, str) or not module.isidentifier():
-        raise HwqError(f"manifest module name {module!r} is not a Verilog identifier; re-emit the PE")
+        raise InputError(f"manifest module name {module!r} is not a Verilog identifier; re-emit the PE")
     inputs, outputs = pe_ports(manifest)
     if not inputs:
-        raise HwqError(f"manifest of {module!r} lists no PE inputs; re-emit it with hwq.pe.write_pe")
+        raise InputError(f"manifest of {module!r} lists no PE inputs; re-emit it with hwq.pe.write_pe")
     sr_width = sum(width for _, width in inputs)
     ports = manifest["ports"]
     clk, rst = ports.get("clk", "clk"), ports.get("rst", "rst")

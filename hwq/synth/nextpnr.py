@@ -3,7 +3,8 @@
 Timing: the report's ``fmax`` gives the achieved frequency per clock; the harness clock is
 ``clk`` (nextpnr names it ``clk$SB_IO_IN_$glb_clk``). nextpnr models every SB_MAC16 port as
 registered, whatever the DSP's configuration, and puts a combinational MAC16 in a fake clock
-domain ``$PACKER_GND_NET_$glb_clk`` (TOOLCHAIN.md, section 4). Its Fmax for a design with a
+domain ``$PACKER_GND_NET_$glb_clk`` (docs/toolchain.md, "nextpnr clock names" and
+"SB_MAC16 Fmax"). Its Fmax for a design with a
 combinational DSP therefore leaves out the path through the DSP. :func:`parse_report` adds the
 two halves of that path (``clk`` -> DSP inputs and DSP outputs -> ``clk``) back together as
 ``dsp_path_ns``: a lower bound of the real path delay, since the MAC16's own combinational delay
@@ -13,8 +14,8 @@ is still missing (nextpnr counts 0.1 ns setup + 0.1 ns clock-to-out instead).
 import json
 from pathlib import Path
 
-from ..errors import HwqError
-from .tools import run_tool
+from ..errors import InputError
+from ..tools import run_tool
 
 __all__ = ["REPORT", "nextpnr_args", "run_nextpnr", "parse_report"]
 
@@ -66,7 +67,7 @@ def run_nextpnr(nextpnr, netlist, target, work_dir, *, freq_mhz, seed):
     seconds = run_tool(argv, work_dir, LOG, f"nextpnr ({target.name})")
     path = work_dir / REPORT
     if not path.exists():
-        raise HwqError(f"nextpnr wrote no report; see {work_dir / (LOG + '.log')}")
+        raise InputError(f"nextpnr wrote no report; see {work_dir / (LOG + '.log')}")
     return {"report": json.loads(path.read_text(encoding="utf-8")), "seconds": seconds}
 
 

@@ -1,6 +1,6 @@
 r"""First-order core-power ESTIMATE for iCE40UP5K designs (±50 % at best).
 
-No open tool estimates iCE40 power (TOOLCHAIN.md, section 6), so this module fits a three-term
+No open tool estimates iCE40 power (docs/toolchain.md, "Power estimation"), so this module fits a three-term
 model to the public ``tinyvision-ai-inc/ice40_power`` measurements on an iCE40UP5K-SG48, core rail
 (VCC) at 1.2 V, all at 12 MHz:
 
@@ -43,7 +43,7 @@ an estimate within ±50 % at best.
 
 from fractions import Fraction
 
-from ..errors import HwqError
+from ..errors import InputError
 
 __all__ = ["CALIBRATION", "VCORE_V", "UNCERTAINTY", "COEFFICIENTS", "estimate_power", "derive_coefficients"]
 
@@ -117,18 +117,18 @@ def estimate_power(lcs, dsp, freqs_mhz, activity=1.0):
 
     Raises
     ------
-    HwqError
+    InputError
         On a negative count, activity or frequency.
     """
     if lcs < 0 or dsp < 0:
-        raise HwqError(f"power estimate needs non-negative LC and DSP counts, got {lcs} and {dsp}")
+        raise InputError(f"power estimate needs non-negative LC and DSP counts, got {lcs} and {dsp}")
     if not activity >= 0:
-        raise HwqError(f"activity factor must be >= 0, got {activity!r}")
+        raise InputError(f"activity factor must be >= 0, got {activity!r}")
     c = COEFFICIENTS
     points = []
     for freq in freqs_mhz:
         if not freq >= 0:
-            raise HwqError(f"power estimate frequency must be >= 0 MHz, got {freq!r}")
+            raise InputError(f"power estimate frequency must be >= 0 MHz, got {freq!r}")
         per_mhz = c["clk_ua_per_mhz"] + activity * (c["lc_ua_per_mhz"] * lcs + c["dsp_ua_per_mhz"] * dsp)
         current = c["static_ua"] + freq * per_mhz
         points.append({"freq_mhz": round(float(freq), 2), "current_ua": round(current, 1),

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..fileio import write_atomic
-from .tools import tool_versions
+from ..tools import tool_versions
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "BASELINE_FORMAT", "gops_per_klut4", "comparisons", "report_data", "report_json", "report_markdown", "format_table",
            "write_report"]

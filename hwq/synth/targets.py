@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from ..errors import HwqError
+from ..errors import InputError
 
 __all__ = ["Target", "TARGETS", "get_target"]
 
@@ -43,8 +43,8 @@ TARGETS = {
 
 
 def get_target(name):
-    """The :class:`Target` called ``name``; :class:`~hwq.errors.HwqError` if there is none."""
+    """The :class:`Target` called ``name``; :class:`~hwq.errors.InputError` if there is none."""
     try:
         return TARGETS[name]
     except (KeyError, TypeError):
-        raise HwqError(f"unknown synthesis target {name!r}; choose one of {', '.join(TARGETS)}") from None
+        raise InputError(f"unknown synthesis target {name!r}; choose one of {', '.join(TARGETS)}") from None

@@ -5,15 +5,16 @@ apart from the PE's; the netlist is flattened only afterwards, for nextpnr. On f
 the same totals as a flattened synthesis to within a few LUT4 (218 vs 220 LUT4, same carries and
 flip-flops), because the harness drives every PE input from a register and reads every output.
 
-Yosys prints nothing to stdout after ABC when stdout is a file or pipe (TOOLCHAIN.md, section 8,
-pitfall 1), so the full log goes through ``-l`` and the statistics through ``tee -o``.
+Yosys prints nothing to stdout after ABC when stdout is a file or pipe (docs/toolchain.md,
+"Yosys output after ABC"), so the full log goes through ``-l`` and the statistics through
+``tee -o``.
 """
 
 import json
 from pathlib import Path
 
-from ..errors import HwqError
-from .tools import run_tool
+from ..errors import InputError
+from ..tools import run_tool
 
 __all__ = ["CELL_KEYS", "yosys_script", "run_yosys", "cell_counts", "parse_stat"]
 
@@ -74,7 +75,7 @@ def run_yosys(yosys, sources, top, work_dir, *, device, dsp):
     stat_path = work_dir / STAT
     text = stat_path.read_text(encoding="utf-8") if stat_path.exists() else ""
     if "{" not in text:
-        raise HwqError(f"yosys wrote no statistics for {top}; see {work_dir / (LOG + '.log')}")
+        raise InputError(f"yosys wrote no statistics for {top}; see {work_dir / (LOG + '.log')}")
     return {"netlist": work_dir / NETLIST, "stat": json.loads(text[text.index("{"):]), "seconds": seconds}
 
 
@@ -124,7 +125,7 @@ def parse_stat(stat, top, pe=None):
     modules = stat.get("modules", {})
     own = modules.get(f"\\{top}") or modules.get(top)
     if own is None or "design" not in stat:
-        raise HwqError(f"yosys statistics have no module {top!r}; the harness was not synthesized")
+        raise InputError(f"yosys statistics have no module {top!r}; the harness was not synthesized")
     harness = cell_counts(own.get("num_cells_by_type", {}))
     total = cell_counts(stat["design"].get("num_cells_by_type", {}))
     pe_counts = {key: total[key] - harness[key] for key in CELL_KEYS}

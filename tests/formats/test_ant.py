@@ -1,4 +1,4 @@
-"""Golden ANT types: value sets from FORMATS.md, an independent bit-level decoder, the encoder's
+"""Golden ANT types: value sets from docs/formats.md, an independent bit-level decoder, the encoder's
 tie rule, and per-tensor type selection."""
 
 from fractions import Fraction
@@ -11,7 +11,7 @@ from hwq.errors import HwqError
 from hwq.formats import from_params, get_format
 from hwq.formats.ant import ANT_KINDS, Ant, select_type
 
-# FORMATS.md, section ant: 4-bit value sets in integer units
+# docs/formats.md, "ant": 4-bit value sets in integer units
 FORMATS_MD_4BIT = {
     ("int", False): set(range(16)),
     ("int", True): set(range(-8, 8)),
@@ -40,7 +40,7 @@ def test_flint8_unsigned_layout():
 
 
 def reference_value(code, bits, kind, signed):
-    """Bit-string reading of FORMATS.md's layouts, independent of hwq's implementation."""
+    """Bit-string reading of docs/formats.md's layouts, independent of hwq's implementation."""
     text = format(code, f"0{bits}b")
     if kind == "int":
         return code - (1 << bits) if signed and text[0] == "1" else code

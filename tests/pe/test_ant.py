@@ -11,8 +11,8 @@ from hwq.formats import Ant
 from hwq.pe import AntPE, pe_variants, write_pe
 from hwq.pe.ant import AntDecoder
 from hwq.pe.formal import AntDecoderProperties, prove, prove_component
-from sim.runner import run_bench
-from tests.test_formats_ant import FORMATS_MD_4BIT
+from hwq.sim.runner import run_bench
+from tests.formats.test_ant import FORMATS_MD_4BIT
 
 
 @pytest.fixture(scope="module")

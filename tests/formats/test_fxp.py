@@ -111,13 +111,6 @@ def test_most_negative_code():
     assert fmt.codebook()[0x80] == Fraction(-16)
 
 
-def test_quantize_with_scale_and_torch_input():
-    torch = pytest.importorskip("torch")
-    fmt = FixedPoint(8, frac=4)
-    x = torch.linspace(-3, 3, 101)
-    np.testing.assert_array_equal(fmt.quantize(x, 0.5), fmt.encode(x.numpy().astype(np.float64) / 0.5))
-
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_nan_and_inf_are_rejected(bad):
     with pytest.raises(HwqError, match="NaN/Inf"):

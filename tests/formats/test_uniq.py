@@ -1,7 +1,7 @@
-"""Golden UNIQ: k-quantile levels (FORMATS.md's Gaussian tables), the stored fixed-point table,
+"""Golden UNIQ: k-quantile levels (docs/formats.md's Gaussian tables), the stored fixed-point table,
 nearest-level encoding with its tie rule, level fitting, BOPs, and noise injection in torch.
 
-Every expected value comes from FORMATS.md, the standard library, numpy or exact Fraction
+Every expected value comes from docs/formats.md, the standard library, numpy or exact Fraction
 arithmetic written here, never from the code under test.
 """
 
@@ -21,7 +21,7 @@ from hwq.formats.uniq import (fit_distribution, fit_levels, gaussian_levels, qua
                               select_levels)
 from hwq.quant.uniq_noise import (deuniformize, noise_bounds, noise_quantize, quantile_quantize, uniformize)
 
-# FORMATS.md, section uniq: the positive Gaussian levels in units of sigma (4 decimals)
+# docs/formats.md, "uniq": the positive Gaussian levels in units of sigma (4 decimals)
 FORMATS_MD_GAUSSIAN = {
     2: [0.3186, 1.1503],
     4: [0.0784, 0.2372, 0.4023, 0.5791, 0.7764, 1.0100, 1.3180, 1.8627],
@@ -36,7 +36,7 @@ def test_gaussian_levels_are_the_formats_md_tables(bits):
     positive = FORMATS_MD_GAUSSIAN[bits]
     expected = [-v for v in reversed(positive)] + positive
     np.testing.assert_allclose(gaussian_levels(bits), expected, atol=6e-5)
-    # FORMATS.md indexes them i = 1 ... k at F^-1((i - 1/2) / k)
+    # docs/formats.md indexes them i = 1 ... k at F^-1((i - 1/2) / k)
     k = 1 << bits
     np.testing.assert_allclose([statistics.NormalDist().inv_cdf((i - 0.5) / k) for i in range(1, k + 1)],
                                expected, atol=6e-5)
@@ -256,7 +256,7 @@ def test_bops_of_the_formats_md_example():
     exact = macs * (8 * 4 + 8 + 4) + macs * math.log2(576)          # 1 622 016 + 338 040.115...
     assert conv_bops(64, 64, 3, 8, 4) == pytest.approx(1960056.115, abs=1e-3)
     assert conv_bops(64, 64, 3, 8, 4) == pytest.approx(exact, rel=1e-15)
-    assert round(conv_bops(64, 64, 3, 8, 4) / 1e6, 2) == 1.96            # FORMATS.md: "1.96 M"
+    assert round(conv_bops(64, 64, 3, 8, 4) / 1e6, 2) == 1.96            # docs/formats.md, "BOPs": "1.96 M"
     assert conv_bops(64, 64, 3, 8, 4, log2="ceil") == 36864 * (32 + 12 + 10) == 1990656
     assert conv_bops(64, 64, 3, 8, 4, output_size=56, log2="ceil") == 1990656 * 56 * 56
     assert conv_bops(64, 64, (3, 3), 8, 4, output_size=(56, 28), log2="ceil") == 1990656 * 56 * 28

@@ -13,8 +13,8 @@ from hwq.formats import Esb
 from hwq.pe import EsbPE, pe_variants, write_pe
 from hwq.pe.esb import EsbDecoder, EsbDecoderProperties
 from hwq.pe.formal import prove, prove_component
-from sim.runner import BenchFailed, run_bench
-from tests.test_formats_esb import all_formats, reference_value
+from hwq.sim.runner import BenchFailed, run_bench
+from tests.formats.test_esb import all_formats, reference_value
 
 EMITTED = ["esb_pe_a4_w4_k1", "esb_pe_a4_w4_k2", "esb_pe_a4_w4_k3",
            "esb_pe_a8_w8_k4", "esb_pe_a8_w8_k5", "esb_pe_a8_w8_k6", "esb_pe_a8_w8_k7"]

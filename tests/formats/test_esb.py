@@ -1,4 +1,4 @@
-"""Golden ESB formats: FORMATS.md's value sets, an independent bit-string decoder, the PoT and int
+"""Golden ESB formats: docs/formats.md's value sets, an independent bit-string decoder, the PoT and int
 limits, the encoder's rounding (ties, saturation), and the DDA (Gaussian lambda, data-driven
 search, choice of k)."""
 
@@ -15,27 +15,27 @@ from hwq.errors import HwqError
 from hwq.formats import Ant, Esb, dot, from_params, get_format
 from hwq.formats.esb_dda import dda, gaussian_lambda, gaussian_minima, gaussian_mse
 
-# FORMATS.md, section esb: magnitudes for (b, m) = (4, 1), (4, 0), (5, 2), signed
+# docs/formats.md, "esb": magnitudes for (b, m) = (4, 1), (4, 0), (5, 2), signed
 FORMATS_MD = {
     (4, 1): {Fraction(v) for v in ("0", ".5", "1", "1.5", "2", "3", "4", "6")},
     (4, 0): {Fraction(0)} | {Fraction(2) ** i for i in range(7)},                     # 0, 1, 2, ..., 64
     (5, 2): {Fraction(j, 4) for j in range(8)} | {Fraction(v) for v in ("2", "2.5", "3", "3.5", "4", "5", "6", "7")},
 }
-# FORMATS.md: the reference's lambda for (b, m), two exponent bits
+# docs/formats.md: the reference's lambda for (b, m), two exponent bits
 LAMBDA_TABLE = {(3, 0): 0.5181, (4, 1): 0.4871, (5, 2): 0.4828, (6, 3): 0.4997, (7, 4): 0.5247, (8, 5): 0.5527}
-# FORMATS.md: Max's optimal uniform steps for 2**b levels (the reference's linear path), b = 1...8
+# docs/formats.md: Max's optimal uniform steps for 2**b levels (the reference's linear path), b = 1...8
 MAX_STEPS = [1.5958, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041, 0.0569, 0.0308]
 
 
 def fields(bits, k, signed):
-    """(e, m) from FORMATS.md's formula in the fraction bits m; unsigned b = the magnitude of signed b + 1."""
+    """(e, m) from docs/formats.md's formula in the fraction bits m; unsigned b = the magnitude of signed b + 1."""
     b = bits if signed else bits + 1
     e = min(4, max(1, b - (k - 1) - 1))
     return e, b - e - 1
 
 
 def reference_value(code, bits, k, signed, midrise=False):
-    """FORMATS.md's layout ``sign | c | f`` read from the bit string, as an exact Fraction."""
+    """docs/formats.md's layout ``sign | c | f`` read from the bit string, as an exact Fraction."""
     e, m = fields(bits, k, signed)
     text = format(code, f"0{bits}b")
     sign, mag = (-1 if text[0] == "1" else 1, text[1:]) if signed else (1, text)
@@ -136,7 +136,7 @@ def test_midrise_grid_has_no_zero(fmt):
 
 
 def largest(fmt):
-    """FORMATS.md: 2**N * (2 - 2**-m), N = 2**e - 2 (mid-rise: (2**B - 1/2) * 2**-m)."""
+    """docs/formats.md: 2**N * (2 - 2**-m), N = 2**e - 2 (mid-rise: (2**B - 1/2) * 2**-m)."""
     e, m = fmt.exponent_bits, fmt.fraction_bits
     if fmt.midrise:
         return (2 ** fmt.magnitude_bits - Fraction(1, 2)) / 2 ** m
@@ -158,7 +158,7 @@ def sorted_grid(fmt):
 
 
 def expected_value(fmt, x):
-    """Nearest value of ``fmt`` to ``x`` by FORMATS.md's rule, in exact arithmetic."""
+    """Nearest value of ``fmt`` to ``x`` by docs/formats.md's rule, in exact arithmetic."""
     x = Fraction(x)
     grid = sorted_grid(fmt)
     i = bisect.bisect_left(grid, x)

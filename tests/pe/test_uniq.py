@@ -15,9 +15,9 @@ from hwq.pe import UniqPE, pe_variants, write_pe
 from hwq.pe.formal import prove, prove_component
 from hwq.pe.manifest import to_verilog
 from hwq.pe.uniq import LevelTable, UniqLoadProperties
-from sim.runner import BenchFailed, run_bench
+from hwq.sim.runner import BenchFailed, run_bench
 
-# FORMATS.md's 4-bit Gaussian levels (units of sigma) at 6 fraction bits, rounded here by hand
+# docs/formats.md's 4-bit Gaussian levels (units of sigma) at 6 fraction bits, rounded here by hand
 GAUSSIAN4_WORDS = [-119, -84, -65, -50, -37, -26, -15, -5, 5, 15, 26, 37, 50, 65, 84, 119]
 
 

@@ -13,7 +13,7 @@ from hwq.formats import Ausn, FixedPoint
 from hwq.pe import AusnPE, FixedPointPE, pe_variants, write_pe
 from hwq.pe.formal import prove
 from hwq.synth import SynthJob, synthesize_all
-from sim.runner import BenchFailed, run_bench
+from hwq.sim.runner import BenchFailed, run_bench
 
 def odd_pe():
     """A non-default PE: signed activations with a fraction, unsigned uniform weights (four

@@ -1,0 +1,7 @@
+"""``python -m hwq.sim``: the same as ``hwq-sim`` (:func:`hwq.sim.runner.main`)."""
+
+import sys
+
+from .runner import main
+
+sys.exit(main())
