@@ -22,7 +22,7 @@ from .cli import ArgumentParser, positive_int, run_command
 from .errors import InputError
 from .fileio import check_writable_dir, staged_output
 from .tools import find_tools
-from .pe import DEFAULT_WIDTHS, PE_CLASSES, pe_variants, write_pe
+from .pe import PE_CLASSES, pe_class, pe_variants, write_pe
 from .synth.targets import TARGETS
 
 __all__ = ["build", "plan_pes", "main"]
@@ -32,7 +32,7 @@ MAPPINGS = ("fabric", "dsp", "both")
 
 def _formats(names):
     if not names or "all" in names:
-        return list(PE_CLASSES)
+        return PE_CLASSES.names()
     return list(dict.fromkeys(names))
 
 
@@ -44,7 +44,7 @@ def plan_pes(formats=None, a_bits=None, w_bits=None, *, pipeline=0, max_terms=10
     formats : list of str or None
         Format names, or ``None`` / ``["all"]`` for every format with a PE.
     a_bits, w_bits : int or None
-        Widths; ``None`` for both gives each format's :data:`~hwq.pe.DEFAULT_WIDTHS`, one given
+        Widths; ``None`` for both gives each PE's ``default_widths``, one given
         alone is used for both operands.
     pipeline, max_terms : int
         Passed to every PE.
@@ -55,7 +55,7 @@ def plan_pes(formats=None, a_bits=None, w_bits=None, *, pipeline=0, max_terms=10
         widths = [(a_bits if a_bits is not None else w_bits, w_bits if w_bits is not None else a_bits)]
     pes = []
     for fmt in _formats(formats):
-        for a, w in widths or DEFAULT_WIDTHS[fmt] if fmt in DEFAULT_WIDTHS else widths or [(8, 8)]:
+        for a, w in widths or pe_class(fmt).default_widths:
             pes.extend(pe_variants(fmt, a, w, pipeline=pipeline, max_terms=max_terms))
     names = [pe.module_name for pe in pes]
     return [pe for i, pe in enumerate(pes) if pe.module_name not in names[:i]]

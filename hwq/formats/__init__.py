@@ -1,12 +1,14 @@
 """Golden, integer-exact number formats: the one source of truth.
 
 This package imports no hardware, tool or torch-module code. Every format is a
-:class:`~hwq.formats.base.NumberFormat`; :func:`get_format` builds one by name and
-:func:`from_params` rebuilds one from a manifest's ``format`` entry.
+:class:`~hwq.formats.base.NumberFormat` subclass that registers itself in :data:`FORMATS` by its
+``name``; :func:`get_format` builds one by name and :func:`from_params` rebuilds one from a
+manifest's ``format`` entry. Each format's module also registers its calibrator
+(:data:`~hwq.formats.calibration.CALIBRATORS`) beside its parameter search.
 """
 
-from ..errors import InputError
-from .base import NumberFormat, fraction_str
+from .base import FORMATS, NumberFormat, fraction_str
+from .calibration import CALIBRATORS, Calibration, calibrate_tensor
 from .ant import Ant
 from .ausn import Ausn
 from .esb import Esb
@@ -14,25 +16,14 @@ from .fxp import FixedPoint
 from .uniq import Uniq
 from .golden import accumulate, acc_width, dot, product_lsb_exp, product_range, products
 
-__all__ = ["NumberFormat", "FixedPoint", "Ant", "Ausn", "Esb", "Uniq", "FORMATS", "get_format", "from_params", "fraction_str",
+__all__ = ["NumberFormat", "FixedPoint", "Ant", "Ausn", "Esb", "Uniq", "FORMATS", "CALIBRATORS", "Calibration",
+           "calibrate_tensor", "format_class", "get_format", "from_params", "fraction_str",
            "accumulate", "acc_width", "dot", "product_lsb_exp", "product_range", "products"]
-
-#: every format class by name (one line per format)
-FORMATS = {cls.name: cls for cls in (
-    FixedPoint,
-    Ant,
-    Esb,
-    Ausn,
-    Uniq,
-)}
 
 
 def format_class(name):
-    """The format class called ``name``; :class:`InputError` names the known ones otherwise."""
-    try:
-        return FORMATS[name]
-    except (KeyError, TypeError):
-        raise InputError(f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
+    """The format class called ``name``; :class:`~hwq.errors.InputError` names the known ones otherwise."""
+    return FORMATS[name]
 
 
 def get_format(name, bits, **params):

@@ -43,9 +43,10 @@ import numpy as np
 
 from ..errors import InputError
 from .base import NumberFormat, check_int, nearest_index
+from .calibration import CALIBRATORS, Calibration, check_options
 from .rounding import check_finite
 
-__all__ = ["Ant", "ANT_KINDS", "TypeChoice", "select_type"]
+__all__ = ["Ant", "ANT_KINDS", "TypeChoice", "select_type", "calibrate_ant"]
 
 #: the ANT number types
 ANT_KINDS = ("int", "pot", "float", "flint")
@@ -240,3 +241,22 @@ def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_
     best = min(results, key=lambda k: (results[k][2], list(results).index(k)))
     fmt, scale, _ = results[best]
     return TypeChoice(fmt, scale, {k: v[2] for k, v in results.items()})
+
+
+@CALIBRATORS.register("ant")
+def calibrate_ant(x, bits, *, role, per_channel, options):
+    """ANT's calibration: :func:`select_type` over int, flint and PoT (option ``kinds``).
+
+    Per output channel for weights (``per_channel``), per tensor for activations, as ANT's
+    reference does.
+
+    Returns
+    -------
+    Calibration
+        ``candidates`` maps each type tried to its MSE.
+    """
+    check_options("ant", options, ("kinds",))
+    kinds = options.get("kinds", ("int", "flint", "pot"))
+    axis = 0 if per_channel and role == "weight" else None
+    choice = select_type(x, bits, kinds=kinds, channel_axis=axis)
+    return Calibration(choice.format, choice.scale, axis, dict(choice.mse))

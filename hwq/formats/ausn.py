@@ -76,11 +76,12 @@ import numpy as np
 
 from ..errors import InputError
 from .base import NumberFormat, check_int, nearest_index
+from .calibration import CALIBRATORS, Calibration, check_options
 from .metrics import quantization_error
 from .rounding import check_finite
 
 __all__ = ["Ausn", "EXPONENT_MAX", "DEFAULT_SUPERPOSITIONS", "default_superposition", "superposition_label",
-           "superpositions", "SuperpositionChoice", "select_superposition", "SCALE_RATIOS"]
+           "superpositions", "SuperpositionChoice", "select_superposition", "SCALE_RATIOS", "calibrate_ausn"]
 
 #: largest exponent of any term
 EXPONENT_MAX = 30
@@ -365,3 +366,18 @@ def select_superposition(x, bits, *, signed=None, max_terms=None, ratios=None):
     errors = {fmt.label: quantization_error(x, fmt, scale) for _, fmt, scale in swept}
     _, fmt, scale = min(swept, key=lambda c: c[0])
     return SuperpositionChoice(fmt, scale, errors)
+
+
+@CALIBRATORS.register("ausn")
+def calibrate_ausn(x, bits, *, role, per_channel, options):
+    """AUSN's calibration: the adaptive superposition (:func:`select_superposition`), per layer.
+
+    Returns
+    -------
+    Calibration
+        ``candidates`` maps each superposition tried to its total (clipping + rounding) error.
+    """
+    check_options("ausn", options, ())
+    choice = select_superposition(x, bits)
+    return Calibration(choice.format, np.array([float(choice.scale)]), None,
+                       {label: error.total for label, error in choice.errors.items()})

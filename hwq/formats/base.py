@@ -13,9 +13,13 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import InputError
+from ..registry import Registry
 from .rounding import check_finite
 
-__all__ = ["NumberFormat", "check_int", "fraction_str", "nearest_index"]
+__all__ = ["NumberFormat", "FORMATS", "check_int", "fraction_str", "nearest_index"]
+
+#: every format class by :attr:`NumberFormat.name`; a subclass that sets ``name`` registers itself
+FORMATS = Registry("format", packages=("hwq.formats",))
 
 
 def check_int(name, value, lo, hi):
@@ -57,12 +61,21 @@ class NumberFormat(abc.ABC):
         Whether the format has negative values.
 
     Subclasses define :attr:`name`, :attr:`lsb_exp`, :meth:`decode`, :meth:`encode` and
-    :meth:`params`; everything else (codebook, quantize, ranges) follows from those.
+    :meth:`params`; everything else (codebook, quantize, ranges) follows from those. A subclass
+    whose own body sets :attr:`name` is registered in :data:`FORMATS` under that name
+    (:class:`~hwq.errors.InputError` if another format has it); subclasses that inherit the name
+    (e.g. test mutants) are not.
     """
 
+    #: the format's name (``"fxp"``), its key in :data:`FORMATS` and in format specs
     name = None
     #: inclusive range of code widths the format supports
     bit_range = (2, 16)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name") is not None:
+            FORMATS.register(cls.name, cls)
 
     def __init__(self, bits, *, signed):
         self._bits = check_int(f"{self.name} bit width", bits, *self.bit_range)

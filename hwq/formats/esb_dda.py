@@ -61,10 +61,11 @@ import numpy as np
 
 from ..errors import InputError
 from .base import check_int
+from .calibration import CALIBRATORS, Calibration, check_options
 from .esb import Esb
 from .rounding import check_finite
 
-__all__ = ["DdaChoice", "dda", "gaussian_mse", "gaussian_lambda", "gaussian_minima", "DDA_METHODS"]
+__all__ = ["DdaChoice", "dda", "gaussian_mse", "gaussian_lambda", "gaussian_minima", "DDA_METHODS", "calibrate_esb"]
 
 #: scale-selection methods of :func:`dda`
 DDA_METHODS = ("gaussian", "mse")
@@ -315,3 +316,21 @@ def dda(x, bits, *, k=None, signed=None, channel_axis=None, mean_shift=False, me
     fmt, scale, _, _ = results[best]
     return DdaChoice(fmt, scale, mean, {kk: r[2] for kk, r in results.items()},
                      {kk: r[3] for kk, r in results.items()}, channel_axis)
+
+
+@CALIBRATORS.register("esb")
+def calibrate_esb(x, bits, *, role, per_channel, options):
+    """ESB's calibration: the distribution difference aligner (:func:`dda`).
+
+    Per output channel for weights (``per_channel``). Option ``k`` fixes the significant bits,
+    otherwise the aligner picks them. No mean shift: the PE sums products of codes.
+
+    Returns
+    -------
+    Calibration
+        ``candidates`` maps ``"k=<k>"`` to that choice's MSE.
+    """
+    check_options("esb", options, ("k",))
+    axis = 0 if per_channel and role == "weight" else None
+    choice = dda(x, bits, k=options.get("k"), channel_axis=axis)
+    return Calibration(choice.format, choice.scale, axis, {f"k={k}": mse for k, mse in choice.mse.items()})

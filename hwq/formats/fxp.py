@@ -24,9 +24,10 @@ import numpy as np
 
 from ..errors import InputError
 from .base import NumberFormat, check_int
+from .calibration import CALIBRATORS, Calibration, check_options
 from .rounding import check_finite, check_rounding, round_to_int, saturate
 
-__all__ = ["FixedPoint", "frac_for_max", "frac_for_mse", "FRAC_RANGE"]
+__all__ = ["FixedPoint", "frac_for_max", "frac_for_mse", "FRAC_RANGE", "calibrate_fxp"]
 
 #: inclusive range of fraction lengths
 FRAC_RANGE = (-64, 64)
@@ -155,3 +156,23 @@ def frac_for_mse(x, bits, *, signed=True, rounding="half_even", search=4):
         errors[frac] = float(np.mean((fmt.fake_quantize(x) - x) ** 2))
     best = min(errors, key=lambda f: (errors[f], f))
     return best, errors
+
+
+@CALIBRATORS.register("fxp")
+def calibrate_fxp(x, bits, *, role, per_channel, options):
+    """FxP-QNet's calibration: the fraction length with the least MSE (:func:`frac_for_mse`).
+
+    One fraction length per tensor (FxP-QNet allocates one per data structure); the scale is 1
+    and the power of two lives in the format. Signed when the tensor has negative values. No
+    options.
+
+    Returns
+    -------
+    Calibration
+        ``candidates`` maps ``"frac=<f>"`` to that fraction length's MSE.
+    """
+    check_options("fxp", options, ())
+    signed = bool((x < 0).any())
+    frac, errors = frac_for_mse(x, bits, signed=signed)
+    return Calibration(FixedPoint(bits, frac=frac, signed=signed), np.ones(1), None,
+                       {f"frac={f}": e for f, e in errors.items()})

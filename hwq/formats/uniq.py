@@ -58,12 +58,13 @@ import numpy as np
 
 from ..errors import InputError
 from .base import NumberFormat, check_int, nearest_index
+from .calibration import CALIBRATORS, Calibration, check_options
 from .fxp import FRAC_RANGE, FixedPoint, frac_for_max
 from .rounding import check_finite
 
 __all__ = ["Uniq", "DISTRIBUTIONS", "Distribution", "LevelFit", "quantile_points", "gaussian_levels",
            "fit_distribution", "round_levels", "fit_levels", "select_levels", "LEVEL_BITS_MAX",
-           "DEFAULT_EXTRA_LEVEL_BITS"]
+           "DEFAULT_EXTRA_LEVEL_BITS", "calibrate_uniq"]
 
 #: distributions the levels can be fitted to
 DISTRIBUTIONS = ("gaussian", "laplace", "empirical")
@@ -348,3 +349,25 @@ def select_levels(x, bits, *, distributions=DISTRIBUTIONS, level_bits=None):
         raise InputError("select_levels needs at least one distribution")
     best = min(fits, key=lambda k: (fits[k].mse, list(fits).index(k)))
     return fits[best], {k: f.mse for k, f in fits.items()}
+
+
+@CALIBRATORS.register("uniq")
+def calibrate_uniq(x, bits, *, role, per_channel, options):
+    """UNIQ's calibration: k-quantile levels of the Gaussian fitted to the weights
+    (:func:`fit_levels`), stored as fixed point. Weights only: UNIQ's activations are uniform.
+
+    Returns
+    -------
+    Calibration
+        ``candidates`` maps ``"gaussian"`` to the fit's MSE.
+
+    Raises
+    ------
+    InputError
+        For activations (use an fxp spec for them).
+    """
+    check_options("uniq", options, ())
+    if role != "weight":
+        raise InputError("UNIQ quantizes weights only; its activations are uniform: use an fxp spec for them")
+    fit = fit_levels(x, bits, distribution="gaussian")
+    return Calibration(fit.format, np.ones(1), None, {"gaussian": fit.mse})

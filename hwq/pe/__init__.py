@@ -1,54 +1,64 @@
 """Amaranth processing elements, one per format, sharing one port contract.
 
-:func:`pe_variants` gives the PEs the build emits for a format at given widths;
-:data:`DEFAULT_WIDTHS` the widths the default build uses.
+Each format's PE class registers itself in :data:`PE_CLASSES` (by its ``format_name``) and carries
+its own ``default_widths``; :func:`pe_variants` gives the PEs the build emits for a format at
+given widths.
 """
 
 from ..errors import InputError
-from ..formats import format_class
+from ..formats import FORMATS
 from .ant import AntPE
 from .ausn import AusnPE
-from .base import ProcessingElement
+from .base import PE_CLASSES, ProcessingElement
 from .esb import EsbPE
 from .fxp import FixedPointPE
 from .manifest import manifest, to_verilog, write_pe
 from .uniq import UniqPE
 
-__all__ = ["ProcessingElement", "FixedPointPE", "AntPE", "AusnPE", "EsbPE", "UniqPE", "PE_CLASSES", "DEFAULT_WIDTHS", "pe_variants",
-           "check_pe", "manifest", "to_verilog", "write_pe"]
+__all__ = ["ProcessingElement", "FixedPointPE", "AntPE", "AusnPE", "EsbPE", "UniqPE", "PE_CLASSES", "pe_class", "pe_variants",
+           "check_pe", "discard", "manifest", "to_verilog", "write_pe"]
 
-#: PE class of every format that has one (one line per format)
-PE_CLASSES = {cls.kind: cls for cls in (
-    FixedPointPE,
-    AntPE,
-    AusnPE,
-    EsbPE,
-    UniqPE,
-)}
 
-#: (activation bits, weight bits) the default build emits per format (one line per format)
-DEFAULT_WIDTHS = {
-    "fxp": [(8, 8), (4, 4)],
-    "ant": [(4, 4), (8, 8)],
-    "ausn": [(4, 4), (8, 8)],
-    "esb": [(4, 4), (8, 8)],
-    "uniq": [(8, 4), (4, 4)],
-}
+def pe_class(fmt):
+    """The PE class of format ``fmt``.
+
+    Raises
+    ------
+    InputError
+        For an unknown format, or a format without a PE.
+    """
+    FORMATS[fmt]
+    if fmt not in PE_CLASSES:
+        raise InputError(f"format {fmt!r} has no processing element yet; choose one of {', '.join(PE_CLASSES)}")
+    return PE_CLASSES[fmt]
 
 
 def pe_variants(fmt, a_bits, w_bits, **kwargs):
-    """The PEs emitted for format ``fmt`` at ``a_bits`` x ``w_bits`` (raises on bad input)."""
-    format_class(fmt)
-    if fmt not in PE_CLASSES:
-        raise InputError(f"format {fmt!r} has no processing element yet; choose one of {', '.join(PE_CLASSES)}")
-    return PE_CLASSES[fmt].variants(a_bits, w_bits, **kwargs)
+    """The PEs emitted for format ``fmt`` at ``a_bits`` x ``w_bits``.
+
+    Raises
+    ------
+    InputError
+        For an unknown format, a format without a PE, or widths and options the PE rejects.
+    """
+    return pe_class(fmt).variants(a_bits, w_bits, **kwargs)
+
+
+def discard(*pes):
+    """Mark built but unused PEs as used on purpose: no "created but never used" warning.
+
+    Amaranth warns about an elaboratable that is never elaborated; a PE built only to run its
+    argument checks, or one of several variants that is not emitted, is such a one. This
+    elaborates it (cheaply: no simulation or emission).
+    """
+    from amaranth.hdl import Fragment
+    for pe in pes:
+        Fragment.get(pe, None)
 
 
 def check_pe(fmt, a_bits, w_bits, **kwargs):
-    """Raise :class:`InputError` unless format ``fmt`` has PEs at ``a_bits`` x ``w_bits``.
+    """Raise :class:`~hwq.errors.InputError` unless format ``fmt`` has PEs at ``a_bits`` x ``w_bits``.
 
-    Builds the PEs to run their argument checks, then discards them (without Amaranth's
-    "created but never used" warning).
+    Builds the PEs to run their argument checks, then discards them (:func:`discard`).
     """
-    for pe in pe_variants(fmt, a_bits, w_bits, **kwargs):
-        pe._MustUse__silence = True
+    discard(*pe_variants(fmt, a_bits, w_bits, **kwargs))

@@ -149,7 +149,8 @@ class AntPE(ProcessingElement):
         Run-time type of each operand (only when it has more than one).
     """
 
-    kind = "ant"
+    format_name = "ant"
+    default_widths = ((4, 4), (8, 8))
 
     def __init__(self, a_bits=4, w_bits=4, *, a_kinds=DEFAULT_A_KINDS, w_kinds=None, a_signed=False,
                  w_signed=True, max_terms=1024, pipeline=0):
@@ -226,7 +227,7 @@ class AntPE(ProcessingElement):
                     held["w_type"] = wi
                 modes[f"{a.kind}_{w.kind}"] = {
                     "set": held,
-                    "format": {"a": operand_params(self.kind, a), "w": operand_params(self.kind, w)},
+                    "format": {"a": operand_params(self.format_name, a), "w": operand_params(self.format_name, w)},
                     "codebook": {"a": codebook_strings(a), "w": codebook_strings(w)},
                     "acc_lsb_exp": a.lsb_exp + w.lsb_exp,
                 }

@@ -46,7 +46,8 @@ class AusnPE(ProcessingElement):
         As for :class:`~hwq.pe.base.ProcessingElement`.
     """
 
-    kind = "ausn"
+    format_name = "ausn"
+    default_widths = ((4, 4), (8, 8))
 
     @classmethod
     def operand_formats(cls, role):

@@ -19,18 +19,22 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import InputError
+from ..registry import Registry
 from ..formats import NumberFormat, acc_width, product_lsb_exp
 from ..formats.base import check_int
 
-__all__ = ["ProcessingElement", "MAX_PIPELINE", "operand_params"]
+__all__ = ["ProcessingElement", "PE_CLASSES", "MAX_PIPELINE", "operand_params"]
+
+#: the PE class of every format that has one, by format name (each PE module registers its own)
+PE_CLASSES = Registry("processing element", packages=("hwq.pe",))
 
 #: most product register stages a PE accepts
 MAX_PIPELINE = 4
 
 
-def operand_params(kind, fmt):
-    """Manifest parameters of operand format ``fmt`` in a PE of format ``kind``."""
-    return fmt.params() if fmt.name == kind else {"format": fmt.name, **fmt.params()}
+def operand_params(format_name, fmt):
+    """Manifest parameters of operand format ``fmt`` in a PE of format ``format_name``."""
+    return fmt.params() if fmt.name == format_name else {"format": fmt.name, **fmt.params()}
 
 
 class ProcessingElement(wiring.Component):
@@ -57,11 +61,21 @@ class ProcessingElement(wiring.Component):
     acc : Signal(signed(acc_width)), out
         The running sum, in units of ``2**acc_lsb_exp``.
 
-    Subclasses set :attr:`kind` and implement :meth:`elaborate_product`.
+    Subclasses set :attr:`format_name` and implement :meth:`elaborate_product`. A subclass whose
+    own body sets :attr:`format_name` is registered in :data:`PE_CLASSES` as that format's PE
+    (:class:`~hwq.errors.InputError` if the format has one already); subclasses that inherit it
+    (variants, test mutants) are not.
     """
 
-    #: format name, the manifest's ``format.name``
-    kind = None
+    #: name of the PE's format (a key of :data:`hwq.formats.FORMATS`), the manifest's ``format.name``
+    format_name = None
+    #: (activation bits, weight bits) pairs the default build emits
+    default_widths = ((8, 8), (4, 4))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("format_name") is not None:
+            PE_CLASSES.register(cls.format_name, cls)
 
     def __init__(self, a_format, w_format, *, max_terms=1024, pipeline=0):
         for role, fmt in (("activation", a_format), ("weight", w_format)):
@@ -122,7 +136,7 @@ class ProcessingElement(wiring.Component):
     @property
     def module_name(self):
         """Verilog module name, unique for the PE's parameters."""
-        name = f"{self.kind}_pe_a{self._a_format.bits}_w{self._w_format.bits}"
+        name = f"{self.format_name}_pe_a{self._a_format.bits}_w{self._w_format.bits}"
         name += "".join(f"_{s}" for s in self.name_suffixes())
         if self._pipeline:
             name += f"_p{self._pipeline}"
@@ -138,8 +152,8 @@ class ProcessingElement(wiring.Component):
     @classmethod
     def operand_formats(cls, role):
         """Names of the formats the PE accepts for ``role`` (``"activation"`` or ``"weight"``):
-        its own :attr:`kind` unless a subclass says otherwise."""
-        return (cls.kind,)
+        its own :attr:`format_name` unless a subclass says otherwise."""
+        return (cls.format_name,)
 
     def format_pairs(self):
         """Every (activation, weight) format pair the PE computes; the accumulator holds them all.
@@ -161,10 +175,10 @@ class ProcessingElement(wiring.Component):
         return {}
 
     def format_params(self):
-        """The manifest's ``format`` entry; an operand whose format is not :attr:`kind` names its
+        """The manifest's ``format`` entry; an operand whose format is not :attr:`format_name` names its
         own with a ``"format"`` key (read back by :func:`hwq.formats.from_params`)."""
-        return {"name": self.kind, "a": operand_params(self.kind, self._a_format),
-                "w": operand_params(self.kind, self._w_format)}
+        return {"name": self.format_name, "a": operand_params(self.format_name, self._a_format),
+                "w": operand_params(self.format_name, self._w_format)}
 
     def modes(self):
         """Manifest ``modes`` entry for run-time-typed PEs; ``None`` when there are none."""

@@ -160,7 +160,8 @@ class EsbPE(ProcessingElement):
         As for :class:`~hwq.pe.base.ProcessingElement`.
     """
 
-    kind = "esb"
+    format_name = "esb"
+    default_widths = ((4, 4), (8, 8))
     #: decoder component of each operand
     decoder_class = EsbDecoder
 

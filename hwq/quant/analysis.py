@@ -2,16 +2,18 @@
 definitions, :mod:`hwq.formats.metrics`), SQNR, BOPs (:mod:`hwq.formats.bops`) and histograms of
 the weights and activations against the format's levels."""
 
+import dataclasses
 import math
 
 import numpy as np
 from torch import nn
 
 from ..formats.bops import conv_bops, linear_bops
-from ..formats.metrics import quantization_error
+from ..formats.metrics import clip_thresholds, quantization_error
 from .api import run_recording
 
-__all__ = ["sqnr_db", "tensor_errors", "analyse", "model_bops", "plot_histograms"]
+__all__ = ["sqnr_db", "tensor_errors", "analyse", "model_bops", "HistogramPanel", "histogram_panels",
+           "draw_histograms", "plot_histograms"]
 
 
 #: formats with more levels than this get no level lines in the histograms
@@ -81,30 +83,145 @@ def model_bops(qmodel, x):
     return sum(row["bops"] for row in analyse(qmodel, x[:1]))
 
 
-def plot_histograms(qmodel, x, path):
-    """Save a PNG with each layer's weight and input-activation histograms and, as vertical
-    lines, the real values of the format's levels (the first channel's for per-channel scales;
-    none beyond :data:`MAX_DRAWN_LEVELS` levels)."""
+@dataclasses.dataclass(frozen=True)
+class HistogramPanel:
+    """What one histogram panel of :func:`plot_histograms` draws.
+
+    Attributes
+    ----------
+    layer : str
+        The quantized layer.
+    role : str
+        ``"weights"`` or ``"activations"`` (the layer's input).
+    label : str
+        The format, e.g. ``"ant4"``.
+    values : numpy.ndarray
+        The values in the histogram (1-D float64): the whole tensor for a per-tensor scale, else
+        only the drawn channel's.
+    channel : int or None
+        The channel drawn, for per-channel scales (the one with the largest ``|value|``, so the
+        widest range); ``None`` for a per-tensor scale.
+    channels : int or None
+        How many channels the tensor has (``None`` for a per-tensor scale).
+    scale : float
+        The drawn channel's (or the tensor's) scale.
+    levels : numpy.ndarray or None
+        The format's levels times ``scale``, sorted; ``None`` beyond :data:`MAX_DRAWN_LEVELS`.
+    level_count : int
+        How many distinct levels the format has.
+    clip : tuple of float
+        ``(L, H)``: the least and largest representable value times ``scale``
+        (:func:`hwq.formats.metrics.clip_thresholds`); ``L = 0`` for unsigned formats.
+    signed : bool
+        Whether ``L`` is a real clipping threshold drawn as a line (signed formats); an unsigned
+        format clips at 0 and only ``H`` is drawn.
+    log_count : bool
+        Whether the count axis is logarithmic: when one bin dominates (:data:`LOG_COUNT_RATIO`),
+        as the zero spike of a ReLU's output does.
+    """
+
+    layer: str
+    role: str
+    label: str
+    values: np.ndarray
+    channel: object
+    channels: object
+    scale: float
+    levels: object
+    level_count: int
+    clip: tuple
+    signed: bool
+    log_count: bool
+
+    @property
+    def title(self):
+        """The panel's title: layer, role, format, which channel, level count when not drawn."""
+        text = f"{self.layer} {self.role}: {self.label}"
+        if self.channel is not None:
+            text += f", channel {self.channel} of {self.channels} (widest)"
+        if self.levels is None:
+            text += f", {self.level_count} levels (not drawn)"
+        return text
+
+
+#: bins of every histogram
+HISTOGRAM_BINS = 120
+#: a histogram's count axis is logarithmic when its tallest bin holds more than this many times
+#: the count of its second tallest (a ReLU's zero spike; a bell-shaped tensor is near 1)
+LOG_COUNT_RATIO = 10.0
+
+
+def _dominated(values):
+    counts = np.sort(np.histogram(values, bins=HISTOGRAM_BINS)[0])
+    return len(counts) > 1 and counts[-1] > LOG_COUNT_RATIO * max(counts[-2], 1)
+
+
+def _panel(name, role, quantizer, tensor, channel_axis):
+    """The panel of ``tensor`` under ``quantizer``; ``channel_axis`` is where the tensor's channels
+    run if the quantizer has per-channel scales."""
+    fmt = quantizer.format
+    if quantizer.channel_axis is None:
+        channel, channels, values, scale = None, None, tensor.ravel(), float(quantizer.scale[0])
+    else:
+        rows = np.moveaxis(tensor, channel_axis, 0).reshape(tensor.shape[channel_axis], -1)
+        channel, channels = int(np.argmax(np.abs(rows).max(axis=1))), len(rows)
+        values, scale = rows[channel], float(quantizer.scale[channel])
+    levels = np.unique(fmt.to_real(fmt.codes, scale))
+    return HistogramPanel(
+        layer=name, role=role, label=f"{fmt.name}{fmt.bits}", values=np.asarray(values, dtype=np.float64),
+        channel=channel, channels=channels, scale=scale,
+        levels=levels if len(levels) <= MAX_DRAWN_LEVELS else None, level_count=len(levels),
+        clip=clip_thresholds(fmt, scale), signed=bool(fmt.signed), log_count=bool(_dominated(values)))
+
+
+def histogram_panels(qmodel, x):
+    """What :func:`plot_histograms` draws: a ``(weights, activations)`` pair of
+    :class:`HistogramPanel` per quantized layer, in execution order."""
+    _, seen = run_recording(qmodel, x)
+    return [(_panel(name, "weights", layer.weight_quantizer, layer.layer.weight.detach().double().numpy(),
+                    layer.weight_quantizer.channel_axis),
+             _panel(name, "activations", layer.input_quantizer, seen[name][0], 1))
+            for name, layer in qmodel.layers.items()]
+
+
+def draw_histograms(panels):
+    """A matplotlib figure of :func:`histogram_panels`' panels: one row per layer (weights left,
+    input activations right), value on x and count on y (log when :attr:`HistogramPanel.log_count`),
+    the format's levels as thin red lines and the clipping range as dashed black ones. The caller
+    closes it (``matplotlib.pyplot.close``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    _, seen = run_recording(qmodel, x)
-    layers = list(qmodel.layers.items())
-    fig, axes = plt.subplots(len(layers), 2, figsize=(10, 2.4 * len(layers)), squeeze=False)
-    for row, (name, layer) in zip(axes, layers):
-        for ax, quantizer, values, label in (
-                (row[0], layer.weight_quantizer, layer.layer.weight.detach().double().numpy(), "weights"),
-                (row[1], layer.input_quantizer, seen[name][0], "activations")):
-            ax.hist(values.ravel(), bins=120, color="tab:blue", alpha=0.7)
-            levels = np.unique(quantizer.format.to_real(quantizer.format.codes) * quantizer.scale[0])
-            if len(levels) <= MAX_DRAWN_LEVELS:
-                for level in levels:
-                    ax.axvline(level, color="tab:red", linewidth=0.5, alpha=0.6)
-            ax.set_title(f"{name} {label}: {quantizer.format.name}{quantizer.format.bits}"
-                         + ("" if len(levels) <= MAX_DRAWN_LEVELS else f" ({len(levels)} levels, not drawn)"),
-                         fontsize=9)
+    from matplotlib.lines import Line2D
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 2.9 * len(panels) + 0.6), squeeze=False)
+    for row, pair in zip(axes, panels):
+        for ax, panel in zip(row, pair):
+            ax.hist(panel.values, bins=HISTOGRAM_BINS, color="tab:blue", alpha=0.75, log=panel.log_count)
+            for level in () if panel.levels is None else panel.levels:
+                ax.axvline(level, color="tab:red", linewidth=0.6, alpha=0.6)
+            low, high = panel.clip
+            for edge in (low, high) if panel.signed else (high,):
+                ax.axvline(edge, color="black", linestyle="--", linewidth=1.1)
+            ax.set_title(panel.title, fontsize=9)
+            ax.set_xlabel(f"{'weight' if panel.role == 'weights' else 'input activation'} value", fontsize=8)
+            ax.set_ylabel("count (log scale)" if panel.log_count else "count", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig.legend(handles=[Line2D([], [], color="tab:red", linewidth=0.8, label="format levels × scale"),
+                        Line2D([], [], color="black", linestyle="--", label="clipping range (least/largest level × scale)")],
+               loc="upper center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    return fig
+
+
+def plot_histograms(qmodel, x, path):
+    """Save a PNG with each layer's weight and input-activation histograms (:func:`draw_histograms`
+    of :func:`histogram_panels`): for per-channel scales, the weights of one channel (named in the
+    title) with that channel's levels; the levels as lines (none beyond
+    :data:`MAX_DRAWN_LEVELS`) and the clipping range. Returns ``path``."""
+    import matplotlib.pyplot as plt
+    fig = draw_histograms(histogram_panels(qmodel, x))
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
     return path

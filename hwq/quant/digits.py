@@ -41,11 +41,14 @@ class DigitsCNN(nn.Module):
         return self.fc(torch.flatten(self.gap(x), 1))
 
 
-def train_digits_cnn(epochs=15, seed=0, device=None):
-    """Train :class:`DigitsCNN`; return ``(model, (x_train, y_train, x_test, y_test))``."""
+def train_digits_cnn(epochs=15, seed=0, device=None, progress=False):
+    """Train :class:`DigitsCNN`; return ``(model, (x_train, y_train, x_test, y_test))``.
+
+    ``progress=True`` shows a progress bar of the epochs (:func:`hwq.quant.train.train`)."""
     from .train import train
     torch.manual_seed(seed)
     data = load_digits_tensors(seed=seed)
     model = DigitsCNN()
-    train(model, data[0], data[1], epochs=epochs, lr=5e-3, seed=seed, device=device)
+    train(model, data[0], data[1], epochs=epochs, lr=5e-3, seed=seed, device=device, progress=progress,
+          description="float training")
     return model.cpu(), data

@@ -8,10 +8,17 @@ is present (``device=None``), on the CPU otherwise.
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..errors import InputError
+from ..registry import Registry
 
-__all__ = ["default_device", "train", "evaluate"]
+__all__ = ["default_device", "train", "evaluate", "QAT_PROCEDURES", "quantization_aware_training"]
+
+#: quantization-aware training procedures of formats whose paper trains its own way, by format
+#: name, each ``procedure(qmodel, x, y, *, epochs, seed, **options)``; other formats train with
+#: straight-through QAT (:func:`train`)
+QAT_PROCEDURES = Registry("QAT procedure", packages=("hwq.quant",))
 
 
 def default_device():
@@ -19,8 +26,12 @@ def default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None):
+def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None, progress=False,
+          description="training"):
     """Train ``model`` on tensors ``x``, ``y`` (class indices) with Adam and cross-entropy.
+
+    ``progress=True`` shows a progress bar of the epochs (tqdm, on stderr, removed when done)
+    headed ``description``, with the last epoch's mean loss; nothing is printed otherwise.
 
     Returns the model (trained in place) and the last epoch's mean loss.
     """
@@ -32,7 +43,8 @@ def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     loss_sum = 0.0
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc=description, unit="epoch", leave=False, disable=not progress)
+    for _ in bar:
         order = torch.randperm(len(x), generator=generator)
         loss_sum, batches = 0.0, 0
         for start in range(0, len(x), batch_size):
@@ -43,6 +55,7 @@ def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None
             optimizer.step()
             loss_sum, batches = loss_sum + loss.item(), batches + 1
         loss_sum /= batches
+        bar.set_postfix(loss=f"{loss_sum:.4f}")
     model.eval()
     return model, loss_sum
 
@@ -54,3 +67,19 @@ def evaluate(model, x, y, *, device=None):
     with torch.no_grad():
         predicted = model(x.to(device)).argmax(dim=1).cpu()
     return float((predicted == y).float().mean())
+
+
+def quantization_aware_training(qmodel, x, y, *, epochs, seed=0, **options):
+    """Fine-tune ``qmodel`` the way its weight format's paper does.
+
+    The procedure registered in :data:`QAT_PROCEDURES` under the weight format of the model's
+    first quantized layer (e.g. UNIQ's gradual noise injection), else straight-through QAT with
+    :func:`train` at ``lr=1e-3``. ``options`` go to the procedure. Returns ``qmodel``.
+    """
+    first = next(iter(qmodel.layers.values()))
+    procedure = QAT_PROCEDURES.get(first.weight_quantizer.format.name)
+    if procedure is not None:
+        return procedure(qmodel, x, y, epochs=epochs, seed=seed, **options)
+    options.setdefault("description", "QAT")
+    train(qmodel, x, y, epochs=epochs, lr=options.pop("lr", 1e-3), seed=seed, **options)
+    return qmodel
