@@ -49,7 +49,7 @@ def golden(rows):
 
 
 def verification(rows, work):
-    from sim.runner import available_simulators, run_bench
+    from hwq.sim.runner import available_simulators, run_bench
     write_pe(FixedPointPE.from_bits(8, 8), work / "pe")
     manifest = work / "pe" / "fxp_pe_a8_w8.json"
     for simulator in available_simulators():
