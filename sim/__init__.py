@@ -3,7 +3,7 @@
 Modules
 -------
 reference
-    Manifest-only reference model of the PE contract (no hwq import).
+    Manifest-only reference model of the PE contract (imports only hwq.manifest and hwq.errors).
 pe_bench
     The cocotb test module (run inside the simulator).
 runner

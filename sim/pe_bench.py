@@ -53,8 +53,9 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge
 
-from .reference import (ReferenceError, decode_signed, expected_sums, extreme_codes, init_cycles,
-                           load_manifest, manifest_modes, parse_codebook)
+from ..manifest import read_manifest
+from .reference import (ReferenceModelError, decode_signed, expected_sums, extreme_codes, init_cycles,
+                        manifest_modes, parse_codebook)
 
 #: period of the generated clock, ns
 CLOCK_NS = 10
@@ -69,7 +70,7 @@ def _env_int(name, default):
     try:
         return int(text) if text.strip() else default
     except ValueError:
-        raise ReferenceError(f"environment variable {name} must be an integer, not {text!r}") from None
+        raise ReferenceModelError(f"environment variable {name} must be an integer, not {text!r}") from None
 
 
 def _require(condition, message):
@@ -95,7 +96,7 @@ class Setup:
 
     def __init__(self, path):
         self.path = path
-        self.manifest = m = load_manifest(path)
+        self.manifest = m = read_manifest(path)
         self.seed = _env_int("HWQ_SEED", 1)
         self.random_cycles = _env_int("HWQ_RANDOM_CYCLES", 20000)
         self.latency = m["latency"]
@@ -113,7 +114,7 @@ class Setup:
             for role in ("a", "w"):
                 n = len(model.a_values if role == "a" else model.w_values)
                 if n != 1 << self.widths[role]:
-                    raise ReferenceError(
+                    raise ReferenceModelError(
                         f"manifest {path}: mode {mode.label} codebook {role} has {n} entries but port "
                         f"{self.ports[role]['name']} is {self.widths[role]} bits wide")
             self.models[mode.name] = model
@@ -175,7 +176,7 @@ def setup():
     if _SETUP is None:
         path = os.environ.get("HWQ_MANIFEST")
         if not path:
-            raise ReferenceError("set HWQ_MANIFEST to the PE's manifest (<module>.json); use hwq.sim.runner.run_bench")
+            raise ReferenceModelError("set HWQ_MANIFEST to the PE's manifest (<module>.json); use hwq.sim.runner.run_bench")
         _SETUP = Setup(path)
     return _SETUP
 

@@ -14,7 +14,8 @@ run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, rando
           testcase=None, log=True, share_runtime=True)
     Build and run; return ``(ntests, nfail)``; raise :class:`BenchFailed` on any failure.
 main(argv=None)
-    ``hwq-sim MANIFEST.json [--sim icarus] ...``; exit status 1 on failure.
+    ``hwq-sim MANIFEST.json [--sim icarus] ...``; exit status 1 when a bench fails, 2 for bad
+    input (a missing simulator, a missing, malformed or stale manifest).
 
 Exceptions
 ----------
@@ -37,8 +38,8 @@ from pathlib import Path
 
 from ..cli import ArgumentParser, positive_int, run_command
 from ..errors import InputError, ToolError
+from ..manifest import read_manifest, verilog_path
 from ..tools import find_tools
-from .reference import ReferenceError, load_manifest
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "BenchFailed", "available_simulators",
            "verilator_bin_dir", "check_simulator", "run_bench", "main"]
@@ -251,8 +252,10 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     ------
     SimulatorMissing
         The simulator is not installed (before any work).
-    hwq.sim.reference.ReferenceError
-        The manifest is missing or unusable (before any work).
+    hwq.errors.InputError
+        The manifest is missing, breaks schema :data:`hwq.manifest.SCHEMA`, or its Verilog is
+        missing or does not match its ``sha256`` (:func:`hwq.manifest.read_manifest`, before
+        any work, as synthesis checks it).
     BenchFailed
         Some test failed or the simulator crashed; works the same inside and outside pytest.
     """
@@ -262,10 +265,8 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
         raise SimulatorMissing(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     check_simulator(simulator)
     manifest_path = Path(manifest_path).resolve()
-    manifest = load_manifest(manifest_path)
-    source = manifest_path.parent / manifest["verilog"]
-    if not source.is_file():
-        raise ReferenceError(f"manifest {manifest_path} names {manifest['verilog']}, which is not beside it")
+    manifest = read_manifest(manifest_path)
+    source = verilog_path(manifest, manifest_path)
     top = manifest["module"]
     build_dir = Path(build_dir if build_dir is not None else Path("sim_build") / simulator / top).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)

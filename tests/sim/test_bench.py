@@ -7,23 +7,22 @@ instead of skipping. Verilator runs the key PEs (its first build compiles its ru
 two cores; later builds reuse it, ~3 s); Icarus runs all of them.
 """
 
+import hashlib
 import json
 import re
 import subprocess
 import sys
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from hwq.errors import InputError
 from hwq.formats import FixedPoint, accumulate, product_lsb_exp
 from hwq.pe import FixedPointPE, manifest, write_pe
 from hwq.sim import reference as ref
 from hwq.sim import runner
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # (id, FixedPointPE.from_bits arguments, simulators, HWQ_RANDOM_CYCLES)
 PES = [
@@ -57,6 +56,15 @@ def emit(pe, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     data = write_pe(pe, out_dir)
     return out_dir / f"{data['module']}.json"
+
+
+def replace_verilog(path, text):
+    """Put ``text`` in the Verilog of manifest ``path`` and re-seal the manifest with its sha256
+    (a mutant emitted as if by hwq: the reader accepts it, the bench must catch it)."""
+    path.with_suffix(".v").write_text(text)
+    data = json.loads(path.read_text())
+    data["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    path.write_text(json.dumps(data))
 
 
 # ---------------------------------------------------------------------- the bench on real PEs
@@ -98,11 +106,10 @@ MUTANTS = {
 def test_bench_catches_mutant(mutant, tmp_path, sim_root):
     require("icarus")
     path = emit(FixedPointPE.from_bits(4, 4), tmp_path / "rtl")
-    verilog = path.with_suffix(".v")
     transform, failing = MUTANTS[mutant]
-    text, count = transform(verilog.read_text())
+    text, count = transform(path.with_suffix(".v").read_text())
     assert count == 1, f"mutant {mutant} no longer applies to the emitted Verilog; update its pattern"
-    verilog.write_text(text)
+    replace_verilog(path, text)
     with pytest.raises(runner.BenchFailed) as info:
         runner.run_bench(path, "icarus", sim_root / "mutants" / mutant, random_cycles=2000)
     err = info.value
@@ -149,20 +156,24 @@ endmodule
 
 
 def toy_manifest():
-    half = [str(Fraction(v if v < 4 else v - 8, 2)) for v in range(8)]      # a signed, /2
-    quarter = [str(Fraction(v if v < 4 else v - 8, 4)) for v in range(8)]   # w signed, /4
+    half = [str(Fraction(v if v < 4 else v - 8, 2)) for v in range(8)]      # a two's complement, /2
+    quarter = [str(Fraction(v if v < 4 else v - 8, 4)) for v in range(8)]   # w two's complement, /4
     port = lambda name, width, signed=False: {"name": name, "width": width, "signed": signed}
     return {
-        "module": "toy_pe", "verilog": "toy_pe.v", "format": {"name": "toy"},
+        "module": "toy_pe", "schema": "hwq-pe-manifest/1", "verilog": "toy_pe.v", "format": {"name": "toy"},
+        # ports.<a|w>.signed: the top-level codebooks (the first mode's) are two's complement
         "ports": {"clk": "clk", "rst": "rst", "valid": "valid", "clear": "clear",
-                  "a": port("a", 3), "w": port("w", 3, True), "acc": port("acc", 16, True),
+                  "a": port("a", 3, True), "w": port("w", 3, True), "acc": port("acc", 16, True),
                   "mode": port("mode", 1), "load": port("load", 1), "shift_in": port("shift_in", 2)},
         "latency": 1, "acc_lsb_exp": -5, "max_terms": 256, "codebook": {"a": half, "w": quarter},
         # the hardware shifts every product left by 2 (the init): a*w/8 = acc * 2**-5
-        "modes": {"signed_a": {"set": {"mode": 0}, "codebook": {"a": half, "w": quarter}, "acc_lsb_exp": -5},
+        "modes": {"signed_a": {"set": {"mode": 0}, "codebook": {"a": half, "w": quarter}, "acc_lsb_exp": -5,
+                               "signed": {"a": True, "w": True}},
                   "unsigned_a": {"set": {"mode": 1}, "codebook": {"a": [str(v) for v in range(8)], "w": quarter},
-                                 "acc_lsb_exp": -4}},
+                                 "acc_lsb_exp": -4, "signed": {"a": False, "w": True}}},
         "init": [{"load": 1, "shift_in": 2}],
+        "tools": {},
+        "sha256": hashlib.sha256(TOY_VERILOG.encode()).hexdigest(),
     }
 
 
@@ -231,14 +242,14 @@ def test_reference_extremes_match_golden_range():
 
 
 def test_reference_rejects_inexact_products_and_bad_values():
-    with pytest.raises(ref.ReferenceError, match="not an integer multiple of 2\\*\\*0"):
+    with pytest.raises(ref.ReferenceModelError, match="not an integer multiple of 2\\*\\*0"):
         ref.product_table(["0", "1/2"], ["0", "1", "3"], 0)
     assert ref.product_table(["0", "1/2"], ["0", "2", "-6"], 0) == [[0, 0, 0], [0, 1, -3]]
     assert ref.product_table(["0", "4"], ["1", "-2"], 2) == [[0, 0], [1, -2]]
-    with pytest.raises(ref.ReferenceError, match="not dyadic"):
+    with pytest.raises(ref.ReferenceModelError, match="not dyadic"):
         ref.parse_value("1/3")
     for bad in ("x", "", None, True, "1/0"):
-        with pytest.raises(ref.ReferenceError):
+        with pytest.raises(ref.ReferenceModelError):
             ref.parse_value(bad)
     assert ref.parse_value("-3/4") == Fraction(-3, 4)
 
@@ -252,7 +263,7 @@ def test_reference_stream_semantics():
     rst = [0, 0, 0, 0, 0, 1, 0]
     assert ref.expected_sums(table, a, w, valid, clear, rst) == [1, 5, 5, 0, 3, 0, 2]
     assert ref.expected_sums(table, a[:3], w[:3], [1, 1, 1], [0, 0, 0], start=10) == [11, 15, 18]
-    with pytest.raises(ref.ReferenceError):
+    with pytest.raises(ref.ReferenceModelError):
         ref.expected_sums(table, [0], [0, 1], [1], [0])
 
 
@@ -273,15 +284,16 @@ def test_reference_modes_init_and_extreme_codes():
 
 
 def test_reference_reads_the_emitted_manifest(tmp_path):
+    """The reference reads manifests with the one reader (hwq.manifest.read_manifest)."""
     path = emit(FixedPointPE.from_bits(4, 4), tmp_path)
-    data = ref.load_manifest(path)
+    data = ref.read_manifest(path)
     assert data["module"] == "fxp_pe_a4_w4"
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({k: v for k, v in data.items() if k != "latency"}))
-    with pytest.raises(ref.ReferenceError, match="lacks latency"):
-        ref.load_manifest(broken)
-    with pytest.raises(ref.ReferenceError, match="does not exist"):
-        ref.load_manifest(tmp_path / "missing.json")
+    with pytest.raises(InputError, match=r"broken\.json: key 'latency' is missing"):
+        ref.read_manifest(broken, check_verilog=False)
+    with pytest.raises(InputError, match=r"missing\.json not found"):
+        ref.read_manifest(tmp_path / "missing.json")
 
 
 # ---------------------------------------------------------------------- runner errors and command line
@@ -303,18 +315,30 @@ def test_missing_simulators_name_the_fix(monkeypatch):
 
 
 def test_cli_exit_status(tmp_path, sim_root):
+    """hwq-sim exits 0 on a pass, 1 on a failing bench, 2 on a missing or stale manifest; it runs
+    from any directory (here a fresh one, not the repository)."""
     require("icarus")
-    path = emit(FixedPointPE.from_bits(2, 2), tmp_path)
+    path = emit(FixedPointPE.from_bits(2, 2), tmp_path / "rtl")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
     cli = [sys.executable, "-m", "hwq.sim.runner"]
-    ok = subprocess.run([*cli, str(path), "--sim", "icarus", "--random-cycles", "500",
-                         "--build-dir", str(sim_root / "cli")], capture_output=True, text=True, cwd=ROOT)
+
+    def run(*args):
+        return subprocess.run([*cli, *args], capture_output=True, text=True, cwd=cwd)
+
+    ok = run(str(path), "--sim", "icarus", "--random-cycles", "500", "--build-dir", str(sim_root / "cli"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "4 tests passed" in ok.stdout
-    verilog = path.with_suffix(".v")
-    verilog.write_text(verilog.read_text().replace("assign product = ", "assign product = - "))
-    bad = subprocess.run([*cli, str(path), "--sim", "icarus", "--random-cycles", "500",
-                          "--build-dir", str(sim_root / "cli_bad")], capture_output=True, text=True, cwd=ROOT)
+    original = path.with_suffix(".v").read_text()
+    replace_verilog(path, original.replace("assign product = ", "assign product = - "))
+    bad = run(str(path), "--sim", "icarus", "--random-cycles", "500", "--build-dir", str(sim_root / "cli_bad"))
     assert bad.returncode == 1 and "FAILED at cycle" in bad.stderr
-    missing = subprocess.run([*cli, str(tmp_path / "nope.json"), "--sim", "icarus"],
-                             capture_output=True, text=True, cwd=ROOT)
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    missing = run(str(tmp_path / "nope.json"), "--sim", "icarus")
+    assert missing.returncode == 2 and "nope.json not found" in missing.stderr
+    path.with_suffix(".v").write_text(path.with_suffix(".v").read_text() + "// a comment\n")
+    stale = run(str(path), "--sim", "icarus", "--build-dir", str(sim_root / "cli_stale"))
+    assert stale.returncode == 2 and "key 'sha256' does not match" in stale.stderr
+    assert not (sim_root / "cli_stale").exists()
+    relative = run("nope.json", "--sim", "icarus")                 # resolved against the working directory
+    assert relative.returncode == 2 and "nope.json not found" in relative.stderr
+    assert not list(cwd.iterdir())                               # nothing written where it ran
