@@ -1,9 +1,19 @@
 """``python -m hwq.build``: emit every PE's Verilog and manifest, synthesize them, report.
 
 The only module that wires the parts together (:mod:`hwq.pe` emits, :mod:`hwq.synth` measures).
-Everything is checked before any work starts; output is staged in a temporary directory beside
-``--out`` and moved in only when every step has succeeded, so a failed run leaves ``--out`` as it
-was.
+Everything is checked before any work starts, including that the run has something to
+synthesize (``--mapping dsp --target hx8k`` is refused: the HX8K has no SB_MAC16). Output is
+staged in a temporary directory beside ``--out``, which it replaces as a whole only when every
+step has succeeded (:func:`hwq.fileio.staged_output`): a failed run leaves ``--out`` as it was,
+and a successful one leaves no file of an earlier run. An existing ``--out`` that hwq did not
+write (no ``.hwq-output`` marker) and that holds more than ``README*`` / ``.git*`` files is
+refused, since it would be replaced.
+
+Synthesis results are cached (:mod:`hwq.synth.cache`, in ``$HWQ_CACHE_DIR``, else
+``$XDG_CACHE_HOME/hwq`` or ``~/.cache/hwq``): a job synthesized before, with the same Verilog,
+options, tools and hwq/synth source, runs no tool. ``--no-cache`` runs every job.
+Progress (a bar on a terminal, one line per synthesis job) goes to stderr; ``--quiet`` prints
+nothing but errors.
 
 Examples
 --------
@@ -12,6 +22,8 @@ Examples
     (fabric and DSP mapping), ``report.json`` + ``report.md``, and a summary table.
 ``python -m hwq.build --format fxp --a-bits 6 --w-bits 4 --no-synth --out build/fxp``
     one PE, Verilog and manifest only.
+``python -m hwq.build --quiet --no-cache --out build/all``
+    everything, every job synthesized afresh, no output but the files.
 """
 
 import sys
@@ -20,7 +32,7 @@ from pathlib import Path
 
 from .cli import ArgumentParser, positive_int, run_command
 from .errors import InputError
-from .fileio import check_writable_dir, staged_output
+from .fileio import check_output_dir, staged_output
 from .tools import find_tools
 from .pe import PE_CLASSES, pe_class, pe_variants, write_pe
 from .synth.targets import TARGETS
@@ -61,29 +73,52 @@ def plan_pes(formats=None, a_bits=None, w_bits=None, *, pipeline=0, max_terms=10
     return [pe for i, pe in enumerate(pes) if pe.module_name not in names[:i]]
 
 
-def _synth_jobs(manifests, targets, mapping):
-    from .synth import SynthJob, get_target
-    jobs = []
-    for path in manifests:
-        for name in targets:
-            target = get_target(name)
-            dsp_options = {"fabric": [False], "dsp": [True], "both": [False, True]}[mapping]
-            for dsp in dsp_options:
-                if dsp and not target.has_dsp:
-                    continue
-                jobs.append(SynthJob(path, target=name, dsp=dsp))
-    return jobs
+def _target_mappings(targets, mapping):
+    """``[(target name, dsp)]`` every PE is synthesized for; raises if a target would get none.
+
+    ``both`` gives a target without DSP blocks its fabric mapping only; ``dsp`` on such a
+    target would give it no job at all, so it is refused before any work.
+    """
+    from .synth import get_target
+    pairs = []
+    for name in targets:
+        target = get_target(name)
+        options = {"fabric": [False], "dsp": [True], "both": [False, True]}[mapping]
+        usable = [dsp for dsp in options if target.has_dsp or not dsp]
+        if not usable:
+            raise InputError(f"--mapping {mapping} with --target {name}: {target.part} has no SB_MAC16 DSP, "
+                             f"so there is nothing to synthesize for it; use --mapping fabric or both, "
+                             f"or a target with DSPs (up5k)")
+        pairs.extend((name, dsp) for dsp in usable)
+    if not pairs:
+        raise InputError("no synthesis target given; use --target up5k (or --no-synth)")
+    return pairs
+
+
+def _synth_jobs(manifests, pairs):
+    from .synth import SynthJob
+    return [SynthJob(path, target=name, dsp=dsp) for path in manifests for name, dsp in pairs]
+
+
+def _quiet(*args, **kwargs):
+    pass
 
 
 def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up5k",), synth=True,
-          mapping="both", jobs=None, pipeline=0, max_terms=1024, log=print):
+          mapping="both", jobs=None, pipeline=0, max_terms=1024, cache=True, quiet=False, log=print):
     """Emit PEs into ``out`` and, with ``synth``, synthesize them and write the reports.
+
+    ``out`` is replaced as a whole on success (:func:`hwq.fileio.staged_output`). ``cache`` is
+    the synthesis result cache: ``True`` (default) for ``$HWQ_CACHE_DIR`` / ``~/.cache/hwq``,
+    a directory, or ``None`` for none (:func:`hwq.synth.synthesize_all`). ``quiet`` drops the
+    progress, the table and every message (``log`` is not called).
 
     Returns
     -------
     dict
         ``manifests`` (list of dicts), ``results`` (synthesis result dicts, empty without
-        ``synth``) and ``timing`` (seconds per step).
+        ``synth``) and ``timing`` (seconds per step: ``check_s``, ``emit_s``, ``synth_s``,
+        ``report_s``, ``total_s``).
 
     Raises
     ------
@@ -91,33 +126,47 @@ def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up
         Before any output is written, for every kind of bad input or missing tool.
     """
     start = time.perf_counter()
+    if quiet:
+        log = _quiet
     pes = plan_pes(formats, a_bits, w_bits, pipeline=pipeline, max_terms=max_terms)
-    out = check_writable_dir(out)
+    if not pes:
+        raise InputError("no PE to build; name a format with a PE (--format)")
+    out = check_output_dir(out)
     if mapping not in MAPPINGS:
         raise InputError(f"unknown mapping {mapping!r}; choose one of {', '.join(MAPPINGS)}")
     if synth:
-        from .synth import SYNTH_TOOLS, get_target
-        targets = list(dict.fromkeys(targets))
-        for name in targets:
-            get_target(name)
+        from .synth import SYNTH_TOOLS
+        from .synth.cache import as_cache
+        pairs = _target_mappings(list(dict.fromkeys(targets)), mapping)
         find_tools(*SYNTH_TOOLS)
-    timing = {}
+        cache = as_cache(cache)
+    timing = {"check_s": time.perf_counter() - start}
+    log(f"checked the inputs in {timing['check_s']:.1f} s: {len(pes)} PE(s)"
+        + (f", {len(pes) * len(pairs)} synthesis job(s)" if synth else ""))
     results = []
     with staged_output(out) as stage:
+        from tqdm import tqdm
         emit_start = time.perf_counter()
-        manifests = [write_pe(pe, stage) for pe in pes]
+        manifests = [write_pe(pe, stage) for pe in tqdm(pes, desc="emit", unit="PE", file=sys.stderr,
+                                                         disable=True if quiet else None, leave=False)]
         timing["emit_s"] = time.perf_counter() - emit_start
         log(f"emitted {len(manifests)} PE(s) in {timing['emit_s']:.1f} s")
         if synth:
             from .synth import format_table, synthesize_all, write_report
-            synth_jobs = _synth_jobs([stage / f"{m['module']}.json" for m in manifests], targets, mapping)
+            synth_jobs = _synth_jobs([stage / f"{m['module']}.json" for m in manifests], pairs)
             synth_start = time.perf_counter()
-            results = synthesize_all(synth_jobs, stage / "synth", jobs=jobs)
+            results = synthesize_all(synth_jobs, stage / "synth", jobs=jobs, cache=cache, progress=not quiet)
             timing["synth_s"] = time.perf_counter() - synth_start
+            report_start = time.perf_counter()
             write_report(results, stage)
+            timing["report_s"] = time.perf_counter() - report_start
             log(format_table(results, timing=True))
+            hits = sum(r["cached"] for r in results)
+            where = f"{hits} from the cache in {cache.directory}" if cache is not None else "cache off"
             log(f"synthesized {len(synth_jobs)} job(s) in {timing['synth_s']:.1f} s "
-                f"({jobs or 'one per CPU'} in parallel)")
+                f"({where}; {jobs or 'one per CPU'} in parallel); wrote the reports in {timing['report_s']:.1f} s")
+            if cache is not None and cache.write_error:
+                log(f"note: the synthesis cache was not updated: {cache.write_error}")
     timing["total_s"] = time.perf_counter() - start
     log(f"wrote {out}/ in {timing['total_s']:.1f} s")
     return {"manifests": manifests, "results": list(results), "timing": timing}
@@ -141,6 +190,10 @@ def _parser():
                         help="longest sum the accumulator holds without overflow (default 1024)")
     parser.add_argument("--no-synth", action="store_true", help="emit Verilog and manifests only")
     parser.add_argument("--jobs", type=positive_int, metavar="N", help="parallel synthesis jobs (default: CPUs)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="run every synthesis job, without the result cache ($HWQ_CACHE_DIR, else "
+                             "$XDG_CACHE_HOME/hwq or ~/.cache/hwq)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress, no table)")
     return parser
 
 
@@ -150,7 +203,7 @@ def main(argv=None):
     return run_command("hwq-build", lambda: build(
         args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
         synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
-        max_terms=args.max_terms))
+        max_terms=args.max_terms, cache=None if args.no_cache else True, quiet=args.quiet))
 
 
 if __name__ == "__main__":

@@ -110,10 +110,10 @@ def check_output_dir(path):
         files hwq did not write (no :data:`MARKER`, see the module docstring), or if it is the
         working directory or one of its ancestors.
     """
-    path = check_writable_dir(path)
+    path = Path(path)
     real = Path(os.path.realpath(path))
     if not real.exists():
-        return path
+        return check_writable_dir(path)           # probes the nearest existing ancestor
     if not real.is_dir():
         raise InputError(f"output path {path} is not a directory; choose another --out")
     if real.parent == real:

@@ -10,10 +10,20 @@ from fractions import Fraction
 import pytest
 
 from hwq import build as build_module
+from hwq.fileio import MARKER
 from hwq.formats import FORMATS, from_params
 from hwq.pe import PE_CLASSES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty synthesis cache of its own (outside its tmp_path), also for the
+    command lines it runs: no test is answered from the user's cache or another test's."""
+    cache = tmp_path_factory.mktemp("hwq-cache")
+    monkeypatch.setenv("HWQ_CACHE_DIR", str(cache))
+    return cache
 
 
 def run_cli(*args, env=None, cwd=None):
@@ -24,7 +34,8 @@ def run_cli(*args, env=None, cwd=None):
 
 
 def snapshot(directory):
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    """The files of ``directory`` (not the ``.hwq-output`` marker) by name."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file() and p.name != MARKER}
 
 
 def test_emits_every_default_pe_deterministically(tmp_path):
@@ -38,6 +49,7 @@ def test_emits_every_default_pe_deterministically(tmp_path):
     assert {name.split("_")[0] for name in everything} == set(PE_CLASSES)
     assert run_cli("--format", "fxp", "--no-synth", "--out", str(first))[0] == 0
     assert snapshot(first) == files
+    assert (first / MARKER).is_file() and (second / MARKER).read_bytes() == (first / MARKER).read_bytes()
     for content in files.values():
         assert str(tmp_path).encode() not in content and ROOT.encode() not in content
 
@@ -111,22 +123,69 @@ def test_failure_during_synthesis_leaves_output_untouched(tmp_path, monkeypatch)
     from hwq.errors import HwqError
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("earlier run")
+    build_module.build(["fxp"], a_bits=5, out=out, synth=False, quiet=True)     # an earlier run
+    before = snapshot(out)
 
     def fail(*args, **kwargs):
         raise HwqError("nextpnr failed; see its log")
 
     monkeypatch.setattr(hwq.synth, "synthesize_all", fail)
     with pytest.raises(HwqError, match="nextpnr failed"):
-        build_module.build(["fxp"], out=out, log=lambda *a: None)
-    assert sorted(os.listdir(out)) == ["keep.txt"]
+        build_module.build(["fxp"], out=out, quiet=True)
+    assert snapshot(out) == before and sorted(before) == ["fxp_pe_a5_w5.json", "fxp_pe_a5_w5.v"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
-def test_full_build_with_synthesis_reports_every_pe(tmp_path):
+def test_a_rerun_replaces_the_output_directory(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--format", "fxp", "--no-synth", "--out", str(out))[0] == 0
+    assert run_cli("--format", "fxp", "--a-bits", "6", "--no-synth", "--out", str(out))[0] == 0
+    assert sorted(snapshot(out)) == ["fxp_pe_a6_w6.json", "fxp_pe_a6_w6.v"]     # no file of the first run
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_an_output_directory_hwq_did_not_write_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, stdout, stderr = run_cli("--format", "fxp", "--no-synth", "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert stderr.strip() == (f"hwq-build: error: output directory {out} holds files hwq did not write (notes.txt) "
+                              "and no .hwq-output marker; hwq replaces --out as a whole, so choose another --out, "
+                              "or empty or remove it")
+    assert os.listdir(out) == ["notes.txt"] and os.listdir(tmp_path) == ["out"]
+    # a README (like the repository's tracked rtl_out/README.md) is no obstacle and is kept
+    (out / "notes.txt").unlink()
+    (out / "README.md").write_text("generated output")
+    assert run_cli("--format", "fxp", "--no-synth", "--out", str(out))[0] == 0
+    assert sorted(os.listdir(out)) == [MARKER, "README.md", "fxp_pe_a4_w4.json", "fxp_pe_a4_w4.v",
+                                       "fxp_pe_a8_w8.json", "fxp_pe_a8_w8.v"]
+
+
+@pytest.mark.parametrize("targets", [["hx8k"], ["up5k", "hx8k"]])
+def test_a_mapping_the_target_cannot_do_is_refused_before_any_work(tmp_path, targets):
+    out = tmp_path / "out"
+    args = [arg for name in targets for arg in ("--target", name)]
+    code, stdout, stderr = run_cli("--format", "fxp", "--mapping", "dsp", *args, "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert stderr.strip() == ("hwq-build: error: --mapping dsp with --target hx8k: iCE40HX8K-CT256 has no SB_MAC16 DSP, "
+                              "so there is nothing to synthesize for it; use --mapping fabric or both, "
+                              "or a target with DSPs (up5k)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_no_synthesis_job_is_refused(tmp_path):
+    from hwq.errors import InputError
+    with pytest.raises(InputError, match="no synthesis target"):
+        build_module.build(["fxp"], out=tmp_path / "out", targets=(), quiet=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_full_build_with_synthesis_reports_every_pe(tmp_path, own_cache):
     code, stdout, stderr = run_cli("--format", "fxp", "--out", str(tmp_path), "--jobs", "2")
     assert code == 0, stderr
+    assert stderr.count(" up5k") == 4 and "cached" not in stderr + stdout     # one progress line per job
+    assert "0 from the cache" in stdout
     report = json.loads((tmp_path / "report.json").read_text())
     rows = report["results"] if isinstance(report, dict) else report
     assert sorted((r["module"], r["use_dsp"]) for r in rows) == [
@@ -142,6 +201,23 @@ def test_full_build_with_synthesis_reports_every_pe(tmp_path):
     assert by_job[("fxp_pe_a4_w4", False)]["lut4"] < by_job[("fxp_pe_a8_w8", False)]["lut4"]
     assert (tmp_path / "report.md").read_text().count("fxp_pe_a") >= 4
     assert "fxp_pe_a8_w8" in stdout and "Fmax" in stdout
+    assert len(list(own_cache.rglob("*.json"))) == 4
+
+    # the same run again: every job from the cache, the same report files; --quiet prints nothing
+    reports = {name: (tmp_path / name).read_bytes() for name in ("report.json", "report.md")}
+    code, stdout, stderr = run_cli("--format", "fxp", "--out", str(tmp_path), "--quiet")
+    assert (code, stdout, stderr) == (0, "", "")
+    assert {name: (tmp_path / name).read_bytes() for name in reports} == reports
+    assert sorted(p.name for p in (tmp_path / "synth").rglob("*") if p.is_file()) == ["CACHED"] * 4
+    code, stdout, stderr = run_cli("--format", "fxp", "--out", str(tmp_path))
+    assert code == 0 and stdout.count("cached") == 5 and "4 of 4 result(s) from the synthesis cache" in stdout
+    assert stderr.count("cached") == 4
+
+    # --no-cache runs the tools again (and gives the same figures)
+    code, stdout, stderr = run_cli("--format", "fxp", "--out", str(tmp_path), "--no-cache", "--quiet")
+    assert (code, stdout, stderr) == (0, "", "")
+    assert {name: (tmp_path / name).read_bytes() for name in reports} == reports
+    assert len(list((tmp_path / "synth").rglob("nextpnr.log"))) == 4
 
 
 def test_verilog_does_not_depend_on_the_yosys_in_the_environment(tmp_path):

@@ -20,7 +20,7 @@ Example::
     print(format_table(results))
 """
 
-from .flow import (SYNTH_TOOLS, DEFAULT_FREQ_MHZ, DEFAULT_SEED, POWER_FREQ_MHZ, SynthJob, SynthResults, load_manifest,
+from .flow import (SYNTH_TOOLS, DEFAULT_FREQ_MHZ, DEFAULT_SEED, POWER_FREQ_MHZ, SynthJob, SynthResults,
                    synthesize, synthesize_all)
 from .harness import harness_name, harness_verilog
 from .power import estimate_power
@@ -28,7 +28,7 @@ from .report import format_table, report_json, report_markdown, write_report
 from .targets import TARGETS, Target, get_target
 
 __all__ = [
-    "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults", "load_manifest",
+    "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults",
     "synthesize", "synthesize_all", "harness_name", "harness_verilog", "estimate_power", "format_table",
     "report_json", "report_markdown", "write_report", "TARGETS", "Target", "get_target", "SYNTH_TOOLS",
 ]

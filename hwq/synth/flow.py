@@ -30,7 +30,17 @@ Result dictionary of one job (all counts are ints, frequencies MHz):
 ``notes``
     list of one-line caveats;
 ``timing``
-    ``{"yosys_s", "nextpnr_s", "wall_s"}`` wall-clock seconds (not deterministic).
+    ``{"yosys_s", "nextpnr_s", "wall_s"}`` wall-clock seconds (not deterministic);
+``cached``
+    ``True`` when the result came from the synthesis cache (no tool ran; ``yosys_s`` and
+    ``nextpnr_s`` are 0 and ``wall_s`` is the look-up), else ``False``.
+
+Synthesis cache (:mod:`hwq.synth.cache`): with ``cache=`` given to :func:`synthesize_all`, a job
+whose inputs (Verilog, manifest, harness, options, flow, hwq/synth source, tool versions) were
+synthesized before is answered from the cache without running yosys or nextpnr; its directory
+then holds only ``CACHED``, a note naming the entry. The figures equal a tool run's (the flow is
+deterministic). ``timing`` and ``cached`` describe the run, not the design: they stay out of
+cache entries and of ``report.json`` / ``report.md``.
 """
 
 import concurrent.futures
@@ -39,22 +49,23 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
 from ..errors import InputError
 from ..fileio import check_writable_dir
-from ..tools import find_tools
-from .harness import harness_name, harness_verilog, pe_ports
-from .nextpnr import parse_report, run_nextpnr
+from ..manifest import read_manifest, verilog_path
+from ..tools import find_tools, tool_versions
+from .cache import CACHE_FORMAT, as_cache, cache_key, source_digest
+from .harness import harness_name, harness_verilog
+from .nextpnr import nextpnr_args, parse_report, run_nextpnr
 from .power import UNCERTAINTY, estimate_power
 from .targets import get_target
-from .yosys import parse_stat, run_yosys
+from .yosys import NETLIST, parse_stat, run_yosys, yosys_script
 
 __all__ = ["SYNTH_TOOLS", "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults",
-           "load_manifest", "synthesize", "synthesize_all"]
+           "synthesize", "synthesize_all"]
 
 #: the tools a synthesis job runs (keys of :data:`hwq.tools.TOOLS`)
 SYNTH_TOOLS = ("yosys", "nextpnr-ice40")
@@ -67,6 +78,15 @@ DEFAULT_SEED = 1
 
 #: the fixed frequency every power estimate is also given at (the calibration's)
 POWER_FREQ_MHZ = 12.0
+
+#: result keys that describe one run, not the design: left out of cache entries and reports
+RUN_KEYS = ("timing", "cached")
+
+#: the design keys every result has (a cache entry's result must hold them all)
+DESIGN_KEYS = ("module", "format", "a_bits", "w_bits", "acc_bits", "target", "part", "use_dsp",
+               "freq_target_mhz", "seed", "lut4", "carry", "ff", "dsp", "ram", "harness", "total",
+               "submodules", "lcs", "utilization", "fmax_mhz", "fmax_dsp_path_mhz", "power",
+               "power_mw_12mhz", "power_mw_fmax", "notes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,47 +129,6 @@ class SynthResults(list):
     wall_s = 0.0
 
 
-def load_manifest(path):
-    """Read and check a PE manifest and its Verilog file.
-
-    Returns
-    -------
-    manifest : dict
-    verilog : pathlib.Path
-        The Verilog file the manifest names, in the manifest's directory.
-
-    Raises
-    ------
-    InputError
-        If the manifest is missing or malformed, or its Verilog file is missing, does not define
-        the module, or does not match the manifest's ``sha256``.
-    """
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"manifest {path} not found; emit the PE first (python -m hwq.build --no-synth)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"manifest {path} is not readable JSON ({exc}); re-emit the PE") from None
-    if not isinstance(manifest, dict) or not all(k in manifest for k in ("module", "verilog", "ports")):
-        raise InputError(f"manifest {path} lacks module/verilog/ports; re-emit the PE with hwq.pe.write_pe")
-    name = manifest["verilog"]
-    if not isinstance(name, str) or Path(name).name != name:
-        raise InputError(f"manifest {path} names Verilog {name!r}, not a plain file name; re-emit the PE")
-    verilog = path.parent / name
-    try:
-        text = verilog.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"Verilog file {verilog} named by {path.name} not found; re-emit the PE") from None
-    expected = manifest.get("sha256")
-    if expected is not None and hashlib.sha256(text).hexdigest() != expected:
-        raise InputError(f"{verilog.name} does not match the sha256 in {path.name}; re-emit the PE")
-    if not re.search(rb"\bmodule\s+" + re.escape(str(manifest["module"]).encode()) + rb"\b", text):
-        raise InputError(f"{verilog.name} defines no module {manifest['module']!r}; re-emit the PE")
-    pe_ports(manifest)  # raises on malformed ports
-    return manifest, verilog
-
-
 def _check_job(job):
     """Check one job before any work; return the plan ``_run_job`` needs."""
     if not isinstance(job, SynthJob):
@@ -165,7 +144,8 @@ def _check_job(job):
     act = job.activity
     if isinstance(act, bool) or not isinstance(act, (int, float)) or not math.isfinite(act) or act < 0:
         raise InputError(f"activity factor must be a finite number >= 0, got {act!r}")
-    manifest, verilog = load_manifest(job.manifest)
+    manifest = read_manifest(job.manifest)      # schema, Verilog beside it, its sha256
+    verilog = verilog_path(manifest, job.manifest)
     harness = harness_verilog(manifest)  # also checks the module name is a Verilog identifier
     dirname = f"{manifest['module']}-{target.name}{'-dsp' if job.dsp else ''}-f{freq:g}-s{job.seed}"
     return {"job": job, "target": target, "manifest": manifest, "verilog": verilog, "harness": harness,
@@ -270,8 +250,97 @@ def _run_job(plan, build_dir, tools):
     return result
 
 
+def _cache_inputs(plan, versions, source):
+    """Everything a job's result depends on, as a JSON-able dict (its sha256 is the cache key)."""
+    job, target, manifest, verilog = plan["job"], plan["target"], plan["manifest"], plan["verilog"]
+    top = harness_name(manifest)
+    sha = lambda data: hashlib.sha256(data).hexdigest()
+    return {
+        "cache_format": CACHE_FORMAT,
+        "verilog": {"name": verilog.name, "sha256": sha(verilog.read_bytes())},
+        "manifest_sha256": sha(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()),
+        "harness_sha256": sha(plan["harness"].encode()),
+        "job": {"target": target.name, "dsp": bool(job.dsp), "freq_mhz": float(job.freq_mhz),
+                "seed": int(job.seed), "activity": float(job.activity)},
+        "target": dataclasses.asdict(target),
+        "flow": {"yosys": yosys_script([verilog.name, f"{top}.v"], top, device=target.yosys_device, dsp=job.dsp),
+                 "nextpnr": nextpnr_args(Path("..") / "yosys" / NETLIST, target, freq_mhz=job.freq_mhz,
+                                         seed=job.seed)},
+        "hwq_synth_source_sha256": source,
+        "tools": versions,
+    }
+
+
+def _from_cache(plan, build_dir, cache, key):
+    """The cached result of a planned job (``cached: True``), or ``None`` on a miss."""
+    start = time.perf_counter()
+    stored = cache.get(key, DESIGN_KEYS)
+    if stored is None or stored["module"] != plan["manifest"]["module"] or \
+            stored["target"] != plan["target"].name or stored["use_dsp"] != bool(plan["job"].dsp):
+        return None
+    job_dir = Path(build_dir) / plan["dirname"]
+    shutil.rmtree(job_dir, ignore_errors=True)
+    job_dir.mkdir(parents=True)
+    (job_dir / "CACHED").write_text(f"Result from the hwq synthesis cache, entry {key} (hwq.synth.cache);\n"
+                                    "no tool ran. Run without the cache (hwq.build --no-cache) for the "
+                                    "tool logs.\n", encoding="utf-8")
+    result = {k: stored[k] for k in DESIGN_KEYS}
+    result.update((k, v) for k, v in stored.items() if k not in result and k not in RUN_KEYS)
+    result["timing"] = {"yosys_s": 0.0, "nextpnr_s": 0.0, "wall_s": round(time.perf_counter() - start, 2)}
+    result["cached"] = True
+    return result
+
+
+def _run_and_store(plan, build_dir, tools, cache, key, inputs):
+    """Run a job with the tools (``cached: False``) and store its result in ``cache``."""
+    result = _run_job(plan, build_dir, tools)
+    result["cached"] = False
+    if cache is not None:
+        cache.put(key, inputs, {k: v for k, v in result.items() if k not in RUN_KEYS})
+    return result
+
+
+def _estimated_cost(plan):
+    """A rough relative run time of a job, to start the longest first (a heuristic; only the
+    order in which jobs start depends on it, never a result)."""
+    manifest = plan["manifest"]
+    bits = (_port_width(manifest, "a") or 8) * (_port_width(manifest, "w") or 8)
+    return (plan["verilog"].stat().st_size + 64 * bits) * (0.8 if plan["job"].dsp else 1.0)
+
+
+def _usable_cpus():
+    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else all."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _check_progress(progress):
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise InputError(f"progress must be None, a bool or a callable, not {progress!r}")
+
+
+def _reporter(progress, total):
+    """``(callback or None, tqdm bar or None)`` for a checked ``progress`` argument."""
+    if progress is None or progress is False:
+        return None, None
+    if progress is True:
+        import sys
+        from tqdm import tqdm
+        from .report import progress_line
+        bar = tqdm(total=total, desc="synthesis", unit="job", file=sys.stderr, disable=None, leave=False,
+                   dynamic_ncols=True)
+
+        def report(result, done, total):
+            bar.write(progress_line(result, done, total), file=sys.stderr)
+            bar.update(1)
+        return report, bar
+    return progress, None
+
+
 def synthesize(manifest_path, build_dir, target="up5k", dsp=False, freq_mhz=DEFAULT_FREQ_MHZ,
-               seed=DEFAULT_SEED, activity=1.0):
+               seed=DEFAULT_SEED, activity=1.0, *, cache=None):
     """Synthesize, place and route one PE inside its harness and estimate its power.
 
     Parameters
@@ -282,6 +351,8 @@ def synthesize(manifest_path, build_dir, target="up5k", dsp=False, freq_mhz=DEFA
         Directory for the tools' working directories (created if missing).
     target, dsp, freq_mhz, seed, activity
         As in :class:`SynthJob`.
+    cache
+        As in :func:`synthesize_all` (default: no cache).
 
     Returns
     -------
@@ -294,11 +365,15 @@ def synthesize(manifest_path, build_dir, target="up5k", dsp=False, freq_mhz=DEFA
         Before any tool runs: missing tool, unknown target, DSP on a target without one, bad
         manifest or Verilog. :class:`~hwq.errors.ToolError` if a tool fails.
     """
-    return synthesize_all([SynthJob(manifest_path, target, dsp, freq_mhz, seed, activity)], build_dir, jobs=1)[0]
+    return synthesize_all([SynthJob(manifest_path, target, dsp, freq_mhz, seed, activity)], build_dir, jobs=1,
+                          cache=cache)[0]
 
 
-def synthesize_all(specs, build_dir, jobs=None):
+def synthesize_all(specs, build_dir, jobs=None, *, cache=None, progress=None):
     """Run many synthesis jobs in parallel; results in the order of ``specs``.
+
+    Jobs start longest first (by a size estimate), which shortens the batch's tail; the
+    results do not depend on the order.
 
     Parameters
     ----------
@@ -308,7 +383,18 @@ def synthesize_all(specs, build_dir, jobs=None):
     build_dir : str or pathlib.Path
         Parent of every job's working directory (created if missing).
     jobs : int or None
-        Jobs run at once (each is a chain of tool subprocesses); ``None``: one per CPU.
+        Jobs run at once (each is a chain of tool subprocesses); ``None``: one per CPU this
+        process may use.
+    cache : None, True, path or hwq.synth.cache.SynthCache
+        The synthesis result cache (:mod:`hwq.synth.cache`): ``None`` (default) or ``False``
+        for none, ``True`` for the default directory (``$HWQ_CACHE_DIR``, else
+        ``$XDG_CACHE_HOME/hwq`` or ``~/.cache/hwq``), or a directory. A job found there runs no
+        tool; every job run is stored.
+    progress : None, bool or callable
+        ``True``: a tqdm progress bar on stderr (on a terminal) and one line per finished job
+        (module, target, seconds or ``cached``); a callable is called as
+        ``progress(result, done, total)`` in the calling thread as each job finishes (cache hits
+        first); ``None`` / ``False``: quiet.
 
     Returns
     -------
@@ -329,18 +415,43 @@ def synthesize_all(specs, build_dir, jobs=None):
     duplicates = sorted({d for d in dirnames if dirnames.count(d) > 1})
     if duplicates:
         raise InputError(f"duplicate synthesis jobs {', '.join(duplicates)}; list each job once")
+    cache = as_cache(cache)
+    _check_progress(progress)
     build_dir = check_writable_dir(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    results = SynthResults()
     start = time.perf_counter()
-    workers = min(jobs or os.cpu_count() or 1, max(len(plans), 1))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_run_job, plan, build_dir, tools) for plan in plans]
-        try:
-            results.extend(future.result() for future in futures)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    found, inputs, keys = [None] * len(plans), [None] * len(plans), [None] * len(plans)
+    report, bar = _reporter(progress, len(plans))
+    done = 0
+    try:
+        if cache is not None:           # look-ups first: a hit runs no tool and takes no worker
+            versions, source = tool_versions(*SYNTH_TOOLS), source_digest()
+            for i, plan in enumerate(plans):
+                inputs[i] = _cache_inputs(plan, versions, source)
+                keys[i] = cache_key(inputs[i])
+                found[i] = _from_cache(plan, build_dir, cache, keys[i])
+                if found[i] is not None and report:
+                    done += 1
+                    report(found[i], done, len(plans))
+        todo = sorted((i for i, result in enumerate(found) if result is None),
+                      key=lambda i: -_estimated_cost(plans[i]))
+        workers = min(jobs or _usable_cpus(), max(len(todo), 1))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_run_and_store, plans[i], build_dir, tools, cache, keys[i], inputs[i]): i
+                       for i in todo}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    found[futures[future]] = future.result()
+                    if report:
+                        done += 1
+                        report(found[futures[future]], done, len(plans))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        if bar is not None:
+            bar.close()
+    results = SynthResults(found)
     results.wall_s = round(time.perf_counter() - start, 2)
     return results

@@ -2,7 +2,9 @@
 
 Both files are deterministic: the same results give byte-identical files. They hold no absolute
 paths, no timestamps and no run times: each result's ``timing`` entry (wall-clock seconds, which
-vary run to run) is left out of them. :func:`format_table` can show run times on the console.
+vary run to run) and ``cached`` flag (whether the synthesis cache answered) are left out of them,
+so a run served from the cache writes the same files as the run that filled it.
+:func:`format_table` shows both on the console, and :func:`progress_line` describes one finished job.
 """
 
 import json
@@ -12,13 +14,13 @@ from ..fileio import write_atomic
 from ..tools import tool_versions
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "BASELINE_FORMAT", "gops_per_klut4", "comparisons", "report_data", "report_json", "report_markdown", "format_table",
-           "write_report"]
+           "progress_line", "write_report"]
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 
 #: result keys that are not deterministic and stay out of the report files
-VOLATILE_KEYS = ("timing",)
+VOLATILE_KEYS = ("timing", "cached")
 
 HEADERS = ("module", "format", "widths", "target", "LUT4", "carry", "FF", "DSP", "LCs", "Fmax MHz",
            "GOPS/kLUT4", "mW @12MHz", "mW @Fmax")
@@ -100,10 +102,20 @@ def format_table(results, timing=False):
     results : list of dict
         Results of :func:`hwq.synth.synthesize_all`.
     timing : bool
-        Add a column with each job's wall time in seconds.
+        Add a column with each job's wall time in seconds, or ``cached`` for a result the
+        synthesis cache answered.
+
+    A result from the cache is marked ``cached`` in the time column, or with ``+`` after its
+    module name without ``timing``; a footnote counts them.
     """
     headers = HEADERS + (("time s",) if timing else ())
-    rows = [_row(r) + ((_num(r["timing"]["wall_s"], 1),) if timing else ()) for r in results]
+
+    def row(r):
+        if timing:
+            return _row(r) + ("cached" if r.get("cached") else _num(r["timing"]["wall_s"], 1),)
+        cells = _row(r)
+        return (cells[0] + ("+" if r.get("cached") else ""),) + cells[1:]
+    rows = [row(r) for r in results]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells):
@@ -112,7 +124,19 @@ def format_table(results, timing=False):
     text = [line(headers), line(["-" * w for w in widths]), *map(line, rows)]
     if any(r["dsp"] for r in results):
         text.append("* nextpnr's Fmax through SB_MAC16 is not a real figure; see the notes in report.md")
+    cached = sum(bool(r.get("cached")) for r in results)
+    if cached:
+        mark = "'cached' in the time column" if timing else "'+' after the module"
+        text.append(f"{cached} of {len(results)} result(s) from the synthesis cache ({mark}); no tool ran for them")
     return "\n".join(text) + "\n"
+
+
+def progress_line(result, done, total):
+    """One line for a finished job: ``[ 3/38] fxp_pe_a8_w8 up5k dsp  4.1 s`` (or ``cached``)."""
+    width = len(str(total))
+    what = f"{result['module']} {result['target']}" + (" dsp" if result.get("use_dsp") else "")
+    took = "cached" if result.get("cached") else f"{result['timing']['wall_s']:.1f} s"
+    return f"[{done:>{width}}/{total}] {what}  {took}"
 
 
 def _label(result):

@@ -14,7 +14,8 @@ import pytest
 
 from hwq.errors import HwqError, InputError
 from hwq.pe import FixedPointPE, write_pe
-from hwq.synth import (SynthJob, format_table, harness_name, harness_verilog, load_manifest,
+from hwq.manifest import read_manifest
+from hwq.synth import (SynthJob, format_table, harness_name, harness_verilog,
                        report_json, report_markdown, synthesize, synthesize_all, write_report)
 from hwq.synth import power
 from hwq.synth.harness import pe_ports
@@ -37,7 +38,7 @@ def emitted(tmp_path_factory):
 
 
 def manifest_of(emitted, module):
-    return json.loads((emitted / f"{module}.json").read_text())
+    return read_manifest(emitted / f"{module}.json")
 
 
 @pytest.fixture(scope="module")
@@ -239,20 +240,23 @@ def test_bad_job_raises_before_work(emitted, tmp_path, kwargs, match):
 
 
 def test_bad_manifests(emitted, tmp_path):
-    with pytest.raises(HwqError, match="not found"):
-        load_manifest(tmp_path / "nope.json")
+    """Synthesis reads manifests with hwq.manifest.read_manifest: a bad one fails before any tool runs."""
+    build = tmp_path / "build"
+    with pytest.raises(InputError, match="nope.json not found"):
+        synthesize(tmp_path / "nope.json", build)
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(HwqError, match="not readable JSON"):
-        load_manifest(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="bad.json is not valid JSON"):
+        synthesize(tmp_path / "bad.json", build)
     for suffix in (".json", ".v"):
         shutil.copy(emitted / f"{A4}{suffix}", tmp_path)
-    assert load_manifest(tmp_path / f"{A4}.json")[0]["module"] == A4
+    assert read_manifest(tmp_path / f"{A4}.json")["module"] == A4
     (tmp_path / f"{A4}.v").write_text((tmp_path / f"{A4}.v").read_text() + "// edited\n")
-    with pytest.raises(HwqError, match="sha256"):
-        load_manifest(tmp_path / f"{A4}.json")
+    with pytest.raises(InputError, match=rf"{A4}.json: key 'sha256' does not match {A4}.v"):
+        synthesize(tmp_path / f"{A4}.json", build)
     (tmp_path / f"{A4}.v").unlink()
-    with pytest.raises(HwqError, match="not found"):
-        load_manifest(tmp_path / f"{A4}.json")
+    with pytest.raises(InputError, match=rf"{A4}.json: key 'verilog' names {A4}.v, which is not beside it"):
+        synthesize(tmp_path / f"{A4}.json", build)
+    assert not build.exists()
 
 
 def test_duplicate_jobs_rejected(emitted, tmp_path):
