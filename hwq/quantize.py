@@ -8,7 +8,8 @@ for uniq); and the cost of that format's PE at those widths on an iCE40UP5K (``h
 emitted variant closest to the model (ESB's ``k`` chosen for the largest layer, UNIQ's loadable
 table, ANT's unified PE). Writes ``report.md``, ``report.json``,
 ``accuracy_vs_luts.png`` and per-run histograms into ``--out``, and prints the table with the time
-each step took.
+each step took. Progress bars (float training, the runs) go to stderr; ``--quiet`` prints
+nothing but errors.
 
 Like :mod:`hwq.build`, this module wires the parts together (quant, pe, synth); nothing else does.
 """
@@ -25,7 +26,7 @@ import torch
 from .cli import ArgumentParser, positive_int, run_command
 from .errors import InputError, ToolError
 from .formats.base import check_int
-from .fileio import check_writable_dir, staged_output, write_atomic
+from .fileio import check_output_dir, staged_output, write_atomic
 from .tools import find_tools
 from .pe import PE_CLASSES, check_pe, discard, pe_variants, write_pe
 
@@ -71,7 +72,7 @@ def _timed(timing, key, fn):
     return result
 
 
-def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed):
+def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress=False):
     from .quant import evaluate, quantize
     from .quant.train import quantization_aware_training
     from .quant.analysis import analyse, sqnr_db
@@ -87,7 +88,8 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed):
     int_logits = _timed(timing, "integer_s", lambda: integer.run(x_test))
     layers = analyse(qmodel, x_test[:64])
     qat = copy.deepcopy(qmodel)
-    _timed(timing, "qat_s", lambda: quantization_aware_training(qat, x_train, y_train, epochs=qat_epochs, seed=seed))
+    _timed(timing, "qat_s", lambda: quantization_aware_training(qat, x_train, y_train, epochs=qat_epochs, seed=seed,
+                                                                          progress=progress))
     return qmodel, {
         "format": fmt, "weights": weights, "activations": activations, "w_bits": w_bits, "a_bits": a_bits,
         "ptq_accuracy": _accuracy(fake_logits, y_test),
@@ -210,7 +212,7 @@ def _plot(runs, path):
         legend = ax.legend(handles=handles, title=title, loc="upper left", bbox_to_anchor=(1.02, top), fontsize=10,
                            title_fontsize=10, frameon=False, borderaxespad=0)
         ax.add_artist(legend)
-        top -= 0.08 + 0.065 * len(handles)
+        top -= 0.07 + 0.045 * len(handles)
     fig.tight_layout()
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
@@ -265,7 +267,7 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
     configs = [_parse_config(c) for c in configs]
     if not configs:
         raise InputError("no configuration given; use e.g. --config w4a8")
-    out = check_writable_dir(out)
+    out = check_output_dir(out)
     for fmt in formats:
         for w_bits, a_bits in configs:
             check_pe(fmt, a_bits, w_bits)
@@ -284,7 +286,7 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
         for fmt in formats:
             for w_bits, a_bits in configs:
                 bar.set_postfix_str(f"{fmt} w{w_bits}a{a_bits}")
-                qmodel, result = _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed)
+                qmodel, result = _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress)
                 runs.append(result)
                 largest = max(qmodel.layers.values(), key=lambda layer: layer.layer.weight.numel())
                 weight_formats.append(largest.weight_quantizer.format)

@@ -21,6 +21,32 @@ def test_worked_example_end_to_end(tmp_path):
     assert "| fxp | w4a4 | fxp4 | fxp4 |" in table
     for png in (out / "accuracy_vs_luts.png", out / "histograms" / "fxp_w4a4.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the per-layer analysis: a row per layer with the numbers of report.json
+    section = table[table.index("## Per-layer analysis"):]
+    assert "### fxp w4a4" in section and "![accuracy vs PE LUT4](accuracy_vs_luts.png)" in table
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    assert len(rows) == len(run["layers"]) == 4
+    for row, layer in zip(rows, run["layers"]):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        w, a = layer["weights"], layer["activations"]
+        assert cells[0] == layer["name"] and cells[1] == f"`{layer['weight_format']}`"
+        assert [float(c) for c in cells[3:]] == pytest.approx(
+            [w["sqnr_db"], w["clipping"], w["rounding"], a["sqnr_db"], a["clipping"], a["rounding"],
+             layer["bops"] / 1e3], rel=0.01, abs=0.051)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_and_quiet(tmp_path, capfd, quiet):
+    argv = ["--format", "fxp", "--config", "w4a4", "--epochs", "1", "--qat-epochs", "1", "--no-synth",
+            "--out", str(tmp_path / "out"), *(["--quiet"] if quiet else [])]
+    assert example.main(argv) == 0
+    out, err = capfd.readouterr()
+    assert (tmp_path / "out" / "report.md").exists()
+    if quiet:
+        assert out == "" and err == ""
+    else:
+        assert "| fxp | w4a4 | fxp4 | fxp4 |" in out and "trained the digits CNN" in out
+        assert "float training" in err and "format × config runs" in err and "1/1" in err
 
 
 @pytest.mark.parametrize("args, message", [

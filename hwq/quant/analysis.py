@@ -1,6 +1,7 @@
 """Per-layer and per-model analysis of a quantized model: clipping and rounding error (AUSN's
 definitions, :mod:`hwq.formats.metrics`), SQNR, BOPs (:mod:`hwq.formats.bops`) and histograms of
-the weights and activations against the format's levels."""
+the weights and activations against the format's levels and clipping range
+(:func:`histogram_panels` says what is drawn, :func:`draw_histograms` draws it)."""
 
 import dataclasses
 import math
@@ -13,7 +14,7 @@ from ..formats.metrics import clip_thresholds, quantization_error
 from .api import run_recording
 
 __all__ = ["sqnr_db", "tensor_errors", "analyse", "model_bops", "HistogramPanel", "histogram_panels",
-           "draw_histograms", "plot_histograms"]
+           "histogram_bins", "draw_histograms", "plot_histograms"]
 
 
 #: formats with more levels than this get no level lines in the histograms
@@ -144,16 +145,24 @@ class HistogramPanel:
         return text
 
 
-#: bins of every histogram
+#: most bins of a histogram (fewer for small tensors: :func:`histogram_bins`)
 HISTOGRAM_BINS = 120
 #: a histogram's count axis is logarithmic when its tallest bin holds more than this many times
-#: the count of its second tallest (a ReLU's zero spike; a bell-shaped tensor is near 1)
+#: the median count of its non-empty bins: a ReLU output's zero spike, or the peak of a
+#: long-tailed weight tensor
 LOG_COUNT_RATIO = 10.0
 
 
+def histogram_bins(size):
+    """Bins of a histogram of ``size`` values: ``2 sqrt(size)``, between 20 and
+    :data:`HISTOGRAM_BINS` (one channel's 9 weights get 20, an activation tensor 120)."""
+    return int(min(HISTOGRAM_BINS, max(20, 2 * math.isqrt(size))))
+
+
 def _dominated(values):
-    counts = np.sort(np.histogram(values, bins=HISTOGRAM_BINS)[0])
-    return len(counts) > 1 and counts[-1] > LOG_COUNT_RATIO * max(counts[-2], 1)
+    counts = np.histogram(values, bins=histogram_bins(values.size))[0]
+    filled = counts[counts > 0]
+    return bool(filled.size > 1 and filled.max() > LOG_COUNT_RATIO * np.median(filled))
 
 
 def _panel(name, role, quantizer, tensor, channel_axis):
@@ -171,7 +180,7 @@ def _panel(name, role, quantizer, tensor, channel_axis):
         layer=name, role=role, label=f"{fmt.name}{fmt.bits}", values=np.asarray(values, dtype=np.float64),
         channel=channel, channels=channels, scale=scale,
         levels=levels if len(levels) <= MAX_DRAWN_LEVELS else None, level_count=len(levels),
-        clip=clip_thresholds(fmt, scale), signed=bool(fmt.signed), log_count=bool(_dominated(values)))
+        clip=clip_thresholds(fmt, scale), signed=bool(fmt.signed), log_count=_dominated(np.asarray(values)))
 
 
 def histogram_panels(qmodel, x):
@@ -196,18 +205,24 @@ def draw_histograms(panels):
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 2.9 * len(panels) + 0.6), squeeze=False)
     for row, pair in zip(axes, panels):
         for ax, panel in zip(row, pair):
-            ax.hist(panel.values, bins=HISTOGRAM_BINS, color="tab:blue", alpha=0.75, log=panel.log_count)
+            ax.hist(panel.values, bins=histogram_bins(panel.values.size), color="tab:blue", alpha=0.75,
+                    log=panel.log_count)
             for level in () if panel.levels is None else panel.levels:
                 ax.axvline(level, color="tab:red", linewidth=0.6, alpha=0.6)
-            low, high = panel.clip
-            for edge in (low, high) if panel.signed else (high,):
+            edges = panel.clip if panel.signed else panel.clip[1:]
+            for edge in edges:
                 ax.axvline(edge, color="black", linestyle="--", linewidth=1.1)
+            # every value and every clipping line inside, none of them on the frame
+            low, high = min(panel.values.min(), *edges), max(panel.values.max(), *edges)
+            pad = 0.03 * (high - low) or 0.5
+            ax.set_xlim(low - pad, high + pad)
             ax.set_title(panel.title, fontsize=9)
             ax.set_xlabel(f"{'weight' if panel.role == 'weights' else 'input activation'} value", fontsize=8)
             ax.set_ylabel("count (log scale)" if panel.log_count else "count", fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(which="both", labelsize=7)
     fig.legend(handles=[Line2D([], [], color="tab:red", linewidth=0.8, label="format levels × scale"),
-                        Line2D([], [], color="black", linestyle="--", label="clipping range (least/largest level × scale)")],
+                        Line2D([], [], color="black", linestyle="--",
+                               label="clipping range (least/largest level × scale)")],
                loc="upper center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return fig

@@ -43,19 +43,20 @@ def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     loss_sum = 0.0
-    bar = tqdm(range(epochs), desc=description, unit="epoch", leave=False, disable=not progress)
-    for _ in bar:
-        order = torch.randperm(len(x), generator=generator)
-        loss_sum, batches = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            index = order[start:start + batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(x[index].to(device)), y[index].to(device))
-            loss.backward()
-            optimizer.step()
-            loss_sum, batches = loss_sum + loss.item(), batches + 1
-        loss_sum /= batches
-        bar.set_postfix(loss=f"{loss_sum:.4f}")
+    with tqdm(total=epochs, desc=description, unit="epoch", leave=False, disable=not progress) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=generator)
+            loss_sum, batches = 0.0, 0
+            for start in range(0, len(x), batch_size):
+                index = order[start:start + batch_size]
+                optimizer.zero_grad()
+                loss = loss_fn(model(x[index].to(device)), y[index].to(device))
+                loss.backward()
+                optimizer.step()
+                loss_sum, batches = loss_sum + loss.item(), batches + 1
+            loss_sum /= batches
+            bar.set_postfix(loss=f"{loss_sum:.4f}", refresh=False)
+            bar.update()
     model.eval()
     return model, loss_sum
 
