@@ -235,11 +235,11 @@ class _Checker:
     def fail(self, key, problem):
         raise InputError(f"manifest {self.where}: key {key!r} {problem}; {_FIX}")
 
-    def require(self, obj, key, name, kind, what):
+    def require(self, obj, key, name, expected, what):
         if key not in obj:
             self.fail(name, "is missing")
         value = obj[key]
-        if not _is(value, kind):
+        if not _is(value, expected):
             self.fail(name, f"must be {what}, not {_short(value)}")
         return value
 
@@ -423,10 +423,11 @@ def check_manifest(data, where):
     return data
 
 
-def _is(value, kind):
-    if kind is int:
+def _is(value, expected):
+    """Whether ``value`` is an instance of the Python type(s) ``expected`` (a bool is not an int)."""
+    if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+    return isinstance(value, expected)
 
 
 def _json(value):

@@ -95,7 +95,7 @@ def expected_signed(pe_format, params):
     if name == "fxp":
         return params["signed"]
     if name == "ant":
-        return params["kind"] == "int" and params["signed"]
+        return params["type"] == "int" and params["signed"]
     return False        # ESB, AUSN, ANT's PoT/float/flint: sign-magnitude; UNIQ: table index
 
 

@@ -7,6 +7,9 @@ manifest's ``format`` entry. Each format's module also registers its calibrator
 (:data:`~hwq.formats.calibration.CALIBRATORS`) beside its parameter search.
 """
 
+import inspect
+
+from ..errors import InputError
 from .base import FORMATS, NumberFormat, fraction_str
 from .calibration import CALIBRATORS, Calibration, calibrate_tensor
 from .ant import Ant
@@ -27,8 +30,27 @@ def format_class(name):
 
 
 def get_format(name, bits, **params):
-    """Build format ``name`` with ``bits`` bits and format-specific ``params``."""
-    return format_class(name)(bits, **params)
+    """Build format ``name`` with ``bits`` bits and format-specific ``params``.
+
+    A parameter the format does not take raises :class:`~hwq.errors.InputError` naming it (and its
+    new name, for a renamed one such as ANT's ``kind``, now ``type``) and the ones it takes.
+    """
+    cls = format_class(name)
+    _check_params(name, cls, params)
+    return cls(bits, **params)
+
+
+def _check_params(name, cls, params):
+    spec = inspect.getfullargspec(cls.__init__)
+    if spec.varkw is not None:
+        return                                         # the class takes any keyword: let it judge
+    accepted = [a for a in spec.args[1:] + spec.kwonlyargs if a != "bits"]
+    unknown = [key for key in params if key not in accepted]
+    if unknown:
+        renamed = getattr(cls, "renamed_params", {})
+        notes = [f"{key!r}" + (f" (renamed to {renamed[key]!r})" if key in renamed else "") for key in unknown]
+        raise InputError(f"format {name!r} has no parameter {', '.join(notes)}; "
+                         f"its parameters: {', '.join(['bits', *accepted])}")
 
 
 def from_params(name, params):
@@ -39,4 +61,6 @@ def from_params(name, params):
     """
     params = dict(params)
     name = params.pop("format", name)
+    if "bits" not in params:
+        raise InputError(f"format {name!r} parameters {params} have no 'bits'")
     return get_format(name, params.pop("bits"), **params)

@@ -23,10 +23,11 @@ Integer values, before the scale ``2**exp_base`` (code = bit pattern ``c``, magn
     The exponent is the top bit plus a unary (first-one) prefix, so mid-range codes keep the most
     mantissa bits. 4-bit unsigned: ``0..7, 8, 10, 12, 14, 16, 24, 32, 64``.
 
-For the processing element every value is ``(sign, i, s)`` with ``value = i << s``
-(:meth:`Ant.decompose`): int ``s = 0``; PoT ``i = 1``; float ``i = 2**M + m``, ``s = e - 1`` (or the
-subnormal ``i = m``, ``s = 0``); flint ``i = 2**k + mant``, ``s = 2z + 1`` (``i = 1``,
-``s = 2B - 2`` for ``r' = 0``).
+For the processing element every value is ``(sign, significand, shift)`` with
+``value = (-1)**sign * (significand << shift)`` (:meth:`Ant.decompose`): int ``shift = 0``; PoT
+``significand = 1``; float ``significand = 2**M + m``, ``shift = e - 1`` (or the subnormal
+``significand = m``, ``shift = 0``); flint ``significand = 2**k + mant``, ``shift = 2z + 1``
+(``significand = 1``, ``shift = 2B - 2`` for ``r' = 0``).
 
 Encoding (ANT's reference): nearest grid value, **ties to the larger grid value** (toward
 +infinity), saturation at both ends.
@@ -46,17 +47,17 @@ from .base import NumberFormat, check_int, nearest_index
 from .calibration import CALIBRATORS, Calibration, check_options
 from .rounding import check_finite
 
-__all__ = ["Ant", "ANT_KINDS", "TypeChoice", "select_type", "calibrate_ant"]
+__all__ = ["Ant", "ANT_TYPES", "TypeChoice", "select_type", "calibrate_ant"]
 
-#: the ANT number types
-ANT_KINDS = ("int", "pot", "float", "flint")
+#: the ANT data types (the paper's term)
+ANT_TYPES = ("int", "pot", "float", "flint")
 
 #: most magnitude bits of a PoT type
 POT_MAX_MAGNITUDE_BITS = 5
 
 
 def _flint_parts(r, B):
-    """(i, s) of flint magnitude ``r`` (B bits), as Python ints."""
+    """(significand, shift) of flint magnitude ``r`` (B bits), as Python ints."""
     top, low = r >> (B - 1), r & ((1 << (B - 1)) - 1)
     if not top:
         return low, 0
@@ -69,6 +70,7 @@ def _flint_parts(r, B):
 
 
 def _float_parts(r, B):
+    """(significand, shift) of float magnitude ``r`` (B bits), as Python ints."""
     E = min(3, B)
     M = B - E
     e, m = r >> M, r & ((1 << M) - 1)
@@ -78,14 +80,14 @@ def _float_parts(r, B):
 
 
 class Ant(NumberFormat):
-    """An ANT number type.
+    """An ANT data type.
 
     Parameters
     ----------
     bits : int
         Total width, 3 to 8.
-    kind : str
-        ``"int"``, ``"pot"``, ``"float"`` or ``"flint"``.
+    type : str
+        The data type: ``"int"``, ``"pot"``, ``"float"`` or ``"flint"``.
     signed : bool
         Signed (weights; activations with negatives) or unsigned (post-ReLU activations).
     exp_base : int
@@ -95,27 +97,30 @@ class Ant(NumberFormat):
     name = "ant"
     bit_range = (3, 8)
 
-    def __init__(self, bits, *, kind="flint", signed=True, exp_base=0):
+    def __init__(self, bits, *, type="flint", signed=True, exp_base=0):
         super().__init__(bits, signed=signed)
-        if kind not in ANT_KINDS:
-            raise InputError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
-        self._kind = kind
+        if type not in ANT_TYPES:
+            raise InputError(f"unknown ANT type {type!r}; use one of {', '.join(ANT_TYPES)}")
+        self._type = type
         self._exp_base = check_int("ANT exp_base", exp_base, -32, 32)
-        if kind == "pot" and self.magnitude_bits > POT_MAX_MAGNITUDE_BITS:
+        if type == "pot" and self.magnitude_bits > POT_MAX_MAGNITUDE_BITS:
             raise InputError(f"ANT pot supports at most {POT_MAX_MAGNITUDE_BITS} magnitude bits "
                            f"({POT_MAX_MAGNITUDE_BITS + 1} bits signed), not {self.magnitude_bits}; use int or flint")
         parts = [self._parts(code) for code in range(1 << bits)]
         self._sign = np.array([p[0] for p in parts], dtype=np.int64)
-        self._mant = np.array([p[1] for p in parts], dtype=np.int64)
+        self._significand = np.array([p[1] for p in parts], dtype=np.int64)
         self._shift = np.array([p[2] for p in parts], dtype=np.int64)
-        self._table = np.where(self._sign == 1, -1, 1) * (self._mant << self._shift)
+        self._table = np.where(self._sign == 1, -1, 1) * (self._significand << self._shift)
         self._grid, first = np.unique(self._table, return_index=True)
         self._grid_codes = first.astype(np.int64)        # lowest code of each value: +0, not -0
 
+    #: old parameter names, for :func:`hwq.formats.get_format`'s error message
+    renamed_params = {"kind": "type"}
+
     @property
-    def kind(self):
-        """Number type."""
-        return self._kind
+    def type(self):
+        """The data type: ``"int"``, ``"pot"``, ``"float"`` or ``"flint"``."""
+        return self._type
 
     @property
     def exp_base(self):
@@ -127,27 +132,29 @@ class Ant(NumberFormat):
         return self._exp_base
 
     def params(self):
-        return {"bits": self.bits, "kind": self.kind, "signed": self.signed, "exp_base": self.exp_base}
+        return {"bits": self.bits, "type": self.type, "signed": self.signed, "exp_base": self.exp_base}
 
     def _parts(self, code):
+        """``(sign, significand, shift)`` of one code, as Python ints."""
         B = self.magnitude_bits
-        if self.kind == "int":
+        if self.type == "int":
             if self.signed and code >> B:
                 return 1, (1 << self.bits) - code, 0
             return 0, code, 0
         sign, r = (code >> B, code & ((1 << B) - 1)) if self.signed else (0, code)
-        if self.kind == "pot":
+        if self.type == "pot":
             return sign, (1 if r else 0), max(r - 1, 0)
-        i, s = (_float_parts if self.kind == "float" else _flint_parts)(r, B)
-        return sign, i, s
+        significand, shift = (_float_parts if self.type == "float" else _flint_parts)(r, B)
+        return sign, significand, shift
 
     def decompose(self, codes):
-        """``(sign, i, s)`` arrays with ``decode(code) = (-1)**sign * (i << s)``.
+        """``(sign, significand, shift)`` arrays with
+        ``decode(code) = (-1)**sign * (significand << shift)``.
 
-        For the two's-complement most negative int code, ``i = 2**(bits - 1)``.
+        For the two's-complement most negative int code, ``significand = 2**(bits - 1)``.
         """
         codes = self._codes(codes)
-        return self._sign[codes], self._mant[codes], self._shift[codes]
+        return self._sign[codes], self._significand[codes], self._shift[codes]
 
     def _codes(self, codes):
         codes = np.asarray(codes)
@@ -196,7 +203,7 @@ def _best_alpha(x, fmt, peak):
     return best_scale, best_mse
 
 
-def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_axis=None):
+def select_type(x, bits, *, types=("int", "flint", "pot"), signed=None, channel_axis=None):
     """Choose the ANT type with the least quantization error for tensor ``x``.
 
     Parameters
@@ -205,7 +212,7 @@ def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_
         The tensor (NaN/Inf raise :class:`InputError`).
     bits : int
         Total width.
-    kinds : sequence of str
+    types : sequence of str
         Candidate types; a PoT candidate too wide for ``bits`` is left out.
     signed : bool or None
         ``None``: signed when ``x`` has negative values (ANT's rule for activations).
@@ -227,17 +234,17 @@ def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_
         else x.reshape(1, -1)
     peak = np.abs(rows).max(axis=1)
     results = {}
-    for kind in dict.fromkeys(kinds):
-        if kind not in ANT_KINDS:
-            raise InputError(f"unknown ANT type {kind!r}; use one of {', '.join(ANT_KINDS)}")
+    for name in dict.fromkeys(types):
+        if name not in ANT_TYPES:
+            raise InputError(f"unknown ANT type {name!r}; use one of {', '.join(ANT_TYPES)}")
         try:
-            fmt = Ant(bits, kind=kind, signed=signed)
+            fmt = Ant(bits, type=name, signed=signed)
         except InputError:
-            if kind == "pot":
+            if name == "pot":
                 continue
             raise
         scale, mse = _best_alpha(rows, fmt, peak)
-        results[kind] = (fmt, scale, float(mse.sum()))
+        results[name] = (fmt, scale, float(mse.sum()))
     best = min(results, key=lambda k: (results[k][2], list(results).index(k)))
     fmt, scale, _ = results[best]
     return TypeChoice(fmt, scale, {k: v[2] for k, v in results.items()})
@@ -245,7 +252,7 @@ def select_type(x, bits, *, kinds=("int", "flint", "pot"), signed=None, channel_
 
 @CALIBRATORS.register("ant")
 def calibrate_ant(x, bits, *, role, per_channel, options):
-    """ANT's calibration: :func:`select_type` over int, flint and PoT (option ``kinds``).
+    """ANT's calibration: :func:`select_type` over int, flint and PoT (option ``types``).
 
     Per output channel for weights (``per_channel``), per tensor for activations, as ANT's
     reference does.
@@ -255,8 +262,8 @@ def calibrate_ant(x, bits, *, role, per_channel, options):
     Calibration
         ``candidates`` maps each type tried to its MSE.
     """
-    check_options("ant", options, ("kinds",))
-    kinds = options.get("kinds", ("int", "flint", "pot"))
+    check_options("ant", options, ("types",))
+    types = options.get("types", ("int", "flint", "pot"))
     axis = 0 if per_channel and role == "weight" else None
-    choice = select_type(x, bits, kinds=kinds, channel_axis=axis)
+    choice = select_type(x, bits, types=types, channel_axis=axis)
     return Calibration(choice.format, choice.scale, axis, dict(choice.mse))

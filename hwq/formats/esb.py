@@ -28,14 +28,15 @@ an IEEE-like minifloat with subnormals and no inf/NaN, ``2**B`` distinct magnitu
 sign-magnitude: ``+0`` and ``-0`` both decode to 0 and :meth:`Esb.encode` writes ``+0``.
 
 Integer values are in units of ``2**-m`` (:attr:`Esb.lsb_exp` ``= -m``): every magnitude is
-``S << sh`` with the ``(m + 1)``-bit significand ``S = f`` (``c = 0``) or ``2**m + f`` and
-``sh = max(c - 1, 0)`` (:meth:`Esb.decompose`), which is what the processing element multiplies
-and shifts.
+``significand << shift`` with the ``(m + 1)``-bit ``significand = f`` (``c = 0``) or ``2**m + f``
+and ``shift = max(c - 1, 0)`` (:meth:`Esb.decompose` gives ``(sign, significand, shift)``, as
+:meth:`hwq.formats.ant.Ant.decompose` does), which is what the processing element multiplies and
+shifts.
 
 Mid-rise variant (``midrise=True``, only with one exponent bit, i.e. the largest ``k``): the
 reference quantizes ``e = 1`` tensors on a mid-rise grid with no zero level, magnitudes
 ``(j + 1/2) * 2**-m`` for ``j = c * 2**m + f``; integer values are then in units of ``2**-(m+1)``
-(``lsb_exp = -(m + 1)``) and ``S = 2j + 1``, ``sh = 0`` (an ``(m + 2)``-bit significand whose
+(``lsb_exp = -(m + 1)``) and ``significand = 2j + 1``, ``shift = 0`` (an ``(m + 2)``-bit significand whose
 last bit is always 1). hwq's default is the zero-level grid above, the one whose code layout and
 examples docs/formats.md ("esb") gives; the mid-rise grid is an option.
 
@@ -109,12 +110,12 @@ class Esb(NumberFormat):
         self._midrise = midrise
         r = np.arange(1 << B, dtype=np.int64)
         if midrise:
-            self._S, self._sh = 2 * r + 1, np.zeros_like(r)
+            self._significand, self._shift = 2 * r + 1, np.zeros_like(r)
         else:
             c, f = r >> self._m, r & ((1 << self._m) - 1)
-            self._S = np.where(c == 0, f, (1 << self._m) | f)
-            self._sh = np.maximum(c - 1, 0)
-        self._magnitude = self._S << self._sh              # increasing in the magnitude code r
+            self._significand = np.where(c == 0, f, (1 << self._m) | f)
+            self._shift = np.maximum(c - 1, 0)
+        self._magnitude = self._significand << self._shift              # increasing in the magnitude code r
         codes = self.codes
         self._sign_of = (codes >> B) & 1 if signed else np.zeros_like(codes)
         rows = codes & ((1 << B) - 1)
@@ -153,14 +154,16 @@ class Esb(NumberFormat):
         return {"bits": self.bits, "k": self.k, "signed": self.signed, "midrise": self.midrise}
 
     def decompose(self, codes):
-        """``(sign, S, sh)`` arrays with ``decode(code) = (-1)**sign * (S << sh)``.
+        """``(sign, significand, shift)`` arrays with
+        ``decode(code) = (-1)**sign * (significand << shift)``.
 
-        ``S`` has ``m + 1`` bits (``m + 2`` for the mid-rise grid) and ``sh <= 2**e - 2``.
+        ``significand`` has ``m + 1`` bits (``m + 2`` for the mid-rise grid) and
+        ``shift <= 2**e - 2``.
         """
         codes = np.asarray(codes)
         self.decode(codes)                                 # validates
         rows = codes.astype(np.int64) & ((1 << self.magnitude_bits) - 1)
-        return self._sign_of[codes.astype(np.int64)], self._S[rows], self._sh[rows]
+        return self._sign_of[codes.astype(np.int64)], self._significand[rows], self._shift[rows]
 
     def _decode(self, codes):
         return self._table[codes]

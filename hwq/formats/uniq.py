@@ -66,7 +66,7 @@ __all__ = ["Uniq", "DISTRIBUTIONS", "Distribution", "LevelFit", "quantile_points
            "fit_distribution", "round_levels", "fit_levels", "select_levels", "LEVEL_BITS_MAX",
            "DEFAULT_EXTRA_LEVEL_BITS", "calibrate_uniq"]
 
-#: distributions the levels can be fitted to
+#: the distribution families the levels can be fitted to
 DISTRIBUTIONS = ("gaussian", "laplace", "empirical")
 #: widest stored level word
 LEVEL_BITS_MAX = 16
@@ -94,8 +94,8 @@ class Distribution:
 
     Attributes
     ----------
-    kind : str
-        One of :data:`DISTRIBUTIONS`.
+    family : str
+        The distribution family, one of :data:`DISTRIBUTIONS`.
     loc, scale : float
         Gaussian: mean and standard deviation; Laplace: median and mean absolute deviation;
         empirical: the samples' mean and standard deviation (for information only).
@@ -103,7 +103,7 @@ class Distribution:
         Empirical only: the sorted samples (float64).
     """
 
-    kind: str
+    family: str
     loc: float
     scale: float
     samples: np.ndarray = None
@@ -113,10 +113,10 @@ class Distribution:
         p = check_finite(p, "probabilities")
         if p.size and (p.min() <= 0 or p.max() >= 1):
             raise InputError("quantile probabilities must lie strictly between 0 and 1")
-        if self.kind == "gaussian":
+        if self.family == "gaussian":
             normal = NormalDist(self.loc, self.scale)
             return np.array([normal.inv_cdf(float(v)) for v in p.flat]).reshape(p.shape)
-        if self.kind == "laplace":
+        if self.family == "laplace":
             d = p - 0.5
             return self.loc - self.scale * np.sign(d) * np.log1p(-2 * np.abs(d))
         s = self.samples
@@ -127,25 +127,25 @@ class Distribution:
         return s[j] + t * (s[j + 1] - s[j])
 
 
-def fit_distribution(x, kind="gaussian"):
-    """Fit distribution ``kind`` (one of :data:`DISTRIBUTIONS`) to tensor ``x``.
+def fit_distribution(x, family="gaussian"):
+    """Fit a distribution of family ``family`` (one of :data:`DISTRIBUTIONS`) to tensor ``x``.
 
     Raises :class:`InputError` for NaN/Inf, fewer than two values, or a constant tensor.
     """
-    if kind not in DISTRIBUTIONS:
-        raise InputError(f"unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
+    if family not in DISTRIBUTIONS:
+        raise InputError(f"unknown distribution {family!r}; use one of {', '.join(DISTRIBUTIONS)}")
     x = check_finite(x).ravel()
     if x.size < 2:
         raise InputError(f"cannot fit a distribution to {x.size} value(s); need at least 2")
     if x.min() == x.max():
         raise InputError("cannot fit levels to a constant tensor (its spread is 0)")
-    if kind == "laplace":
+    if family == "laplace":
         median = float(np.median(x))
-        return Distribution(kind, median, float(np.mean(np.abs(x - median))))
+        return Distribution(family, median, float(np.mean(np.abs(x - median))))
     mean, std = float(np.mean(x)), float(np.std(x))
-    if kind == "gaussian":
-        return Distribution(kind, mean, std)
-    return Distribution(kind, mean, std, np.sort(x))
+    if family == "gaussian":
+        return Distribution(family, mean, std)
+    return Distribution(family, mean, std, np.sort(x))
 
 
 def _default_level_bits(bits):
@@ -309,7 +309,8 @@ def fit_levels(x, bits, *, distribution="gaussian", level_bits=None, frac=None):
     bits : int
         Index width, 2 to 8 (``k = 2**bits`` levels).
     distribution : str
-        ``"gaussian"``, ``"laplace"`` or ``"empirical"`` (see the module docstring).
+        The distribution family: ``"gaussian"``, ``"laplace"`` or ``"empirical"`` (see the module
+        docstring).
     level_bits : int, optional
         Stored word length (``bits + 4`` by default).
     frac : int, optional
@@ -343,8 +344,8 @@ def select_levels(x, bits, *, distributions=DISTRIBUTIONS, level_bits=None):
     """
     x = check_finite(x)
     fits = {}
-    for kind in dict.fromkeys(distributions):
-        fits[kind] = fit_levels(x, bits, distribution=kind, level_bits=level_bits)
+    for family in dict.fromkeys(distributions):
+        fits[family] = fit_levels(x, bits, distribution=family, level_bits=level_bits)
     if not fits:
         raise InputError("select_levels needs at least one distribution")
     best = min(fits, key=lambda k: (fits[k].mse, list(fits).index(k)))

@@ -1,9 +1,10 @@
 """ESB processing element: a reduced-significand multiplier plus a shifter.
 
 Each operand goes through an :class:`EsbDecoder`, which splits a code ``sign | c | f`` into
-``(sign, S, sh)`` with ``value = (-1)**sign * (S << sh)`` in units of ``2**-m`` (see
-:mod:`hwq.formats.esb`): ``S`` is ``f`` with the hidden bit ``c != 0`` on top, ``sh = c - 1``
-(0 for ``c = 0``), and the mid-rise grid's ``S`` is the magnitude code with a 1 appended. The PE
+``(sign, significand, shift)`` with ``value = (-1)**sign * (significand << shift)`` in units of
+``2**-m`` (see :mod:`hwq.formats.esb`): the significand is ``f`` with the hidden bit ``c != 0`` on
+top, ``shift = c - 1`` (0 for ``c = 0``), and the mid-rise grid's significand is the magnitude code
+with a 1 appended. The PE
 multiplies the ``k_a``-bit by the ``k_w``-bit significands in logic (no DSP: they are small), adds
 the exponents, shifts and accumulates; the sign is folded into the accumulator's adder (a negative
 product is added as its ones' complement plus a carry-in) instead of negating the product.
@@ -53,7 +54,8 @@ def default_a_k(a_bits, a_signed, w_format):
 
 
 class EsbDecoder(wiring.Component):
-    """Decode an ESB code into ``(sign, significand, shift)``.
+    """Decode an ESB code into ``(sign, significand, shift)``, named as
+    :class:`~hwq.pe.ant.AntDecoder`'s outputs: ``value = (-1)**sign * (significand << shift)``.
 
     Parameters
     ----------
@@ -64,17 +66,17 @@ class EsbDecoder(wiring.Component):
     code : Signal(bits), in
     sign : Signal(1), out
     significand : Signal, out
-        ``S``: ``m + 1`` bits (``m + 2`` mid-rise).
+        ``m + 1`` bits (``m + 2`` mid-rise).
     shift : Signal, out
-        ``sh``, at most ``2**e - 2``.
+        At most ``2**e - 2``.
     """
 
     def __init__(self, fmt):
         self._format = _check_esb("decoder format", fmt)
-        _, S, sh = fmt.decompose(fmt.codes)
+        _, significand, shift = fmt.decompose(fmt.codes)
         super().__init__({"code": In(fmt.bits), "sign": Out(1),
-                          "significand": Out(unsigned(max(int(S.max()).bit_length(), 1))),
-                          "shift": Out(unsigned(max(int(sh.max()).bit_length(), 1)))})
+                          "significand": Out(unsigned(max(int(significand.max()).bit_length(), 1))),
+                          "shift": Out(unsigned(max(int(shift.max()).bit_length(), 1)))})
 
     @property
     def format(self):
@@ -82,7 +84,7 @@ class EsbDecoder(wiring.Component):
         return self._format
 
     def fields(self):
-        """``(sign, S, sh)`` as Amaranth values of ``self.code`` (subclasses may alter them)."""
+        """``(sign, significand, shift)`` as Amaranth values of ``self.code`` (subclasses may alter them)."""
         fmt = self._format
         B, m = fmt.magnitude_bits, fmt.fraction_bits
         sign = self.code[B] if fmt.signed else Const(0, 1)
@@ -94,8 +96,8 @@ class EsbDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        sign, S, sh = self.fields()
-        m.d.comb += [self.sign.eq(sign), self.significand.eq(S), self.shift.eq(sh)]
+        sign, significand, shift = self.fields()
+        m.d.comb += [self.sign.eq(sign), self.significand.eq(significand), self.shift.eq(shift)]
         return m
 
 
@@ -120,8 +122,8 @@ class SignificandMultiplier(wiring.Component):
 
 
 class EsbDecoderProperties(wiring.Component):
-    """Formal wrapper asserting that an :class:`EsbDecoder` gives the golden ``(sign, S, sh)`` of
-    :meth:`hwq.formats.esb.Esb.decompose` for every code.
+    """Formal wrapper asserting that an :class:`EsbDecoder` gives the golden
+    ``(sign, significand, shift)`` of :meth:`hwq.formats.esb.Esb.decompose` for every code.
 
     The code is a free input; prove it with :func:`hwq.pe.formal.prove_component` at depth 1
     (the decoder is combinational).
@@ -138,13 +140,14 @@ class EsbDecoderProperties(wiring.Component):
         dec = m.submodules.decoder = self._decoder
         fmt = dec.format
         m.d.comb += dec.code.eq(self.code)
-        sign, S, sh = fmt.decompose(fmt.codes)
-        expected = [Signal.like(dec.sign, name="golden_sign"), Signal.like(dec.significand, name="golden_S"),
-                    Signal.like(dec.shift, name="golden_sh")]
+        sign, significand, shift = fmt.decompose(fmt.codes)
+        expected = [Signal.like(dec.sign, name="golden_sign"),
+                    Signal.like(dec.significand, name="golden_significand"),
+                    Signal.like(dec.shift, name="golden_shift")]
         with m.Switch(self.code):                          # the golden tables, one case per code
             for code in range(1 << fmt.bits):
                 with m.Case(code):
-                    m.d.comb += [e.eq(int(t[code])) for e, t in zip(expected, (sign, S, sh))]
+                    m.d.comb += [e.eq(int(t[code])) for e, t in zip(expected, (sign, significand, shift))]
         m.d.comb += Assert((dec.sign == expected[0]) & (dec.significand == expected[1]) & (dec.shift == expected[2]))
         return m
 

@@ -346,7 +346,7 @@ def prove(pe, workdir, *, depth=None, name=None, timeout=300, **properties):
 
 class AntDecoderProperties(wiring.Component):
     """Formal wrapper asserting that an :class:`~hwq.pe.ant.AntDecoder` gives the golden
-    ``(sign, i, s)`` of :meth:`hwq.formats.ant.Ant.decompose` for every code of every type.
+    ``(sign, significand, shift)`` of :meth:`hwq.formats.ant.Ant.decompose` for every code of every type.
 
     The code and the type index are free inputs (the type assumed in range). Prove it with
     :func:`prove_component` at depth 1: the decoder is combinational.
@@ -355,8 +355,8 @@ class AntDecoderProperties(wiring.Component):
     def __init__(self, decoder):
         self._decoder = decoder
         members = {"code": In(decoder.code.shape())}
-        if "kind" in decoder.signature.members:
-            members["kind"] = In(decoder.kind.shape())
+        if "type" in decoder.signature.members:
+            members["type"] = In(decoder.type.shape())
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -365,14 +365,15 @@ class AntDecoderProperties(wiring.Component):
         m.d.comb += dec.code.eq(self.code)
         formats = dec.formats
         if len(formats) > 1:
-            m.d.comb += [dec.kind.eq(self.kind), Assume(self.kind < len(formats))]
+            m.d.comb += [dec.type.eq(self.type), Assume(self.type < len(formats))]
         for index, fmt in enumerate(formats):
-            sign, i, s = fmt.decompose(fmt.codes)
-            selected = (self.kind == index) if len(formats) > 1 else 1
+            sign, significand, shift = fmt.decompose(fmt.codes)
+            selected = (self.type == index) if len(formats) > 1 else 1
             with m.If(selected):
                 with m.Switch(self.code):
                     for code in range(1 << fmt.bits):
                         with m.Case(code):
-                            m.d.comb += Assert((dec.sign == int(sign[code])) & (dec.i == int(i[code]))
-                                               & (dec.s == int(s[code])))
+                            m.d.comb += Assert((dec.sign == int(sign[code]))
+                                               & (dec.significand == int(significand[code]))
+                                               & (dec.shift == int(shift[code])))
         return m

@@ -58,9 +58,9 @@ def _samples(dist, like):
 
 
 def _cdf(x, dist):
-    if dist.kind == "gaussian":
+    if dist.family == "gaussian":
         return 0.5 * (1 + torch.erf((x - dist.loc) / (dist.scale * math.sqrt(2))))
-    if dist.kind == "laplace":
+    if dist.family == "laplace":
         d = (x - dist.loc) / dist.scale
         return torch.where(d < 0, 0.5 * torch.exp(d.clamp(max=0)), 1 - 0.5 * torch.exp(-d.clamp(min=0)))
     s = _samples(dist, x)
@@ -73,9 +73,9 @@ def _cdf(x, dist):
 
 
 def _icdf(u, dist):
-    if dist.kind == "gaussian":
+    if dist.family == "gaussian":
         return dist.loc + dist.scale * math.sqrt(2) * torch.erfinv(2 * u - 1)
-    if dist.kind == "laplace":
+    if dist.family == "laplace":
         low = dist.loc + dist.scale * torch.log(2 * u.clamp(max=0.5))
         high = dist.loc - dist.scale * torch.log(2 * (1 - u.clamp(min=0.5)))
         return torch.where(u < 0.5, low, high)
@@ -96,8 +96,8 @@ def deuniformize(u, dist):
     """``F^-1(u)``: the inverse CDF of ``dist``; ``u`` must lie strictly inside ``(0, 1)``
     (for the empirical CDF, ``[0, 1]``: it is constant beyond the end samples)."""
     _check(u, dist, "u")
-    if dist.kind != "empirical" and bool(((u <= 0) | (u >= 1)).any()):
-        raise InputError(f"u must lie strictly between 0 and 1 for a {dist.kind} inverse CDF")
+    if dist.family != "empirical" and bool(((u <= 0) | (u >= 1)).any()):
+        raise InputError(f"u must lie strictly between 0 and 1 for a {dist.family} inverse CDF")
     return _icdf(u, dist)
 
 

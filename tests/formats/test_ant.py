@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from hwq.errors import HwqError
-from hwq.formats import from_params, get_format
-from hwq.formats.ant import ANT_KINDS, Ant, select_type
+from hwq.errors import HwqError, InputError
+from hwq.formats import calibrate_tensor, from_params, get_format
+from hwq.formats.ant import ANT_TYPES, Ant, select_type
 
 # docs/formats.md, "ant": 4-bit value sets in integer units
 FORMATS_MD_4BIT = {
@@ -24,14 +24,14 @@ FORMATS_MD_4BIT = {
 }
 
 
-@pytest.mark.parametrize("kind, signed", sorted(FORMATS_MD_4BIT))
-def test_4bit_value_sets_are_the_formats_md_tables(kind, signed):
-    fmt = Ant(4, kind=kind, signed=signed)
-    assert set(fmt.int_values.tolist()) == FORMATS_MD_4BIT[kind, signed]
+@pytest.mark.parametrize("ant_type, signed", sorted(FORMATS_MD_4BIT))
+def test_4bit_value_sets_are_the_formats_md_tables(ant_type, signed):
+    fmt = Ant(4, type=ant_type, signed=signed)
+    assert set(fmt.int_values.tolist()) == FORMATS_MD_4BIT[ant_type, signed]
 
 
 def test_flint8_unsigned_layout():
-    values = Ant(8, kind="flint", signed=False).int_values
+    values = Ant(8, type="flint", signed=False).int_values
     assert values[:128].tolist() == list(range(128))
     assert values.max() == 16384
     assert sorted(values[128:].tolist())[:4] == [128, 130, 132, 134]        # step 2, then 8, 32, ...
@@ -39,16 +39,16 @@ def test_flint8_unsigned_layout():
     assert [b - a for a, b in zip(upper, upper[1:])][63:65] == [2, 8]
 
 
-def reference_value(code, bits, kind, signed):
+def reference_value(code, bits, ant_type, signed):
     """Bit-string reading of docs/formats.md's layouts, independent of hwq's implementation."""
     text = format(code, f"0{bits}b")
-    if kind == "int":
+    if ant_type == "int":
         return code - (1 << bits) if signed and text[0] == "1" else code
     sign, mag = (-1 if text[0] == "1" else 1, text[1:]) if signed else (1, text)
     B = len(mag)
-    if kind == "pot":
+    if ant_type == "pot":
         return sign * (0 if int(mag, 2) == 0 else 2 ** (int(mag, 2) - 1))
-    if kind == "float":
+    if ant_type == "float":
         E = min(3, B)
         e, m = int(mag[:E], 2), mag[E:]
         frac = Fraction(int(m, 2), 2 ** len(m)) if m else Fraction(0)
@@ -67,28 +67,28 @@ def reference_value(code, bits, kind, signed):
 def ant_formats():
     out = []
     for bits in range(3, 9):
-        for kind in ANT_KINDS:
+        for ant_type in ANT_TYPES:
             for signed in (False, True):
                 try:
-                    out.append(Ant(bits, kind=kind, signed=signed))
+                    out.append(Ant(bits, type=ant_type, signed=signed))
                 except HwqError:
-                    assert kind == "pot"
+                    assert ant_type == "pot"
     return out
 
 
 @pytest.mark.parametrize("fmt", ant_formats(), ids=repr)
 def test_decode_matches_the_bit_level_reference(fmt):
-    expected = [reference_value(c, fmt.bits, fmt.kind, fmt.signed) for c in range(1 << fmt.bits)]
+    expected = [reference_value(c, fmt.bits, fmt.type, fmt.signed) for c in range(1 << fmt.bits)]
     assert fmt.int_values.tolist() == expected
-    sign, i, s = fmt.decompose(fmt.codes)
-    assert (np.where(sign == 1, -1, 1) * (i << s)).tolist() == expected
+    sign, significand, shift = fmt.decompose(fmt.codes)
+    assert (np.where(sign == 1, -1, 1) * (significand << shift)).tolist() == expected
 
 
 def test_pe_decomposition_ranges_of_flint4():
-    _, i, s = Ant(4, kind="flint", signed=False).decompose(np.arange(16))
-    assert i.max() <= 7 and set(s.tolist()) == {0, 1, 3, 5, 6}
-    _, i, s = Ant(4, kind="flint", signed=True).decompose(np.arange(16))
-    assert i.max() <= 3 and set(s.tolist()) == {0, 1, 3, 4}
+    _, significand, shift = Ant(4, type="flint", signed=False).decompose(np.arange(16))
+    assert significand.max() <= 7 and set(shift.tolist()) == {0, 1, 3, 5, 6}
+    _, significand, shift = Ant(4, type="flint", signed=True).decompose(np.arange(16))
+    assert significand.max() <= 3 and set(shift.tolist()) == {0, 1, 3, 4}
 
 
 @pytest.mark.parametrize("fmt", ant_formats(), ids=repr)
@@ -119,18 +119,29 @@ def test_quantize_is_monotone_and_idempotent(fmt, xs):
 
 
 def test_exp_base_scales_the_codebook():
-    fmt = Ant(4, kind="flint", signed=False, exp_base=-3)
+    fmt = Ant(4, type="flint", signed=False, exp_base=-3)
     assert fmt.codebook()[:3] == [0, Fraction(1, 8), Fraction(1, 4)]
     assert max(fmt.codebook()) == 8
     assert from_params("ant", fmt.params()) == fmt
-    assert get_format("ant", 4, kind="int") == Ant(4, kind="int")
+    assert get_format("ant", 4, type="int") == Ant(4, type="int")
+
+
+def test_old_type_key_is_refused_by_name():
+    """Manifests written before ``kind`` became ``type`` get an InputError, not a TypeError."""
+    old = {"bits": 4, "kind": "int", "signed": True, "exp_base": 0}
+    with pytest.raises(InputError, match=r"no parameter 'kind' \(renamed to 'type'\); its parameters: bits, type"):
+        from_params("ant", old)
+    with pytest.raises(InputError, match="no option 'kinds'"):
+        calibrate_tensor("ant", np.arange(-4.0, 4.0), 4, role="activation", options={"kinds": ["int"]})
+    choice = calibrate_tensor("ant", np.arange(-4.0, 4.0), 4, role="activation", options={"types": ["int"]})
+    assert choice.format == Ant(4, type="int") and list(choice.candidates) == ["int"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(bits=2), "between 3 and 8"),
     (dict(bits=9), "between 3 and 8"),
-    (dict(bits=4, kind="posit"), "unknown ANT type 'posit'"),
-    (dict(bits=8, kind="pot"), "at most 5 magnitude bits"),
+    (dict(bits=4, type="posit"), "unknown ANT type 'posit'"),
+    (dict(bits=8, type="pot"), "at most 5 magnitude bits"),
     (dict(bits=4, exp_base=40), "exp_base"),
 ])
 def test_bad_parameters(kwargs, match):
@@ -141,10 +152,10 @@ def test_bad_parameters(kwargs, match):
 def test_type_selection_prefers_flint_for_gaussian_and_int_for_uniform():
     rng = np.random.default_rng(0)
     gaussian = select_type(rng.standard_normal((8, 4608)), 4, channel_axis=0)   # 3x3x512 conv filters
-    assert gaussian.format == Ant(4, kind="flint", signed=True)
+    assert gaussian.format == Ant(4, type="flint", signed=True)
     assert gaussian.mse["flint"] < gaussian.mse["int"] < gaussian.mse["pot"]
     uniform = select_type(rng.uniform(-1, 1, (8, 4608)), 4, channel_axis=0)
-    assert uniform.format.kind == "int"
+    assert uniform.format.type == "int"
     assert uniform.mse["int"] < uniform.mse["flint"]
     assert uniform.scale.shape == (8,)
 
@@ -153,15 +164,15 @@ def test_type_selection_is_the_least_summed_mse_of_the_sweep():
     rng = np.random.default_rng(1)
     x = rng.laplace(size=(3, 500))
     choice = select_type(x, 4, channel_axis=0)
-    for kind, total in choice.mse.items():
-        fmt = Ant(4, kind=kind, signed=True)
+    for ant_type, total in choice.mse.items():
+        fmt = Ant(4, type=ant_type, signed=True)
         best = 0.0
         for row in x:
             peak = np.abs(row).max()
             best += min(np.mean((fmt.fake_quantize(row, peak * i / 100 / fmt.max_value) - row) ** 2)
                         for i in range(75, 150))
         assert total == pytest.approx(best, rel=1e-12)
-    assert choice.format.kind == min(choice.mse, key=choice.mse.get)
+    assert choice.format.type == min(choice.mse, key=choice.mse.get)
     fmt = choice.format
     for row, scale in zip(x, choice.scale):
         assert np.mean((fmt.fake_quantize(row, scale) - row) ** 2) <= \

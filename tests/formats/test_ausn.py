@@ -311,8 +311,8 @@ def test_search_input_checks():
 
 def metric_formats():
     out = [FixedPoint(4, frac=1), FixedPoint(8, frac=5), FixedPoint(4, signed=False, frac=2),
-           FixedPoint(6, rounding="floor"), Ant(4, kind="flint"), Ant(4, kind="int"), Ant(4, kind="pot"),
-           Ant(4, kind="flint", signed=False), Ausn(4), Ausn(8), Ausn(5, signed=False),
+           FixedPoint(6, rounding="floor"), Ant(4, type="flint"), Ant(4, type="int"), Ant(4, type="pot"),
+           Ant(4, type="flint", signed=False), Ausn(4), Ausn(8), Ausn(5, signed=False),
            Ausn(4, fields=(1, 1, 1), offsets=(2, 1, 0), exp_base=-2)]
     for name, cls in sorted(FORMATS.items()):                       # every registered format
         out += [get_format(name, bits) for bits in (4, 8) if cls.bit_range[0] <= bits <= cls.bit_range[1]]

@@ -80,12 +80,12 @@ def test_formats_md_value_sets(b, m):
 def test_decode_matches_the_bit_string_reference(fmt):
     expected = [reference_value(c, fmt.bits, fmt.k, fmt.signed, fmt.midrise) for c in range(1 << fmt.bits)]
     assert values(fmt) == expected
-    sign, S, sh = fmt.decompose(fmt.codes)
+    sign, significand, shift = fmt.decompose(fmt.codes)
     unit = Fraction(2) ** fmt.lsb_exp
-    assert [(-1) ** int(s) * (int(i) << int(h)) * unit for s, i, h in zip(sign, S, sh)] == expected
+    assert [(-1) ** int(s) * (int(i) << int(h)) * unit for s, i, h in zip(sign, significand, shift)] == expected
     # the PE's operand widths: (m+1)-bit significand (m+2 mid-rise), shift <= 2**e - 2
-    assert int(S.max()) < 2 ** (fmt.k + fmt.midrise)
-    assert int(sh.max()) == (1 << fmt.exponent_bits) - 2
+    assert int(significand.max()) < 2 ** (fmt.k + fmt.midrise)
+    assert int(shift.max()) == (1 << fmt.exponent_bits) - 2
     B = fmt.magnitude_bits
     assert len({abs(v) for v in expected}) == 2 ** B                       # every magnitude distinct
 
@@ -109,7 +109,7 @@ def test_one_significant_bit_is_power_of_two(fmt):
     expected = magnitudes | ({-v for v in magnitudes} if fmt.signed else set())
     assert set(values(fmt)) == expected
     # ANT's PoT type is an independent implementation of the same value set
-    assert set(values(fmt)) == set(Ant(fmt.bits, kind="pot", signed=fmt.signed).codebook())
+    assert set(values(fmt)) == set(Ant(fmt.bits, type="pot", signed=fmt.signed).codebook())
 
 
 def test_power_of_two_limit_exists_up_to_four_magnitude_bits():

@@ -222,7 +222,7 @@ def test_dot_is_exact():
 
 def test_every_format_is_hashable_and_equal_to_its_rebuild():
     from hwq.formats import Ant, Ausn, Esb, Uniq
-    formats = [FixedPoint(6, frac=2), Ant(4, kind="flint"), Esb(5, k=2), Ausn(4), Uniq.gaussian(4)]
+    formats = [FixedPoint(6, frac=2), Ant(4, type="flint"), Esb(5, k=2), Ausn(4), Uniq.gaussian(4)]
     for fmt in formats:
         rebuilt = from_params(fmt.name, fmt.params())
         assert rebuilt == fmt and hash(rebuilt) == hash(fmt)

@@ -227,8 +227,8 @@ def test_select_levels_keeps_the_least_error_and_reports_every_candidate(samples
     fit, mse = select_levels(laplacian, 3)
     assert set(mse) == {"gaussian", "laplace", "empirical"}
     assert fit.mse == min(mse.values())
-    for kind, value in mse.items():
-        fmt = fit_levels(laplacian, 3, distribution=kind).format
+    for family, value in mse.items():
+        fmt = fit_levels(laplacian, 3, distribution=family).format
         assert value == pytest.approx(np.mean((fmt.fake_quantize(laplacian) - laplacian) ** 2))
 
 
@@ -309,20 +309,21 @@ def gaussian():
     return x, fit_distribution(x, "gaussian")
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "laplace", "empirical"])
-def test_transforms_match_the_golden_quantiles_and_invert(kind, gaussian):
+@pytest.mark.parametrize("family", ["gaussian", "laplace", "empirical"])
+def test_transforms_match_the_golden_quantiles_and_invert(family, gaussian):
     x, _ = gaussian
-    dist = fit_distribution(x, kind)
+    dist = fit_distribution(x, family)
+    assert dist.family == family
     p = torch.tensor(quantile_points(5), dtype=torch.float64)
     np.testing.assert_allclose(deuniformize(p, dist).numpy(), dist.quantile(p.numpy()), rtol=1e-9, atol=1e-9)
     inner = x[(x > dist.quantile([0.01])[0]) & (x < dist.quantile([0.99])[0])]
     np.testing.assert_allclose(deuniformize(uniformize(inner, dist), dist).numpy(), inner.numpy(), atol=1e-9)
     u = uniformize(x, dist)
     assert float(u.min()) >= 0 and float(u.max()) <= 1
-    if kind == "empirical":                    # the empirical F of its own samples is exactly (j + 1/2) / n
+    if family == "empirical":                    # the empirical F of its own samples is exactly (j + 1/2) / n
         ranks = torch.argsort(torch.argsort(x)).double()
         np.testing.assert_allclose(u.numpy(), ((ranks + 0.5) / len(x)).numpy(), atol=1e-12)
-    if kind == "gaussian":
+    if family == "gaussian":
         cdf = statistics.NormalDist(dist.loc, dist.scale).cdf
         np.testing.assert_allclose(u[:200].numpy(), [cdf(v) for v in x[:200].tolist()], atol=1e-12)
 
@@ -374,10 +375,10 @@ def test_noise_has_the_quantizers_error_distribution(gaussian):
         assert abs(float(err[inner].mean())) < SIGMAS * math.sqrt(variance / int(inner.sum()))
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "laplace", "empirical"])
-def test_gradients_flow_through_noise_injection(gaussian, kind):
+@pytest.mark.parametrize("family", ["gaussian", "laplace", "empirical"])
+def test_gradients_flow_through_noise_injection(gaussian, family):
     x0, _ = gaussian
-    dist = fit_distribution(x0, kind)
+    dist = fit_distribution(x0, family)
     x = x0[:2000].clone().float().requires_grad_()
     y = noise_quantize(x, dist, 4)
     assert y.dtype == torch.float32 and y.shape == x.shape

@@ -25,17 +25,17 @@ class ShiftOffByOne(EsbDecoder):
     """Mutant: the largest binade's shift is ``c`` instead of ``c - 1`` (its values doubled)."""
 
     def fields(self):
-        sign, S, sh = super().fields()
+        sign, significand, shift = super().fields()
         c = self.code[self.format.fraction_bits:self.format.magnitude_bits]
-        return sign, S, Mux(c == (1 << self.format.exponent_bits) - 1, c, sh)
+        return sign, significand, Mux(c == (1 << self.format.exponent_bits) - 1, c, shift)
 
 
 class NoHiddenBit(EsbDecoder):
-    """Mutant: normal numbers lose their hidden bit (``S = f``)."""
+    """Mutant: normal numbers lose their hidden bit (``significand = f``)."""
 
     def fields(self):
-        sign, S, sh = super().fields()
-        return sign, S[:self.format.fraction_bits] if self.format.fraction_bits else Const(0, 1), sh
+        sign, significand, shift = super().fields()
+        return sign, significand[:self.format.fraction_bits] if self.format.fraction_bits else Const(0, 1), shift
 
 
 class MutantPE(EsbPE):
