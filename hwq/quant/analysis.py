@@ -45,7 +45,7 @@ def tensor_errors(quantizer, x):
             "rounding": float(np.mean([p.rounding for p in parts])),
             "total": float(np.mean([p.total for p in parts])),
             "clipped_fraction": float(np.mean([p.clipped for p in parts])),
-            "sqnr_db": sqnr_db(x, quantizer.fake(x))}
+            "sqnr_db": sqnr_db(x, quantizer.fake_quantize(x))}
 
 
 def _layer_bops(layer, a_bits, w_bits, out_shape):

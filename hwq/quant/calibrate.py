@@ -51,24 +51,26 @@ class TensorQuantizer:
         shape[self.channel_axis] = -1
         return self.scale.reshape(shape)
 
-    def codes(self, x):
-        """Codes of real tensor ``x`` (NaN/Inf raise :class:`InputError`)."""
+    def quantize(self, x):
+        """Codes of real tensor ``x`` (NaN/Inf raise :class:`~hwq.errors.InputError`), as
+        :meth:`NumberFormat.quantize <hwq.formats.base.NumberFormat.quantize>` with this
+        quantizer's scales."""
         x = check_finite(x)
         return self.format.encode(x / self._scales(x.ndim))
 
-    def dequantize(self, codes):
+    def to_real(self, codes):
         """``scale * value(code)`` as float64."""
         codes = np.asarray(codes)
         return self.format.to_real(codes) * self._scales(codes.ndim)
 
-    def fake(self, x):
-        """``dequantize(codes(x))``: the value the hardware sees, as float64."""
-        return self.dequantize(self.codes(x))
+    def fake_quantize(self, x):
+        """``to_real(quantize(x))``: the value the hardware sees, as float64."""
+        return self.to_real(self.quantize(x))
 
     def mse(self, x):
         """Mean squared quantization error of ``x``."""
         x = check_finite(x)
-        return float(np.mean((self.fake(x) - x) ** 2))
+        return float(np.mean((self.fake_quantize(x) - x) ** 2))
 
 
 def calibrate(spec, x, *, role, per_channel=True):

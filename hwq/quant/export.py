@@ -58,7 +58,7 @@ def export(model, out_dir):
         files[f"{name}.weights.mem"] = _hex_lines(codes, bits)
         files[f"{name}.bias.mem"] = _hex_lines(layer.bias, bias_bits)
         layers.append({
-            "name": name, "kind": layer.kind, "geometry": layer.geometry,
+            "name": name, "op": layer.op, "geometry": layer.geometry,
             "shape": list(layer.weight_codes.shape),
             "activation": _operand(layer.a_format),
             "weight": {**_operand(layer.w_format), "mem": f"{name}.weights.mem", "offset_bytes": offset,
@@ -114,7 +114,7 @@ def load(out_dir):
         codes = _read_mem(out_dir / entry["weight"]["mem"], w_fmt.bits, out_channels * features, signed=False)
         bias = _read_mem(out_dir / entry["bias"]["mem"], entry["bias"]["bits"], out_channels, signed=True)
         layers[entry["name"]] = LayerProgram(
-            kind=entry["kind"], geometry=entry["geometry"], a_format=a_fmt, w_format=w_fmt,
+            op=entry["op"], geometry=entry["geometry"], a_format=a_fmt, w_format=w_fmt,
             weight_codes=codes.reshape(out_channels, features), bias=bias,
             input_requant=Requant(np.array([entry["input_requant"]["multiplier"]], dtype=np.int64),
                                   np.array([entry["input_requant"]["shift"]], dtype=np.int64)),

@@ -107,8 +107,8 @@ class LayerProgram:
 
     Attributes
     ----------
-    kind : str
-        ``"conv2d"`` or ``"linear"``.
+    op : str
+        The layer's operation, ``"conv2d"`` or ``"linear"``.
     geometry : dict
         Conv2d: ``kernel_size``, ``stride``, ``padding``, ``dilation`` (pairs); linear: empty.
     a_format, w_format : NumberFormat
@@ -123,7 +123,7 @@ class LayerProgram:
         The activation code of value 0.
     """
 
-    kind: str
+    op: str
     geometry: dict
     a_format: object
     w_format: object
@@ -198,8 +198,8 @@ def _layer_program(name, layer, frac_bits):
     if conv:
         geometry = {key: _pair(getattr(layer.layer, key)) for key in ("kernel_size", "stride", "padding", "dilation")}
     return LayerProgram(
-        kind="conv2d" if conv else "linear", geometry=geometry, a_format=a_q.format, w_format=w_q.format,
-        weight_codes=w_q.codes(weight).reshape(weight.shape[0], -1), bias=layer.bias_codes(),
+        op="conv2d" if conv else "linear", geometry=geometry, a_format=a_q.format, w_format=w_q.format,
+        weight_codes=w_q.quantize(weight).reshape(weight.shape[0], -1), bias=layer.bias_codes(),
         input_requant=Requant.of(2.0 ** -frac_bits / np.ldexp(a_q.scale[0], a_q.format.lsb_exp)),
         output_requant=Requant.of(layer.acc_unit * 2.0 ** frac_bits),
         pad_code=int(pad[0]))
@@ -241,7 +241,7 @@ class IntegerModel:
 
     def accumulators(self, layer, codes):
         """Exact accumulators (bias included) of ``layer`` for input ``codes``."""
-        if layer.kind == "linear":
+        if layer.op == "linear":
             return matmul(layer.a_format, codes, layer.w_format, layer.weight_codes) + layer.bias
         g = layer.geometry
         n, _, h, w = codes.shape
@@ -263,12 +263,12 @@ class IntegerModel:
         env = {}
         for op in self.ops:
             args = [env[name] for name in op["inputs"]]
-            kind = op["op"]
-            if kind == "input":
+            op_name = op["op"]
+            if op_name == "input":
                 env[op["name"]] = np.rint(np.ldexp(x, self.frac_bits)).astype(np.int64)
-            elif kind == "output":
+            elif op_name == "output":
                 return np.ldexp(args[0].astype(np.float64), -self.frac_bits)
-            elif kind == "layer":
+            elif op_name == "layer":
                 layer = self.layers[op["layer"]]
                 codes = self.input_codes(layer, args[0])
                 acc = self.accumulators(layer, codes)
@@ -280,26 +280,26 @@ class IntegerModel:
         raise InputError("the graph has no output")
 
     def _op(self, op, args):
-        kind, y = op["op"], args[0]
-        if kind == "relu":
+        op_name, y = op["op"], args[0]
+        if op_name == "relu":
             return np.maximum(y, 0)
-        if kind == "relu6":
+        if op_name == "relu6":
             return np.clip(y, 0, 6 << self.frac_bits)
-        if kind == "identity":
+        if op_name == "identity":
             return y
-        if kind == "add":
+        if op_name == "add":
             return y + args[1]
-        if kind == "flatten":
+        if op_name == "flatten":
             return y.reshape(*y.shape[:op["start_dim"]], -1)
-        if kind == "reshape":
+        if op_name == "reshape":
             return y.reshape(*op["shape"])
-        if kind == "maxpool":
+        if op_name == "maxpool":
             out = F.max_pool2d(torch.from_numpy(y.astype(np.float64)), op["kernel_size"], op["stride"],
                                op["padding"], op["dilation"], ceil_mode=op["ceil_mode"])
             return out.numpy().astype(np.int64)
-        if kind in ("avgpool", "adaptive_avgpool"):
+        if op_name in ("avgpool", "adaptive_avgpool"):
             return self._average(op, y)
-        raise InputError(f"unknown integer op {kind!r}")
+        raise InputError(f"unknown integer op {op_name!r}")
 
     def _average(self, op, y):
         if op["op"] == "adaptive_avgpool":
@@ -333,7 +333,7 @@ def compare(qmodel, integer_model, x):
     seen = {name: inputs for name, (inputs, _) in recorded.items()}
     report = {"layers": {}, "first": None}
     for name, layer in qmodel.layers.items():
-        fake_codes = layer.input_quantizer.codes(seen[name])
+        fake_codes = layer.input_quantizer.quantize(seen[name])
         int_codes = trace[name]["codes"]
         differ = np.argwhere(fake_codes != int_codes)
         entry = {"differing_codes": int(len(differ)), "codes": int(fake_codes.size)}
@@ -341,7 +341,7 @@ def compare(qmodel, integer_model, x):
             index = tuple(int(i) for i in differ[0])
             fmt = layer.input_quantizer.format
             entry["first"] = {"layer": name, "index": index, "integer_code": int(int_codes[index]),
-                              "integer_value": float(layer.input_quantizer.dequantize(int_codes)[index]),
+                              "integer_value": float(layer.input_quantizer.to_real(int_codes)[index]),
                               "fake_code": int(fake_codes[index]), "activation": float(seen[name][index]),
                               "format": repr(fmt)}
             report["first"] = report["first"] or entry["first"]

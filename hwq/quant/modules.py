@@ -20,7 +20,7 @@ __all__ = ["QuantLayer", "straight_through"]
 class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, quantizer):
-        values = quantizer.fake(x.detach().cpu().numpy())
+        values = quantizer.fake_quantize(x.detach().cpu().numpy())
         return torch.from_numpy(values).to(dtype=x.dtype, device=x.device)
 
     @staticmethod

@@ -65,7 +65,7 @@ def _expected_errors(quantizer, x, channel_axis):
     """Clipping / rounding / SQNR with numpy: per channel against that channel's least/largest level."""
     fmt = quantizer.format
     levels = np.unique(fmt.to_real(fmt.codes))
-    fake = quantizer.fake(x)
+    fake = quantizer.fake_quantize(x)
     if quantizer.channel_axis is None:
         pairs = [(x.ravel(), fake.ravel(), quantizer.scale[0])]
     else:
@@ -108,7 +108,7 @@ def test_per_layer_analysis_against_numpy(digits, quantized, key):
             clipping, rounding, sqnr = _expected_errors(quantizer, tensor, 0)
             assert got["clipping"] == pytest.approx(clipping, rel=1e-9, abs=1e-15), name
             assert got["rounding"] == pytest.approx(rounding, rel=1e-9, abs=1e-15), name
-            assert got["total"] == pytest.approx(np.mean((tensor - quantizer.fake(tensor)) ** 2), rel=1e-9), name
+            assert got["total"] == pytest.approx(np.mean((tensor - quantizer.fake_quantize(tensor)) ** 2), rel=1e-9), name
             assert got["sqnr_db"] == pytest.approx(sqnr, rel=1e-9), name
             clipped_somewhere |= clipping > 0
         with torch.no_grad():

@@ -22,7 +22,7 @@ def test_integer_accumulators_are_the_golden_pe_math(digits, quantized, key):
         codes, acc = trace_[name]["codes"], trace_[name]["acc"]
         a_values = torch.from_numpy(layer.a_format.decode(codes).astype(np.float64))
         w_values = torch.from_numpy(layer.w_format.decode(layer.weight_codes).astype(np.float64))
-        if layer.kind == "conv2d":
+        if layer.op == "conv2d":
             w_values = w_values.reshape(len(w_values), a_values.shape[1], *layer.geometry["kernel_size"])
             expected = F.conv2d(a_values, w_values, stride=layer.geometry["stride"], padding=layer.geometry["padding"])
             bias = layer.bias[None, :, None, None]
@@ -32,7 +32,7 @@ def test_integer_accumulators_are_the_golden_pe_math(digits, quantized, key):
         # small integers: float64 sums are exact
         np.testing.assert_array_equal(acc - bias, expected.numpy().astype(np.int64))
         # one output through the PE contract itself (clear, then one valid term per cycle)
-        if layer.kind == "linear":
+        if layer.op == "linear":
             a, w = codes[0], layer.weight_codes[0]
             stream = accumulate(layer.a_format, a, layer.w_format, w, np.ones(len(a)), np.arange(len(a)) == 0)
             assert stream[-1] == acc[0, 0] - layer.bias[0]
@@ -62,7 +62,7 @@ def test_every_format_runs_the_integer_path_and_exports(digits, tmp_path, weight
     trace_ = {}
     logits = imodel.run(x_test[:32], trace_)
     for name, layer in imodel.layers.items():
-        if layer.kind == "linear":      # the golden PE contract on one output
+        if layer.op == "linear":      # the golden PE contract on one output
             a, w = trace_[name]["codes"][0], layer.weight_codes[0]
             stream = accumulate(layer.a_format, a, layer.w_format, w, np.ones(len(a)), np.arange(len(a)) == 0)
             assert stream[-1] == trace_[name]["acc"][0, 0] - layer.bias[0]
