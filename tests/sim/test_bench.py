@@ -328,7 +328,13 @@ def test_cli_exit_status(tmp_path, sim_root):
 
     ok = run(str(path), "--sim", "icarus", "--random-cycles", "500", "--build-dir", str(sim_root / "cli"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "4 tests passed" in ok.stdout
+    lines = ok.stdout.splitlines()
+    assert lines[0].startswith("fxp_pe_a2_w2 on icarus: building fxp_pe_a2_w2.v with icarus")   # progress
+    assert lines[1].startswith("fxp_pe_a2_w2 on icarus: built in ") and "running every test" in lines[1]
+    assert lines[-1].startswith("fxp_pe_a2_w2 on icarus: 4 tests passed")
+    quiet = run(str(path), "--sim", "icarus", "--random-cycles", "500", "--build-dir", str(sim_root / "cli"),
+                "--quiet")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
     original = path.with_suffix(".v").read_text()
     replace_verilog(path, original.replace("assign product = ", "assign product = - "))
     bad = run(str(path), "--sim", "icarus", "--random-cycles", "500", "--build-dir", str(sim_root / "cli_bad"))
