@@ -11,7 +11,7 @@ import pytest
 
 from hwq import build as build_module
 from hwq.fileio import MARKER
-from hwq.formats import FORMATS, from_params
+from hwq.formats import from_params
 from hwq.pe import PE_CLASSES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,6 @@
 cocotb bench and the PyTorch front end without any edit to a shared hwq module."""
 
 import importlib
-import json
 import sys
 
 import numpy as np

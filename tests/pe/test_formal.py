@@ -11,7 +11,6 @@ from amaranth.back import rtlil
 from hwq.errors import HwqError, InputError
 from hwq.formats import FixedPoint
 from hwq.pe import FixedPointPE
-from hwq.pe import formal
 from hwq.pe.formal import AccumulatorProperties, prove
 
 def accumulate(m, pe, product, valid, clear):
