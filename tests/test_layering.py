@@ -120,3 +120,14 @@ def test_importing_a_layer_loads_nothing_it_must_not(code, absent):
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_tests_of_the_hardware_layers_need_no_torch():
+    # the format, PE, simulation, synthesis and board tests run where torch is not installed
+    found = []
+    for folder in ("formats", "pe", "sim", "synth", "boards"):
+        for path in sorted((ROOT / "tests" / folder).rglob("*.py")):
+            name = ".".join(("tests", folder, *path.relative_to(ROOT / "tests" / folder).with_suffix("").parts))
+            found += [f"{name} imports {imported}" for imported in _imports(name, path)
+                      if imported.split(".")[0] in TORCH or imported.startswith("hwq.quant")]
+    assert found == []
