@@ -44,10 +44,17 @@ def _parse_config(text):
     return int(match[1]), int(match[2])
 
 
-def _formats(names):
-    from .formats import CALIBRATORS
+def _formats(names, log):
+    """The formats to run: ``names``, or every format with both a PE and a calibrator (the
+    others are named in one log line, never dropped silently)."""
+    from .formats import CALIBRATORS, FORMATS
     usable = [name for name in PE_CLASSES if name in CALIBRATORS]
     if not names or "all" in names:
+        missing = {name: [part for part, registry in (("a PE", PE_CLASSES), ("a calibrator", CALIBRATORS))
+                          if name not in registry] for name in FORMATS if name not in usable}
+        if missing:
+            log("not in the example: " + "; ".join(f"{name} (no {' and no '.join(p[2:] for p in parts)})"
+                                                    for name, parts in missing.items()))
         return usable
     for name in names:
         if name not in usable:
@@ -259,7 +266,7 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
     from .quant.analysis import plot_histograms
     from .quant.digits import train_digits_cnn
     from .quant.train import evaluate
-    formats = _formats(formats)
+    formats = _formats(formats, log)
     check_int("epochs", epochs, 1, 10_000)
     check_int("qat_epochs", qat_epochs, 1, 10_000)
     if jobs is not None:

@@ -86,3 +86,13 @@ def test_quantize_a_trained_model(toy):
     logits = IntegerModel.from_quantized(qmodel).run(x[900:])
     assert np.asarray(logits).shape == (300, 10)
     assert (np.asarray(logits).argmax(1) == y[900:].numpy()).mean() > 0.5
+
+
+def test_the_worked_example_names_a_format_it_cannot_run(toy):
+    from hwq.quantize import _formats
+    PE_CLASSES.unregister("toy")                    # a format with a calibrator but no PE
+    lines = []
+    assert "toy" not in _formats(None, lines.append)
+    assert lines == ["not in the example: toy (no PE)"]
+    with pytest.raises(InputError, match="format 'toy' cannot run the example .*needs a PE and a calibrator"):
+        _formats(["toy"], lines.append)
