@@ -68,7 +68,11 @@ def plan_pes(formats=None, a_bits=None, w_bits=None, *, pipeline=0, max_terms=10
     pes = []
     for fmt in _formats(formats):
         for a, w in widths or pe_class(fmt).default_widths:
-            pes.extend(pe_variants(fmt, a, w, pipeline=pipeline, max_terms=max_terms))
+            try:
+                pes.extend(pe_variants(fmt, a, w, pipeline=pipeline, max_terms=max_terms))
+            except InputError as exc:
+                raise InputError(f"{fmt} PE with --a-bits {a} --w-bits {w} --pipeline {pipeline} "
+                                 f"--max-terms {max_terms}: {exc}") from None
     names = [pe.module_name for pe in pes]
     return [pe for i, pe in enumerate(pes) if pe.module_name not in names[:i]]
 
@@ -199,11 +203,12 @@ def _parser():
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
-    args = _parser().parse_args(argv)
-    return run_command("hwq-build", lambda: build(
-        args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
-        synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
-        max_terms=args.max_terms, cache=None if args.no_cache else True, quiet=args.quiet))
+    def call():
+        args = _parser().parse_args(argv)
+        build(args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
+              synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
+              max_terms=args.max_terms, cache=None if args.no_cache else True, quiet=args.quiet)
+    return run_command("hwq-build", call)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ a failed tool exits 1 and names its log (:class:`~hwq.errors.ToolError`), succes
 """
 
 import argparse
+import importlib.metadata
 import sys
 
 from .errors import HwqError, ToolError
@@ -15,10 +16,21 @@ __all__ = ["ArgumentParser", "positive_int", "run_command"]
 
 class ArgumentParser(argparse.ArgumentParser):
     """:class:`argparse.ArgumentParser` whose usage errors are one line, ``<prog>: error: <message>``,
-    with exit status 2, like every other bad input."""
+    with exit status 2, like every other bad input, and which has ``--version``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _version():
+    try:
+        return importlib.metadata.version("hwq")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def positive_int(text):
@@ -40,17 +52,22 @@ def run_command(prog, call):
     prog : str
         The program name that prefixes an error message (``<prog>: error: <message>``).
     call : callable
-        The work; its return value is ignored unless it is an int (then it is the exit status).
+        The work, argument parsing included (so that an error raised while the parser is built,
+        e.g. by a plug-in that cannot be imported, is one line too); its return value is ignored
+        unless it is an int (then it is the exit status).
 
     Returns
     -------
     int
         0 on success, :attr:`HwqError.exit_status <hwq.errors.HwqError.exit_status>` on an
         :class:`~hwq.errors.HwqError` (2 for bad input, 1 for a tool failure, whose log path is
-        printed on a second line).
+        printed on a second line), 130 on Ctrl-C (one line, no traceback).
     """
     try:
         status = call()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except HwqError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         if isinstance(exc, ToolError) and exc.log is not None and str(exc.log) not in str(exc):

@@ -6,7 +6,9 @@ Output directories (``--out``)
 run succeeds, *replaces* ``--out`` as a whole: the old directory is renamed aside, the staged one
 renamed in, and the old one removed. A reader sees the old directory or the new one (or, for the
 instant between the two renames, none), never a mix of the two; files of an earlier run that the
-new run does not write are gone. A run that fails leaves ``--out`` exactly as it was.
+new run does not write are gone. A run that fails leaves ``--out`` exactly as it was; when a tool
+failed (:class:`~hwq.errors.ToolError`), its working directory is kept in
+``$TMPDIR/hwq-failed-*/`` and the error names the log there.
 
 Because the whole directory is replaced, hwq refuses, before any work, an existing ``--out`` that
 may hold someone else's files (:func:`check_output_dir`). An existing ``--out`` is accepted when it
@@ -30,7 +32,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, ToolError
 
 __all__ = ["MARKER", "write_atomic", "check_writable_dir", "check_output_dir", "staged_output"]
 
@@ -177,10 +179,32 @@ def staged_output(out_dir):
     try:
         yield stage
         _commit(stage, real)
-    except BaseException:
+    except BaseException as exc:
+        _keep_failure_log(exc, stage)
         shutil.rmtree(stage, ignore_errors=True)
         _remove_created(created)
         raise
+
+
+def _keep_failure_log(exc, stage):
+    """Before ``stage`` is removed: move the working directory of a failed tool's log (a
+    :class:`~hwq.errors.ToolError` raised inside it) to a kept ``hwq-failed-*`` directory in the
+    system's temporary directory, and point the error's message and ``log`` there."""
+    log = getattr(exc, "log", None)
+    if not isinstance(exc, ToolError) or log is None:
+        return
+    log = Path(log)
+    try:
+        relative = log.parent.relative_to(stage)
+    except ValueError:
+        return                                   # not in the staging directory: it stays
+    if not log.exists():
+        return
+    kept = Path(tempfile.mkdtemp(prefix="hwq-failed-")) / relative
+    shutil.copytree(log.parent, kept)
+    exc.args = tuple(str(arg).replace(str(log.parent), str(kept)) if isinstance(arg, str) else arg
+                     for arg in exc.args)
+    exc.log = kept / log.name
 
 
 def _remove_created(created):

@@ -122,9 +122,11 @@ def _closest_pe(fmt, a_bits, w_bits, weight_format):
 
 
 def _pe_costs(runs, weight_formats, stage, out, jobs, log):
-    """Synthesize the PE of every run; a PE that fails (e.g. does not fit the part) gets an
-    ``error`` entry instead of figures, and the other runs keep theirs."""
+    """Synthesize the PE of every run; a PE that fails gets an ``error`` entry instead of figures
+    (``fits: false`` when it does not fit the part, a measured outcome), and the other runs keep
+    theirs. Returns the errors of PEs whose synthesis failed for another reason."""
     from .synth import SYNTH_TOOLS, SynthJob, synthesize_all
+    from .synth.nextpnr import DoesNotFit
     find_tools(*SYNTH_TOOLS)
     manifests = {}
     for run_, weight_format in zip(runs, weight_formats):
@@ -142,13 +144,17 @@ def _pe_costs(runs, weight_formats, stage, out, jobs, log):
             try:
                 results.extend(synthesize_all([job], stage / "rtl" / "synth"))
             except ToolError as exc:
-                results.append({"module": manifest["module"], "error": str(exc).replace(str(stage), str(out))})
+                outcome = {"fits": False} if isinstance(exc, DoesNotFit) else {"failed": True}
+                results.append({"module": manifest["module"], **outcome,
+                                "error": str(exc).replace(str(stage), str(out)),
+                                "log": str(exc.log).replace(str(stage), str(out)) if exc.log else None})
     log(f"synthesized {len(results)} PE(s) in {time.perf_counter() - start:.1f} s")
     costs = {key: result for key, result in zip(manifests, results)}
-    keys = ("module", "error", "lut4", "carry", "ff", "dsp", "fmax_mhz", "power_mw_12mhz")
+    keys = ("module", "fits", "error", "lut4", "carry", "ff", "dsp", "fmax_mhz", "power_mw_12mhz")
     for run_, weight_format in zip(runs, weight_formats):
         result = costs[run_["format"], run_["a_bits"], run_["w_bits"], weight_format]
         run_["pe"] = {k: result[k] for k in keys if k in result}
+    return [result for result in results if result.get("failed")]
 
 
 def _table(runs, float_accuracy):
@@ -160,7 +166,8 @@ def _table(runs, float_accuracy):
         rows.append([r["format"], f"w{r['w_bits']}a{r['a_bits']}", r["weights"], r["activations"],
                      f"{100 * r['ptq_accuracy']:.2f}", f"{100 * r['integer_accuracy']:.2f}",
                      f"{100 * r['qat_accuracy']:.2f}", f"{r['output_sqnr_db']:.1f}", f"{r['bops'] / 1e6:.2f}",
-                     pe.get("module", "-") + (" (failed, see report.json)" if "error" in pe else ""),
+                     pe.get("module", "-") + ("" if "error" not in pe else " (does not fit the iCE40UP5K)"
+                                             if not pe.get("fits", True) else " (failed, see report.json)"),
                      str(pe.get("lut4", "-")), str(pe.get("ff", "-")),
                      "-" if pe.get("fmax_mhz") is None else f"{pe['fmax_mhz']:.1f}"])
     lines = [f"FP32 accuracy: {100 * float_accuracy:.2f} %", "",
@@ -304,8 +311,9 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
                     plot_histograms(qmodel, data[2][:256], stage / "histograms" / f"{fmt}_w{w_bits}a{a_bits}.png")
                 bar.update()
         bar.close()
+        failures = []
         if synth:
-            _pe_costs(runs, weight_formats, stage, out, jobs, log)
+            failures = _pe_costs(runs, weight_formats, stage, out, jobs, log)
             _plot(runs, stage / "accuracy_vs_luts.png")
         table = _table(runs, float_accuracy)
         report = {"float_accuracy": float_accuracy, "timing": timing, "runs": runs}
@@ -314,30 +322,40 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
                      + plot_link + _layer_tables(runs))
         write_atomic(stage / "report.json", json.dumps(report, indent=2, default=float) + "\n")
     log(table)
+    if failures:
+        # the report is written (it names every failure); the exit status still says a tool failed
+        raise ToolError(f"synthesis of {len(failures)} PE(s) failed: {failures[0]['error']}", failures[0]["log"])
     return report
 
 
-def main(argv=None):
-    """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
+def _parser():
     parser = ArgumentParser(prog="hwq-quantize", description=__doc__.splitlines()[0])
     parser.add_argument("--format", action="append", dest="formats", metavar="NAME",
-                        help="format (repeatable, or 'all'; default all)")
+                        help="format (repeatable, or 'all'; default every format with a PE and a calibrator)")
     parser.add_argument("--config", action="append", dest="configs", metavar="wNaM",
                         help=f"weight/activation bits (repeatable; default {' '.join(CONFIGS)})")
-    parser.add_argument("--out", default="build/quantize", metavar="DIR")
+    parser.add_argument("--out", default="build/quantize", metavar="DIR",
+                        help="output directory, replaced as a whole on success (default build/quantize)")
     parser.add_argument("--epochs", type=positive_int, default=30, help="float training epochs (default 30)")
     parser.add_argument("--qat-epochs", type=positive_int, default=2, help="QAT epochs (default 2)")
     parser.add_argument("--no-synth", action="store_true", help="skip the PE synthesis")
-    parser.add_argument("--jobs", type=positive_int, help="parallel synthesis jobs")
+    parser.add_argument("--jobs", type=positive_int, help="parallel synthesis jobs (default: one per CPU)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars, step lines or final table (errors still print)")
-    args = parser.parse_args(argv)
-    from tqdm import tqdm
-    # tqdm.write prints a line above the progress bars instead of through them
-    log = (lambda *_: None) if args.quiet else tqdm.write
-    return run_command("hwq-quantize", lambda: run(
-        args.formats, args.configs or CONFIGS, out=Path(args.out), epochs=args.epochs,
-        qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs, log=log, progress=not args.quiet))
+    return parser
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (:func:`hwq.cli.run_command`: 2 for bad
+    input or a missing tool, 1 when a PE's synthesis failed; the report is written either way)."""
+    def call():
+        args = _parser().parse_args(argv)
+        from tqdm import tqdm
+        # tqdm.write prints a line above the progress bars instead of through them
+        log = (lambda *_: None) if args.quiet else tqdm.write
+        run(args.formats, args.configs or CONFIGS, out=Path(args.out), epochs=args.epochs,
+            qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs, log=log, progress=not args.quiet)
+    return run_command("hwq-quantize", call)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,29 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(script, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and re.match(message, proc.stderr), proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("script", COMMANDS)
+def test_version(script, tmp_path):
+    from importlib.metadata import version
+    proc = run([str(BIN / script), "--version"], tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, f"{script} {version('hwq')}\n")
+
+
+@pytest.mark.parametrize("script, args", [("hwq-build", ["--help"]), ("hwq-board", ["--help"]),
+                                          ("hwq-quantize", ["--format", "fxp", "--no-synth"])])
+def test_a_plugin_that_cannot_be_imported_is_one_line(script, args, tmp_path, monkeypatch):
+    monkeypatch.setenv("HWQ_PLUGINS", "no_such_plugin_module")
+    proc = run([str(BIN / script), *args], tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"{script}: error: $HWQ_PLUGINS names module 'no_such_plugin_module', which cannot be "
+                           "imported: No module named 'no_such_plugin_module'\n")
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    from hwq.cli import run_command
+
+    def interrupted():
+        raise KeyboardInterrupt
+    assert run_command("hwq-build", interrupted) == 130
+    assert capsys.readouterr().err == "hwq-build: interrupted\n"

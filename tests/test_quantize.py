@@ -71,3 +71,24 @@ def test_bad_numbers_are_rejected_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         example.main(["--jobs", "0", "--out", str(tmp_path / "out")])
     assert exit_.value.code == 2 and "expected a positive integer, not 0" in capsys.readouterr().err
+
+
+def test_a_failed_synthesis_is_reported_and_exits_1(tmp_path, capsys, monkeypatch):
+    # a yosys that always fails: the report is still written and names the failure, and the
+    # command exits 1 with a log that exists (in --out, not in a deleted staging directory)
+    fake = tmp_path / "broken-yosys"
+    fake.write_text("#!/bin/sh\necho 'ERROR: this yosys is broken' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    monkeypatch.setenv("HWQ_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "example"
+    status = example.main(["--format", "fxp", "--config", "w4a4", "--epochs", "1", "--qat-epochs", "1",
+                           "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert err.startswith("hwq-quantize: error: synthesis of 1 PE(s) failed: yosys on ") and "broken" in err
+    log = err.split("see ")[-1].split()[0].rstrip(";")
+    assert log.startswith(str(out)) and "this yosys is broken" in open(log).read()
+    (run,) = json.loads((out / "report.json").read_text())["runs"]
+    assert "fits" not in run["pe"] and "this yosys is broken" in run["pe"]["error"]
+    assert "(failed, see report.json)" in (out / "report.md").read_text()

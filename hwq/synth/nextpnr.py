@@ -12,12 +12,13 @@ is still missing (nextpnr counts 0.1 ns setup + 0.1 ns clock-to-out instead).
 """
 
 import json
+import re
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, ToolError
 from ..tools import run_tool
 
-__all__ = ["REPORT", "nextpnr_args", "run_nextpnr", "parse_report"]
+__all__ = ["REPORT", "DoesNotFit", "nextpnr_args", "run_nextpnr", "parse_report", "overfull"]
 
 REPORT = "report.json"
 LOG = "nextpnr"
@@ -27,6 +28,36 @@ FAKE_CLOCK = "$PACKER_GND_NET"
 
 #: report utilisation keys -> result keys
 UTILIZATION = {"ICESTORM_LC": "lc", "SB_IO": "io", "ICESTORM_DSP": "dsp", "ICESTORM_RAM": "ram"}
+
+
+#: a utilisation line of nextpnr's log, e.g. ``Info:          ICESTORM_LC:    7330/   5280   138%``
+_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
+
+
+class DoesNotFit(ToolError):
+    """nextpnr stopped because the design needs more cells of some kind than the part has.
+
+    A measured outcome, not a broken tool: the message names the part and every overfull cell
+    type (e.g. ``ICESTORM_LC 7330/5280``).
+
+    Attributes
+    ----------
+    overfull : dict
+        ``{bel: (used, available)}`` of every cell type over capacity.
+    """
+
+    def __init__(self, message, log=None, overfull=None):
+        super().__init__(message, log)
+        self.overfull = dict(overfull or {})
+
+
+def overfull(log_text):
+    """``{bel: (used, available)}`` of every cell type nextpnr's log shows over capacity."""
+    found = {}
+    for bel, used, available in _UTIL_LINE.findall(log_text):
+        if int(used) > int(available):
+            found[bel] = (int(used), int(available))
+    return found
 
 
 def nextpnr_args(netlist, target, *, freq_mhz, seed):
@@ -61,10 +92,26 @@ def run_nextpnr(nextpnr, netlist, target, work_dir, *, freq_mhz, seed):
     -------
     dict
         ``report`` (parsed ``--report`` JSON) and ``seconds`` (wall time).
+
+    Raises
+    ------
+    DoesNotFit
+        If the design needs more cells than the part has (nextpnr's log shows a utilisation
+        over 100 %).
+    ToolError
+        If nextpnr fails for any other reason.
     """
     work_dir = Path(work_dir)
     argv = [nextpnr, *nextpnr_args(netlist, target, freq_mhz=freq_mhz, seed=seed)]
-    seconds = run_tool(argv, work_dir, LOG, f"nextpnr ({target.name})")
+    try:
+        seconds = run_tool(argv, work_dir, LOG, f"nextpnr ({target.name})")
+    except ToolError as exc:
+        log = work_dir / f"{LOG}.log"
+        over = overfull(log.read_text(errors="replace")) if log.exists() else {}
+        if not over:
+            raise
+        cells = ", ".join(f"{bel} {used}/{available}" for bel, (used, available) in over.items())
+        raise DoesNotFit(f"the design does not fit the {target.part}: {cells}; see {log}", log, over) from None
     path = work_dir / REPORT
     if not path.exists():
         raise InputError(f"nextpnr wrote no report; see {work_dir / (LOG + '.log')}")

@@ -11,6 +11,7 @@ import pytest
 
 from hwq.errors import HwqError, InputError
 from hwq.manifest import read_manifest
+from hwq.pe import write_pe
 from hwq.synth import (SynthJob, harness_name, harness_verilog, synthesize,
                        synthesize_all)
 from hwq.tools import find_tool
@@ -151,3 +152,28 @@ def test_synth_imports_no_front_end():
     code = ("import sys, hwq.synth; bad = [m for m in sys.modules if m.startswith(('amaranth', 'hwq.pe', "
             "'hwq.quant', 'torch'))]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_overfull_utilisation_is_read_from_the_log():
+    from hwq.synth.nextpnr import overfull
+    log = ("Info: Device utilisation:\n"
+           "Info: \t         ICESTORM_LC:    7330/   5280   138%\n"
+           "Info: \t        ICESTORM_RAM:       0/     30     0%\n"
+           "Info: \t               SB_IO:       4/     96     4%\n"
+           "Info: \t        ICESTORM_DSP:       9/      8   112%\n")
+    assert overfull(log) == {"ICESTORM_LC": (7330, 5280), "ICESTORM_DSP": (9, 8)}
+    assert overfull(log.replace("7330", "5280").replace("9/", "8/")) == {}
+
+
+@pytest.mark.slow
+def test_a_pe_too_big_for_the_part_is_reported_as_not_fitting(tmp_path):
+    from hwq.formats import FixedPoint, Uniq
+    from hwq.pe import UniqPE
+    from hwq.synth.nextpnr import DoesNotFit
+    # a loadable 8-bit UNIQ table (256 words in LUTs) does not fit the iCE40UP5K's 5280 LCs
+    write_pe(UniqPE(FixedPoint(8, signed=False), Uniq(8), loadable=True), tmp_path)
+    [manifest] = tmp_path.glob("*.json")
+    with pytest.raises(DoesNotFit, match=r"does not fit the iCE40UP5K-SG48: ICESTORM_LC \d+/5280") as info:
+        synthesize(manifest, tmp_path / "build")
+    used, available = info.value.overfull["ICESTORM_LC"]
+    assert used > available == 5280 and info.value.log.is_file()
