@@ -24,15 +24,20 @@ import importlib
 import importlib.metadata
 import os
 import pkgutil
+import re
 
 from .errors import InputError
 
-__all__ = ["Registry", "PLUGIN_ENV", "ENTRY_POINT_GROUP", "load_plugins"]
+__all__ = ["Registry", "PLUGIN_ENV", "ENTRY_POINT_GROUP", "FORMAT_NAME", "load_plugins"]
 
 #: environment variable with extra plug-in modules to import (comma-separated)
 PLUGIN_ENV = "HWQ_PLUGINS"
 #: entry-point group of installed plug-ins
 ENTRY_POINT_GROUP = "hwq.plugins"
+
+#: what a format name is (``pattern``, ``rule`` of a :class:`Registry` keyed by format): lowercase
+#: letters, since a name starts a format spec such as ``"fxp8"`` or ``"esb4k2"``
+FORMAT_NAME = {"pattern": r"[a-z]+", "rule": "are lowercase letters a-z only (a name starts a spec like 'fxp8')"}
 
 _loaded_plugins = set()
 
@@ -69,6 +74,9 @@ class Registry:
         What the entries are, for messages (``"format"``, ``"processing element"``).
     packages : tuple of str
         Packages whose every module is imported before the registry is first read.
+    pattern : str or None
+        Regular expression every name must match in full (e.g. lowercase letters for format
+        names, which start a spec like ``"fxp8"``), with ``rule`` saying it in words.
 
     Examples
     --------
@@ -77,9 +85,11 @@ class Registry:
     ... def calibrate_fxp(x, bits, *, role, per_channel, options): ...
     """
 
-    def __init__(self, what, *, packages=()):
+    def __init__(self, what, *, packages=(), pattern=None, rule=None):
         self._what = what
         self._packages = tuple(packages)
+        self._pattern = re.compile(pattern) if pattern else None
+        self._rule = rule or f"match {pattern}"
         self._entries = {}
         self._discovered = False
 
@@ -91,12 +101,15 @@ class Registry:
         Raises
         ------
         InputError
-            If ``name`` is not a non-empty string, or already names a different object.
+            If ``name`` is not a non-empty string, does not match the registry's pattern, or
+            already names a different object.
         """
         if obj is None:
             return lambda obj: self.register(name, obj)
         if not isinstance(name, str) or not name:
             raise InputError(f"a {self._what} name must be a non-empty string, not {name!r}")
+        if self._pattern is not None and not self._pattern.fullmatch(name):
+            raise InputError(f"{self._what} name {name!r} is not allowed: names {self._rule}")
         existing = self._entries.get(name)
         if existing is not None and existing is not obj and _qualname(existing) != _qualname(obj):
             raise InputError(f"{self._what} {name!r} is already registered by {_qualname(existing)}; "

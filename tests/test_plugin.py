@@ -96,3 +96,11 @@ def test_the_worked_example_names_a_format_it_cannot_run(toy):
     assert lines == ["not in the example: toy (no PE)"]
     with pytest.raises(InputError, match="format 'toy' cannot run the example .*needs a PE and a calibrator"):
         _formats(["toy"], lines.append)
+
+
+def test_a_format_name_must_be_able_to_start_a_spec():
+    from hwq.formats import NumberFormat
+    for bad in ("FXP", "fx8", "my_format", "posit-8"):
+        with pytest.raises(InputError, match=f"format name {bad!r} is not allowed: names are lowercase letters"):
+            type("Bad", (NumberFormat,), {"name": bad, "__module__": __name__})
+    assert bad not in FORMATS

@@ -13,13 +13,13 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import InputError
-from ..registry import Registry
+from ..registry import FORMAT_NAME, Registry
 from .rounding import check_finite
 
 __all__ = ["NumberFormat", "FORMATS", "check_int", "fraction_str", "nearest_index"]
 
 #: every format class by :attr:`NumberFormat.name`; a subclass that sets ``name`` registers itself
-FORMATS = Registry("format", packages=("hwq.formats",))
+FORMATS = Registry("format", packages=("hwq.formats",), **FORMAT_NAME)
 
 
 def check_int(name, value, lo, hi):

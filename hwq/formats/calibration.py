@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import InputError
-from ..registry import Registry
+from ..registry import FORMAT_NAME, Registry
 from .rounding import check_finite
 
 __all__ = ["Calibration", "CALIBRATORS", "ROLES", "calibrate_tensor", "check_options"]
@@ -27,7 +27,7 @@ __all__ = ["Calibration", "CALIBRATORS", "ROLES", "calibrate_tensor", "check_opt
 ROLES = ("weight", "activation")
 
 #: calibrator of every format, by format name (each format's module registers its own)
-CALIBRATORS = Registry("calibrator", packages=("hwq.formats",))
+CALIBRATORS = Registry("calibrator", packages=("hwq.formats",), **FORMAT_NAME)
 
 
 @dataclasses.dataclass(frozen=True)

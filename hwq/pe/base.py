@@ -19,14 +19,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import InputError
-from ..registry import Registry
+from ..registry import FORMAT_NAME, Registry
 from ..formats import NumberFormat, acc_width, product_lsb_exp
 from ..formats.base import check_int
 
 __all__ = ["ProcessingElement", "PE_CLASSES", "MAX_PIPELINE", "operand_params"]
 
 #: the PE class of every format that has one, by format name (each PE module registers its own)
-PE_CLASSES = Registry("processing element", packages=("hwq.pe",))
+PE_CLASSES = Registry("processing element", packages=("hwq.pe",), **FORMAT_NAME)
 
 #: most product register stages a PE accepts
 MAX_PIPELINE = 4

@@ -11,14 +11,14 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..registry import Registry
+from ..registry import FORMAT_NAME, Registry
 
 __all__ = ["default_device", "train", "evaluate", "QAT_PROCEDURES", "quantization_aware_training"]
 
 #: quantization-aware training procedures of formats whose paper trains its own way, by format
 #: name, each ``procedure(qmodel, x, y, *, epochs, seed, **options)``; other formats train with
 #: straight-through QAT (:func:`train`)
-QAT_PROCEDURES = Registry("QAT procedure", packages=("hwq.quant",))
+QAT_PROCEDURES = Registry("QAT procedure", packages=("hwq.quant",), **FORMAT_NAME)
 
 
 def default_device():
