@@ -8,31 +8,45 @@ Examples
 ``hwq-board --board hx8k --format fxp --a-bits 4 --w-bits 4 --pipeline 1 --build-dir build/hx8k``
     a pipelined 4x4 PE on the iCE40-HX8K breakout board.
 
-Bad input (unknown board or format, unsupported width, ...) gives a one-line error and exit
-status 2 before anything is built.
+``hwq-board --board icebreaker --format esb --w-bits 4``
+    one width alone sets both: the esb 4x4 PE.
+
+Bad input (unknown board or format, unsupported width, a build directory that cannot be
+written, ...) gives a one-line error naming the option at fault and exit status 2 before
+anything is built. A failed tool gives a one-line error naming its log and exit status 1.
 """
 
+import gc
 import sys
 import warnings
 
 from amaranth.hdl import UnusedElaboratable
 
 from ..cli import ArgumentParser, run_command
-from ..pe import PE_CLASSES, pe_variants
-from .platforms import BOARDS, build_board, get_board
+from ..errors import InputError
+from ..pe import PE_CLASSES, discard, pe_class, pe_variants
+from .platforms import BOARDS, build_board, check_build, get_board
 
 __all__ = ["main"]
 
 PROG = "hwq-board"
 
+#: how error messages name :func:`~hwq.boards.platforms.build_board`'s parameters here
+OPTION_NAMES = {"cycles": "--cycles", "seed": "--seed", "build_dir": "--build-dir"}
+
+#: widths when neither --a-bits nor --w-bits is given
+DEFAULT_BITS = 8
+
 
 def _parser():
     parser = ArgumentParser(prog=PROG, description="Build a power-on self-test of an hwq processing element "
                      "for an iCE40 board (LEDs show pass/fail).")
-    parser.add_argument("--board", required=True, metavar="NAME", choices=sorted(BOARDS), help="the board")
+    parser.add_argument("--board", required=True, choices=sorted(BOARDS), help="the board")
     parser.add_argument("--format", default="fxp", choices=sorted(PE_CLASSES), help="number format (default fxp)")
-    parser.add_argument("--a-bits", type=int, default=8, metavar="N", help="activation code width (default 8)")
-    parser.add_argument("--w-bits", type=int, default=8, metavar="N", help="weight code width (default 8)")
+    parser.add_argument("--a-bits", type=int, metavar="N",
+                        help=f"activation code width (default: --w-bits if given, else {DEFAULT_BITS})")
+    parser.add_argument("--w-bits", type=int, metavar="N",
+                        help=f"weight code width (default: --a-bits if given, else {DEFAULT_BITS})")
     parser.add_argument("--pipeline", type=int, default=0, metavar="N",
                         help="product register stages (0-4, default 0)")
     parser.add_argument("--cycles", type=int, default=512, metavar="N",
@@ -43,9 +57,64 @@ def _parser():
     return parser
 
 
+def _widths(args):
+    """``{"a": (bits, option), "w": (bits, option)}``: each width and the option it came from
+    (``None`` for the default); one width given alone sets both, as in ``hwq-build``."""
+    a_opt = "--a-bits" if args.a_bits is not None else "--w-bits" if args.w_bits is not None else None
+    w_opt = "--w-bits" if args.w_bits is not None else "--a-bits" if args.a_bits is not None else None
+    value = {"--a-bits": args.a_bits, "--w-bits": args.w_bits, None: DEFAULT_BITS}
+    return {"a": (value[a_opt], a_opt), "w": (value[w_opt], w_opt)}
+
+
+def _rejects(fmt, a_bits, w_bits, **kwargs):
+    """Whether format ``fmt`` has no PE at these widths and options."""
+    try:
+        discard(*pe_variants(fmt, a_bits, w_bits, **kwargs))
+    except InputError:
+        return True
+    return False
+
+
+def _culprits(args, widths):
+    """The options a PE's :class:`InputError` comes from, as typed (empty if none can be named).
+
+    Each option is tried with the others at values the format accepts: ``--pipeline`` is at
+    fault if the widths work without pipelining; a width is at fault if it fails with every
+    default width of the other operand; if neither width fails alone, the pair is at fault.
+    """
+    (a_bits, a_opt), (w_bits, w_opt) = widths["a"], widths["w"]
+    if not _rejects(args.format, a_bits, w_bits):
+        return ["--pipeline"]
+    defaults = pe_class(args.format).default_widths
+    bad = []
+    if all(_rejects(args.format, a_bits, w) for _, w in defaults):
+        bad.append(a_opt)
+    if all(_rejects(args.format, a, w_bits) for a, _ in defaults):
+        bad.append(w_opt)
+    bad = bad or [a_opt, w_opt]
+    return list(dict.fromkeys(opt for opt in bad if opt is not None))
+
+
+def _make_pe(args):
+    """The PE the options describe; an :class:`InputError` names the options at fault."""
+    widths = _widths(args)
+    try:
+        variants = pe_variants(args.format, widths["a"][0], widths["w"][0], pipeline=args.pipeline)
+    except InputError as exc:
+        culprits = _culprits(args, widths)
+        if not culprits:
+            raise
+        label = "argument" if len(culprits) == 1 else "arguments"
+        raise InputError(f"{label} {'/'.join(culprits)}: {exc}") from None
+    discard(*variants[1:])
+    return variants[0]
+
+
 def _build(args):
     board = get_board(args.board)
-    pe = pe_variants(args.format, args.a_bits, args.w_bits, pipeline=args.pipeline)[0]
+    pe = _make_pe(args)
+    # the options' own messages first; build_board checks the same again, naming its parameters
+    check_build(pe, board, args.build_dir, cycles=args.cycles, seed=args.seed, names=OPTION_NAMES)
     result = build_board(pe, board, args.build_dir, cycles=args.cycles, seed=args.seed, log=print)
     used = ", ".join(f"{bel} {u}/{n}" for bel, (u, n) in result.utilization.items()
                      if bel in ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP") or u)
@@ -62,8 +131,16 @@ def _build(args):
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (:func:`hwq.cli.run_command`)."""
-    args = _parser().parse_args(argv)
+    def call():
+        # parsing inside run_command: an error while the parser is built (a plug-in that cannot be
+        # imported, from the registries that give the choices) is one line too
+        _build(_parser().parse_args(argv))
+
     with warnings.catch_warnings():
-        # a PE left unbuilt after an error must not add a "created but never used" warning
+        # a PE left unbuilt after an error must not add a "created but never used" warning; such a
+        # PE sits in a reference cycle, so it is collected here, while the filter is in force
         warnings.simplefilter("ignore", UnusedElaboratable)
-        return run_command(PROG, lambda: _build(args))
+        try:
+            return run_command(PROG, call)
+        finally:
+            gc.collect()

@@ -15,8 +15,9 @@ stuck). The LED resources' polarity (active-low ``PinsN`` on the iCEBreaker) is 
 """
 
 import dataclasses
+import os
 import re
-import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,12 +28,12 @@ from amaranth_boards.ice40_hx8k_b_evn import ICE40HX8KBEVNPlatform
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
 from ..errors import InputError, ToolError
-from ..tools import tool_env
+from ..tools import TOOL_TIMEOUT_S, run_tool, tool_env
 
 from .self_test import SelfTest, check_args, rom_blocks
 
-__all__ = ["Board", "BOARDS", "get_board", "SelfTestTop", "BoardBuild", "build_board", "parse_nextpnr_log",
-           "BOARD_TOOLS"]
+__all__ = ["Board", "BOARDS", "get_board", "SelfTestTop", "BoardBuild", "build_board", "check_build",
+           "check_build_dir", "parse_nextpnr_log", "BOARD_TOOLS"]
 
 @dataclasses.dataclass(frozen=True)
 class Board:
@@ -123,7 +124,8 @@ class BoardBuild:
     ----------
     name : str
         Top-level name; the build directory holds ``<name>.bin``, ``.rpt`` (yosys log),
-        ``.tim`` (nextpnr log) and the intermediate files.
+        ``.tim`` (nextpnr log), ``build_<name>.out`` (the tools' terminal output) and the
+        intermediate files.
     bitstream : pathlib.Path
         The ``.bin`` file for ``iceprog``.
     fmax_mhz : float or None
@@ -178,13 +180,129 @@ def parse_nextpnr_log(text):
 #: the tools a board build runs (keys of :data:`hwq.tools.TOOLS`)
 BOARD_TOOLS = ("yosys", "nextpnr-ice40", "icepack")
 
+#: the build script's stages in order: (tool key, file its log goes to, file it writes last)
+_STAGES = (("yosys", ".rpt", ".json"), ("nextpnr-ice40", ".tim", ".asc"), ("icepack", None, ".bin"))
+
+
+def _nearest_existing(path):
+    """The nearest ancestor of ``path`` (or ``path`` itself) that exists, as an absolute path."""
+    probe = Path(os.path.abspath(path))
+    while True:
+        try:
+            os.stat(probe)
+            return probe
+        except (FileNotFoundError, NotADirectoryError):     # missing, or below a file
+            if probe.parent == probe:
+                return probe
+            probe = probe.parent
+        except OSError:                 # e.g. unreadable: the probe directory shows why
+            return probe
+
+
+def check_build_dir(build_dir, name="build_dir"):
+    """Raise :class:`InputError` unless ``build_dir`` is, or can be created as, a writable directory.
+
+    Nothing is left behind: the check creates and removes a directory in the nearest existing
+    ancestor. ``name`` is how the message names the directory (``"--build-dir"`` on the command
+    line). Returns ``build_dir`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(build_dir)
+    probe = _nearest_existing(path)
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == Path(os.path.abspath(path)) else f"is below {probe}, a file"
+        raise InputError(f"{name} {path} {where}, not a directory; choose another {name}")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".hwq-probe."))
+    except OSError as exc:
+        raise InputError(f"{name} {path} cannot be created or written ({exc.strerror}); "
+                         f"choose another {name} or fix its permissions") from None
+    return path
+
+
+def check_build(pe, board, build_dir, *, cycles=512, seed=1, names=None):
+    """Check the arguments of :func:`build_board` without building or writing anything.
+
+    Parameters
+    ----------
+    pe, board, build_dir, cycles, seed
+        As for :func:`build_board`.
+    names : dict or None
+        How the messages name ``build_dir``, ``cycles`` and ``seed`` (default: those words); a
+        command line passes its options, e.g. ``{"build_dir": "--build-dir", ...}``.
+
+    Returns
+    -------
+    Board
+        ``board`` as a :class:`Board`.
+
+    Raises
+    ------
+    InputError
+        On bad input: an unknown board, a bad PE, ``cycles`` or ``seed``, a self-test ROM too
+        big for the board's block RAM, or a build directory that cannot be written.
+    """
+    names = names or {}
+    board = board if isinstance(board, Board) else get_board(board)
+    check_args(pe, cycles, seed, names=names)
+    blocks = rom_blocks(pe, cycles)
+    if blocks > board.brams:
+        raise InputError(f"the self-test ROM needs {blocks} block RAMs and the {board.part} has {board.brams}; "
+                         f"lower {names.get('cycles', 'cycles')} (now {cycles})")
+    check_build_dir(build_dir, names.get("build_dir", "build_dir"))
+    return board
+
+
+#: a tool's closing tally such as nextpnr's ``0 warnings, 1 error``: no use as the error line
+_TALLY = re.compile(r"^\d+ warnings?, \d+ errors?$", re.I)
+
+
+def _last_line(path, errors_only):
+    """The last non-empty line of ``path`` (only lines mentioning an error if ``errors_only``)."""
+    found = ""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    for line in map(str.strip, text.splitlines()):
+        if line and (not errors_only or ("error" in line.lower() and not _TALLY.match(line))):
+            found = line
+    return found[:300]
+
+
+def _build_failure(build_dir, name, out_log, timed_out):
+    """The :class:`ToolError` of a failed build script: which tool failed and its most useful log.
+
+    The stages run in order and each writes its own log (yosys ``.rpt``, nextpnr ``.tim``) as it
+    starts and its product (``.json``, ``.asc``) when it succeeds; the failed stage is the first
+    whose product is missing. Its log is named if it exists and holds an error line, else the
+    script's output ``out_log`` (the tools' stdout and stderr), which always exists.
+    """
+    tool, stage_log = _STAGES[-1][0], None
+    for key, log_suffix, product in _STAGES:
+        if not (build_dir / f"{name}{product}").exists():
+            tool, stage_log = key, log_suffix and build_dir / f"{name}{log_suffix}"
+            break
+    candidates = [log for log in (stage_log, out_log) if log is not None and log.exists()]
+    detail, log = "", out_log
+    for candidate in candidates:
+        detail = _last_line(candidate, errors_only=True)
+        if detail:
+            log = candidate
+            break
+    if not detail:
+        detail = _last_line(out_log, errors_only=False) or "it printed nothing"
+    if timed_out:
+        return ToolError(f"{tool} ran longer than {TOOL_TIMEOUT_S:g} s building {name}; see {log}", log)
+    return ToolError(f"{tool} failed building {name}: {detail}; see {log}", log)
+
 
 def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=None, log=None):
     """Build a bitstream that runs the self-test of ``pe`` on ``board``.
 
     Runs, with ``$YOSYS``, ``$NEXTPNR_ICE40`` and ``$ICEPACK`` pointing at the YoWASP tools when
-    they are not set, amaranth's iCE40 build (yosys ``synth_ice40``, nextpnr-ice40, icepack) in
-    ``build_dir``. Nothing is programmed.
+    they are not set, amaranth's iCE40 build script (yosys ``synth_ice40``, nextpnr-ice40,
+    icepack) in ``build_dir``, with the tools' output in ``build_<name>.out`` there (nothing
+    reaches the terminal). Nothing is programmed.
 
     Parameters
     ----------
@@ -208,30 +326,38 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
     Raises
     ------
     InputError
-        On bad input or a missing tool (before anything runs), or if a tool fails.
+        On bad input (:func:`check_build`) or a missing tool, before anything is written.
+    ToolError
+        If a tool fails or runs longer than :data:`hwq.tools.TOOL_TIMEOUT_S`; the message has
+        the tool's last error line and names its log, :attr:`~hwq.errors.ToolError.log`.
     """
-    board = board if isinstance(board, Board) else get_board(board)
-    check_args(pe, cycles, seed)
-    if rom_blocks(pe, cycles) > board.brams:
-        raise InputError(f"the self-test ROM needs {rom_blocks(pe, cycles)} block RAMs and the {board.part} has "
-                       f"{board.brams}; use fewer cycles")
+    board = check_build(pe, board, build_dir, cycles=cycles, seed=seed)
     env = tool_env(*BOARD_TOOLS)
     selftest = SelfTest(pe, cycles=cycles, seed=seed)
     name = name or f"selftest_{board.name}_{pe.module_name}"
     build_dir = Path(build_dir)
+    platform = board.platform()
+    plan = platform.prepare(SelfTestTop(selftest, board), name=name)
     if log is not None:
         log(f"building {name} for the {board.part} in {build_dir} ...")
-    platform = board.platform()
     start = time.monotonic()
+    plan.extract(str(build_dir))
+    for _, log_suffix, product in _STAGES:      # a failed stage must not leave an earlier build's files
+        for suffix in filter(None, (log_suffix, product)):
+            (build_dir / f"{name}{suffix}").unlink(missing_ok=True)
+    out_log = build_dir / f"{plan.script}.out"
+    run_start = time.monotonic()
     try:
-        plan = platform.prepare(SelfTestTop(selftest, board), name=name)
-        plan.execute_local(str(build_dir), env=env)
-    except subprocess.CalledProcessError as exc:
-        raise ToolError(f"board build failed ({exc.cmd[0] if exc.cmd else 'tool'} exit {exc.returncode}); "
-                        f"see {build_dir / (name + '.rpt')} and {build_dir / (name + '.tim')}",
-                        build_dir / f"{name}.rpt") from None
+        run_tool(["sh", f"{plan.script}.sh"], build_dir, plan.script, f"the board build of {name}",
+                 timeout=TOOL_TIMEOUT_S, env=env)
+    except ToolError:
+        timed_out = time.monotonic() - run_start >= TOOL_TIMEOUT_S
+        raise _build_failure(build_dir, name, out_log, timed_out) from None
     build_s = time.monotonic() - start
-    fmax, utilization = parse_nextpnr_log((build_dir / f"{name}.tim").read_text(errors="replace"))
+    if not (build_dir / f"{name}.bin").is_file():
+        raise ToolError(f"the board build of {name} wrote no bitstream {name}.bin; see {out_log}", out_log)
+    tim = build_dir / f"{name}.tim"
+    fmax, utilization = parse_nextpnr_log(tim.read_text(errors="replace") if tim.is_file() else "")
     return BoardBuild(name=name, bitstream=build_dir / f"{name}.bin", fmax_mhz=fmax,
                       clock_mhz=platform.default_clk_frequency / 1e6, utilization=utilization,
                       build_s=build_s)

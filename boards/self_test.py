@@ -172,8 +172,16 @@ def rom_blocks(pe, cycles):
     return min(-(-cycles // depth) * -(-width // bits) for depth, bits in shapes)
 
 
-def check_args(pe, cycles, seed):
+def check_args(pe, cycles, seed, *, names=None):
     """Check :class:`SelfTest`'s arguments without building anything.
+
+    Parameters
+    ----------
+    pe, cycles, seed
+        As for :class:`SelfTest`.
+    names : dict or None
+        How the messages name ``cycles`` and ``seed`` (default: those words); a command line
+        passes its options, e.g. ``{"cycles": "--cycles", "seed": "--seed"}``.
 
     Raises
     ------
@@ -181,12 +189,13 @@ def check_args(pe, cycles, seed):
         If ``pe`` is not a processing element or needs an ``init`` sequence, or ``cycles`` or
         ``seed`` are out of range.
     """
+    names = names or {}
     if not isinstance(pe, ProcessingElement):
         raise InputError(f"SelfTest needs a ProcessingElement, not {pe!r}")
     if pe.init_sequence() is not None:
         raise InputError(f"{pe.module_name} needs an init sequence, which SelfTest does not drive yet")
-    check_int("cycles", cycles, 1, MAX_CYCLES)
-    check_int("seed", seed, 0, MAX_SEED)
+    check_int(names.get("cycles", "cycles"), cycles, 1, MAX_CYCLES)
+    check_int(names.get("seed", "seed"), seed, 0, MAX_SEED)
 
 
 class SelfTest(wiring.Component):

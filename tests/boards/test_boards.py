@@ -16,7 +16,7 @@ from hwq.boards import SelfTest, make_vectors
 from hwq.boards import cli, platforms
 from hwq.boards.platforms import BoardBuild, SelfTestTop, build_board, get_board, parse_nextpnr_log
 from hwq.boards.self_test import extreme_codes, rom_layout
-from hwq.errors import HwqError
+from hwq.errors import HwqError, InputError, ToolError
 from hwq.formats import FixedPoint, accumulate, product_range
 from hwq.pe import FixedPointPE
 
@@ -198,13 +198,23 @@ def test_bad_input():
 @pytest.mark.parametrize("args, message", [
     (["--board", "de0"], "argument --board: invalid choice: 'de0' (choose from 'hx8k', 'icebreaker')"),
     (["--board", "hx8k", "--format", "posit"], "argument --format: invalid choice: 'posit' (choose from 'ant', "),
-    (["--board", "icebreaker", "--a-bits", "1"], "bit width must be between"),
+    (["--board", "icebreaker", "--a-bits", "1"], "error: argument --a-bits: fxp bit width must be between"),
     (["--board", "icebreaker", "--a-bits", "eight"], "invalid int value"),
-    (["--board", "icebreaker", "--cycles", "0"], "cycles must be between"),
-    (["--board", "hx8k", "--seed", "-1"], "seed must be between"),
+    (["--board", "icebreaker", "--cycles", "0"], "error: --cycles must be between 1 and 16384, not 0"),
+    (["--board", "hx8k", "--seed", "-1"], "error: --seed must be between 0 and 4294967295, not -1"),
     (["--board", "icebreaker", "--a-bits", "16", "--w-bits", "16", "--cycles", "16384"],
-     "ROM needs 304 block RAMs and the iCE40UP5K-SG48 has 30"),
+     "ROM needs 304 block RAMs and the iCE40UP5K-SG48 has 30; lower --cycles (now 16384)"),
     ([], "required: --board"),
+    # the option at fault, as typed: a width given alone stands for both
+    (["--board", "icebreaker", "--w-bits", "1"], "error: argument --w-bits: fxp bit width must be between"),
+    (["--board", "icebreaker", "--a-bits", "8", "--w-bits", "17"], "error: argument --w-bits: fxp bit width"),
+    (["--board", "icebreaker", "--format", "ant", "--a-bits", "12", "--w-bits", "4"],
+     "error: argument --a-bits: ant activation bit width must be between 3 and 8, not 12"),
+    (["--board", "icebreaker", "--format", "ant", "--a-bits", "9", "--w-bits", "1"],
+     "error: arguments --a-bits/--w-bits: ant"),
+    (["--board", "icebreaker", "--pipeline", "9"], "error: argument --pipeline: pipeline must be between 0 and 4"),
+    (["--board", "icebreaker", "--pipeline", "9", "--a-bits", "20"], "error: argument --a-bits: "),
+    (["--board", "icebreaker", "--cycles", "0", "--seed", "-1"], "error: --cycles must be"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(platforms, "tool_env", lambda *keys: pytest.fail("got past the input checks"))
@@ -216,6 +226,143 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch
     err = capsys.readouterr().err
     assert status == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "below a file", "proc"])
+def test_cli_bad_build_dir_is_one_line_exit_2_before_any_work(where, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(platforms, "tool_env", lambda *keys: pytest.fail("got past the input checks"))
+    (tmp_path / "f").write_text("mine\n")
+    build_dir = {"file": tmp_path / "f", "below a file": tmp_path / "f" / "x", "proc": "/proc/hwq-board"}[where]
+    status = cli.main(["--board", "icebreaker", "--build-dir", str(build_dir)])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == "" and err.count("\n") == 1, (out, err)
+    assert err.startswith(f"hwq-board: error: --build-dir {build_dir} ") and "choose another --build-dir" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"] and (tmp_path / "f").read_text() == "mine\n"
+
+
+def test_build_board_checks_its_build_dir_first(monkeypatch, tmp_path):
+    monkeypatch.setattr(platforms, "tool_env", lambda *keys: pytest.fail("got past the input checks"))
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InputError, match=r"^build_dir \S+/f is a file, not a directory; choose another build_dir$"):
+        build_board(fxp(4, 4), "icebreaker", tmp_path / "f", cycles=8)
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+@pytest.mark.parametrize("args, module", [
+    ([], "fxp_pe_a8_w8"),
+    (["--w-bits", "4"], "fxp_pe_a4_w4"),
+    (["--a-bits", "6"], "fxp_pe_a6_w6"),
+    (["--a-bits", "6", "--w-bits", "4"], "fxp_pe_a6_w4"),
+])
+def test_cli_one_width_alone_sets_both(args, module, monkeypatch, tmp_path):
+    built = []
+
+    def fake_build(pe, board, build_dir, **kwargs):
+        built.append(pe.module_name)
+        raise InputError("stop here")
+    monkeypatch.setattr(cli, "build_board", fake_build)
+    assert cli.main(["--board", "icebreaker", *args, "--build-dir", str(tmp_path)]) == 2
+    assert built == [module]
+
+
+def test_cli_help_lists_the_boards_and_the_width_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exc.value.code == 0
+    assert "--board {hx8k,icebreaker}" in out
+    assert "--a-bits N activation code width (default: --w-bits if given, else 8)" in out
+    assert "--w-bits N weight code width (default: --a-bits if given, else 8)" in out
+
+
+# ---------------------------------------------------------------- tool failures (fake tools, no real build)
+
+#: fake tools: each writes what amaranth's build script expects of it, or fails as told by $FAKE_FAIL
+FAKE_TOOL = """#!/bin/sh
+tool={tool}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -l|--log) log=$2; shift ;;
+        *.ys) out=${{1%.ys}}.json ;;
+        --asc) out=$2; shift ;;
+        *.asc) out=${{1%.asc}}.bin ;;
+    esac
+    shift
+done
+if [ "$FAKE_FAIL" = "$tool" ]; then
+    [ -n "$log" ] && printf 'Info: starting\nERROR: %s log: injected failure\n0 warnings, 1 error\n' $tool > "$log"
+    echo "$tool stderr: injected failure" >&2
+    [ "$FAKE_SLEEP" ] && sleep "$FAKE_SLEEP"
+    exit 3
+fi
+[ -n "$log" ] && printf '%s\n' "$FAKE_LOG" > "$log"
+echo "$tool output" > "$out"
+"""
+
+FAKE_TIM = ("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:   361/ 5280     6%\n"
+            "Info: Max frequency for clock 'cd_sync.clk': 31.69 MHz (PASS at 12.00 MHz)")
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    """Fake yosys, nextpnr-ice40 and icepack through $YOSYS, $NEXTPNR_ICE40 and $ICEPACK."""
+    for tool, var in (("yosys", "YOSYS"), ("nextpnr", "NEXTPNR_ICE40"), ("icepack", "ICEPACK")):
+        script = tmp_path / "tools" / tool
+        script.parent.mkdir(exist_ok=True)
+        script.write_text(FAKE_TOOL.format(tool=tool))
+        script.chmod(0o755)
+        monkeypatch.setenv(var, str(script))
+    monkeypatch.setenv("FAKE_LOG", FAKE_TIM)
+    monkeypatch.delenv("FAKE_FAIL", raising=False)
+    return tmp_path / "b"
+
+
+NAME = "selftest_icebreaker_fxp_pe_a4_w4"
+
+
+def test_fake_tools_build(fake_tools, capfd):
+    result = build_board(fxp(4, 4), "icebreaker", fake_tools, cycles=8)
+    assert result.bitstream == fake_tools / f"{NAME}.bin" and result.bitstream.read_text() == "icepack output\n"
+    assert result.fmax_mhz == 31.69 and result.utilization == {"ICESTORM_LC": (361, 5280)}
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("tool, log", [("yosys", f"{NAME}.rpt"), ("nextpnr", f"{NAME}.tim"),
+                                       ("icepack", f"build_{NAME}.out")])
+def test_cli_tool_failure_is_one_line_naming_the_log_that_holds_the_error(tool, log, fake_tools, capfd,
+                                                                          monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", tool)
+    status = cli.main(["--board", "icebreaker", "--a-bits", "4", "--cycles", "8", "--build-dir", str(fake_tools)])
+    out, err = capfd.readouterr()
+    tool_name = "nextpnr-ice40" if tool == "nextpnr" else tool
+    assert status == 1 and out.startswith("building ") and err.count("\n") == 1, err
+    assert err.startswith(f"hwq-board: error: {tool_name} failed building {NAME}: "), err
+    assert err.endswith(f"; see {fake_tools / log}\n"), err
+    assert "stderr" not in out                      # nothing of the tools reaches the terminal
+    detail = err.split(": ", 3)[-1].rsplit("; see ", 1)[0]
+    assert detail in (fake_tools / log).read_text()
+    assert detail.endswith("injected failure")
+    assert f"{tool} stderr: injected failure" in (fake_tools / f"build_{NAME}.out").read_text()
+
+
+def test_a_failed_stage_does_not_name_an_earlier_builds_log(fake_tools, monkeypatch):
+    build_board(fxp(4, 4), "icebreaker", fake_tools, cycles=8)
+    monkeypatch.setenv("FAKE_FAIL", "yosys")
+    monkeypatch.setenv("YOSYS", "/bin/false")       # fails at once, writing no log
+    with pytest.raises(ToolError) as exc:
+        build_board(fxp(4, 4), "icebreaker", fake_tools, cycles=8)
+    assert str(exc.value).startswith(f"yosys failed building {NAME}: ")
+    assert exc.value.log == fake_tools / f"build_{NAME}.out" and exc.value.log.exists()
+    assert not (fake_tools / f"{NAME}.tim").exists() and not (fake_tools / f"{NAME}.bin").exists()
+
+
+def test_a_tool_that_runs_too_long_is_stopped_and_named(fake_tools, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "nextpnr")
+    monkeypatch.setenv("FAKE_SLEEP", "60")
+    monkeypatch.setattr(platforms, "TOOL_TIMEOUT_S", 2)
+    with pytest.raises(ToolError, match=rf"^nextpnr-ice40 ran longer than 2 s building {NAME}; see ") as exc:
+        build_board(fxp(4, 4), "icebreaker", fake_tools, cycles=8)
+    assert exc.value.log.exists() and str(exc.value.log) in str(exc.value)
 
 
 @pytest.mark.parametrize("fmax, warned", [(31.7, False), (9.5, True)])
