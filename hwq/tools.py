@@ -15,6 +15,7 @@ Search order for a tool (:func:`find_tool`):
 import dataclasses
 import importlib.metadata
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,14 +123,20 @@ def tool_env(*keys):
     return env
 
 
+#: a tool's closing count of its messages (nextpnr's ``0 warnings, 1 error``): not an error line
+_COUNT_LINE = re.compile(r"^\d+ warnings?, \d+ errors?$")
+
+
 def _last_error(*paths):
-    """The last line mentioning an error in the given files, for a one-line message."""
+    """The last line mentioning an error in the given files (not a closing count of them), for
+    a one-line message."""
     found = ""
     for path in paths:
         if path.exists():
             for line in path.read_text(errors="replace").splitlines():
-                if "error" in line.lower() and line.strip():
-                    found = line.strip()
+                line = line.strip()
+                if "error" in line.lower() and not _COUNT_LINE.match(line):
+                    found = line
     return found[:300]
 
 
@@ -194,7 +201,8 @@ def run_tool(argv, cwd, log_name, what, *, timeout=TOOL_TIMEOUT_S, env=None, che
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _stop(proc)
-            raise ToolError(f"{what} ran longer than {timeout:g} s; see {log_path}", log_path) from None
+            log = log_path if log_path.exists() else out_path
+            raise ToolError(f"{what} ran longer than {timeout:g} s; see {log}", log) from None
         except BaseException:
             _stop(proc)
             raise

@@ -65,14 +65,21 @@ def test_failure_names_the_last_error_and_keeps_the_log(tmp_path):
     assert tools.run_tool([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path, "ok", "x", check=False) >= 0
 
 
+def test_the_closing_count_of_messages_is_not_the_error_line(tmp_path):
+    script = "print('ERROR: Unable to place cell x'); print('1 warning, 1 error'); raise SystemExit(1)"
+    with pytest.raises(ToolError, match="failed: ERROR: Unable to place cell x; see"):
+        tools.run_tool([sys.executable, "-c", script], tmp_path, "pnr", "a place-and-route tool")
+
+
 def test_timeout_kills_the_whole_process_group(tmp_path):
     # the tool starts a grandchild that would write a file after 3 s; the timeout must stop it too
     marker = tmp_path / "grandchild-survived"
     child = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
              f"\"import time; time.sleep(3); open({str(marker)!r}, 'w')\"]); time.sleep(60)")
     start = time.monotonic()
-    with pytest.raises(ToolError, match="ran longer than 0.5 s"):
+    with pytest.raises(ToolError, match="ran longer than 0.5 s; see .*slow.out") as info:
         tools.run_tool([sys.executable, "-c", child], tmp_path, "slow", "a slow tool", timeout=0.5)
+    assert info.value.log == tmp_path / "slow.out" and info.value.log.exists()
     assert time.monotonic() - start < 30
     time.sleep(4)
     assert not marker.exists()
