@@ -28,7 +28,9 @@ A JSON object with exactly these keys (the writer emits them in this order):
     ``clk``, ``rst``, ``valid``, ``clear``: port names (str). ``a``, ``w``, ``acc``: port objects
     ``{"name": str, "width": int >= 1, "signed": bool}`` with an optional ``"direction"``
     (``"in"`` or ``"out"``; ``acc`` is always an output). Any other key is an extra port (e.g.
-    ANT's ``a_type``, UNIQ's ``load_data``): a port object, or a name (a 1-bit input).
+    ANT's ``a_type``, UNIQ's ``load_data``): a port object, or a name (a 1-bit input). A value
+    that ``modes.<name>.set`` or ``init`` drives must fit its port: an ``n``-bit port takes
+    ``-2**(n-1) .. 2**n - 1`` (the bit pattern, read signed or unsigned).
     For ``a`` and ``w``, ``signed`` describes the *code*, not the Verilog declaration: it is
     true exactly when the codebook beside it is two's complement, i.e. some value is negative and
     ``value(code) == unit * (code read as a two's-complement integer)`` for one ``unit > 0``
@@ -36,11 +38,11 @@ A JSON object with exactly these keys (the writer emits them in this order):
     and index codes (UNIQ) are not two's complement: ``signed`` is false even when they have
     negative values. The ports are plain bit vectors either way, driven with the code's bit
     pattern; ``signed`` of every other port is its Verilog signedness.
-``latency`` : int >= 1
+``latency`` : int, 1 .. :data:`MAX_LATENCY`
     Cycles from the inputs to the ``acc`` that includes them.
 ``acc_lsb_exp`` : int
     ``acc * 2**acc_lsb_exp`` is the exact sum.
-``max_terms`` : int >= 1
+``max_terms`` : int, 1 .. :data:`MAX_TERMS`
     Longest sum that cannot overflow ``acc``.
 ``codebook`` : object
     ``{"a": [...], "w": [...]}``: entry ``i`` is the exact value of the code whose bit pattern read
@@ -69,6 +71,8 @@ read_manifest(path, *, check_verilog=True)
     Read, check and return a manifest (a dict).
 check_manifest(data, where)
     Check an already parsed manifest dict.
+key_error(where, key, problem)
+    The one-line :class:`~hwq.errors.InputError` for a bad value at a key of a manifest.
 verilog_path(manifest, manifest_path)
     The Verilog file a manifest names.
 parse_value(text), decode_signed(bits, width), twos_complement(values, width)
@@ -83,8 +87,8 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["SCHEMA", "CODEBOOK_MAX_BITS", "KEYS", "OPTIONAL_KEYS", "CONTROL_PORTS", "CODE_ROLES",
-           "read_manifest", "check_manifest", "verilog_path", "parse_value", "decode_signed",
+__all__ = ["SCHEMA", "CODEBOOK_MAX_BITS", "MAX_TERMS", "MAX_LATENCY", "KEYS", "OPTIONAL_KEYS", "CONTROL_PORTS", "CODE_ROLES",
+           "read_manifest", "check_manifest", "key_error", "verilog_path", "parse_value", "decode_signed",
            "twos_complement"]
 
 #: the schema id, written into every manifest under ``"schema"``
@@ -92,6 +96,18 @@ SCHEMA = "hwq-pe-manifest/1"
 
 #: codebooks are listed for codes of at most this many bits
 CODEBOOK_MAX_BITS = 10
+
+#: Largest ``max_terms`` a manifest may declare: the limit every PE enforces on its own
+#: ``max_terms`` (:class:`hwq.pe.base.ProcessingElement` checks against this constant; it lives
+#: here because this module must not import :mod:`hwq.pe`). It also bounds the work the bench's
+#: ``max_terms`` test does (``2 * max_terms`` cycles per mode): an unbounded value from a hand-edited
+#: manifest would make the simulator run, and allocate, without end.
+MAX_TERMS = 1 << 24
+
+#: Largest ``latency`` a manifest may declare. hwq's PEs have ``1 + hwq.pe.base.MAX_PIPELINE``
+#: (at most 5) cycles; the margin is for hand-written PEs. The bench waits ``latency`` cycles after
+#: every reset and keeps ``latency - 1`` sums in flight, so the value must be bounded.
+MAX_LATENCY = 1 << 10
 
 #: every key of a manifest, in the order the writer emits them
 KEYS = ("module", "schema", "verilog", "format", "ports", "latency", "acc_lsb_exp", "max_terms", "codebook",
@@ -186,8 +202,9 @@ def read_manifest(path, *, check_verilog=True):
     ------
     InputError
         One line naming the file and the key at fault: the file is missing or not JSON, its
-        ``schema`` is missing or not :data:`SCHEMA`, a key is missing, unknown or mistyped, a
-        codebook disagrees with its ``signed``, or (``check_verilog``) the Verilog file is
+        ``schema`` is missing or not :data:`SCHEMA`, a key is missing, unknown, mistyped or out of
+        range (``max_terms`` above :data:`MAX_TERMS`, ``latency`` above :data:`MAX_LATENCY`, a
+        ``set``/``init`` value wider than its port), a codebook disagrees with its ``signed``, or (``check_verilog``) the Verilog file is
         missing, does not match ``sha256`` or does not define the module.
     """
     path = Path(path)
@@ -233,7 +250,7 @@ class _Checker:
         self.where = where
 
     def fail(self, key, problem):
-        raise InputError(f"manifest {self.where}: key {key!r} {problem}; {_FIX}")
+        raise key_error(self.where, key, problem)
 
     def require(self, obj, key, name, expected, what):
         if key not in obj:
@@ -243,10 +260,12 @@ class _Checker:
             self.fail(name, f"must be {what}, not {_short(value)}")
         return value
 
-    def int_at_least(self, obj, key, name, low):
+    def int_at_least(self, obj, key, name, low, high=None):
         value = self.require(obj, key, name, int, "an integer")
         if low is not None and value < low:
             self.fail(name, f"must be an integer >= {low}, not {value}")
+        if high is not None and value > high:
+            self.fail(name, f"must be an integer <= {high}, not {value}")
         return value
 
     def identifier(self, value, name):
@@ -329,7 +348,7 @@ class _Checker:
                 self.fail(name, f"must be an object, not {_short(mode)}")
             self.unknown(mode, ("set", "format", "codebook", "acc_lsb_exp", "signed"), f"{name}.")
             self.assignments(self.require(mode, "set", f"{name}.set", dict, "an object {port key: int}"),
-                             f"{name}.set", ports)
+                             f"{name}.set", ports, widths)
             if "format" in mode:
                 self.require(mode, "format", f"{name}.format", dict, "an object {a: {...}, w: {...}}")
             self.int_at_least(mode, "acc_lsb_exp", f"{name}.acc_lsb_exp", None)
@@ -339,21 +358,25 @@ class _Checker:
                 self.require(signed, role, f"{name}.signed.{role}", bool, "true or false")
             self.codebook(mode, f"{name}.codebook", widths, _Signed(signed, f"{name}.signed.{{}}"))
 
-    def assignments(self, values, name, ports):
+    def assignments(self, values, name, ports, widths):
         for key, value in values.items():
             if key not in ports:
                 self.fail(f"{name}.{key}", "names no port of the manifest's ports")
             if not _is(value, int):
                 self.fail(f"{name}.{key}", f"must be an integer, not {_short(value)}")
+            width = widths.get(key, 1)                  # the control ports are 1 bit wide
+            if not -(1 << (width - 1)) <= value <= (1 << width) - 1:
+                self.fail(f"{name}.{key}", f"is {value}, which does not fit the {width}-bit port "
+                                           f"(-{1 << (width - 1)} .. {(1 << width) - 1})")
 
-    def init(self, data, ports):
+    def init(self, data, ports, widths):
         init = data["init"]
         if not isinstance(init, list):
             self.fail("init", f"must be a list of {{port key: int}} objects, not {_short(init)}")
         for i, entry in enumerate(init):
             if not isinstance(entry, dict):
                 self.fail(f"init[{i}]", f"must be an object {{port key: int}}, not {_short(entry)}")
-            self.assignments(entry, f"init[{i}]", ports)
+            self.assignments(entry, f"init[{i}]", ports, widths)
 
     def check(self, data):
         if not isinstance(data, dict):
@@ -375,15 +398,15 @@ class _Checker:
         fmt = self.require(data, "format", "format", dict, "an object {name, a, w, ...}")
         self.require(fmt, "name", "format.name", str, "a string")
         ports, widths = self.ports(data)
-        self.int_at_least(data, "latency", "latency", 1)
+        self.int_at_least(data, "latency", "latency", 1, MAX_LATENCY)
         self.int_at_least(data, "acc_lsb_exp", "acc_lsb_exp", None)
-        self.int_at_least(data, "max_terms", "max_terms", 1)
+        self.int_at_least(data, "max_terms", "max_terms", 1, MAX_TERMS)
         self.codebook(data, "codebook", widths,
                       _Signed({r: ports[r]["signed"] for r in CODE_ROLES}, "ports.{}.signed"))
         if "modes" in data:
             self.modes(data, ports, widths)
         if "init" in data:
-            self.init(data, ports)
+            self.init(data, ports, widths)
         tools = self.require(data, "tools", "tools", dict, "an object {tool: version}")
         for tool, version in tools.items():
             if not isinstance(version, str):
@@ -402,6 +425,16 @@ class _Signed(dict):
 
     def key(self, role):
         return self.pattern.format(role)
+
+
+def key_error(where, key, problem):
+    """The :class:`~hwq.errors.InputError` for a bad value at key path ``key`` of manifest ``where``.
+
+    One line, as every reader error: ``manifest <where>: key '<key>' <problem>; re-emit the PE ...``.
+    Consumers that check a manifest's values further (the bench's cross-check against the golden
+    model, :mod:`hwq.sim.golden`) word their errors the same way through it.
+    """
+    return InputError(f"manifest {where}: key {key!r} {problem}; {_FIX}")
 
 
 def check_manifest(data, where):

