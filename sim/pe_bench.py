@@ -91,13 +91,8 @@ class Setup:
     Attributes
     ----------
     manifest : dict
-    modes : list of sim.reference.Mode
-    models : dict
-        ``mode.name -> ProductModel``.
-    extremes : dict
-        ``mode.name -> (extreme a codes, extreme w codes, (max product pair, min product pair))``.
-    golden : str
-        How the codebooks were cross-checked (for the log).
+    modes, models, extremes, golden
+        As in :class:`hwq.sim.golden.BenchModels`.
     """
 
     def __init__(self, path):
