@@ -15,9 +15,7 @@ stuck). The LED resources' polarity (active-low ``PinsN`` on the iCEBreaker) is 
 """
 
 import dataclasses
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,12 +26,13 @@ from amaranth_boards.ice40_hx8k_b_evn import ICE40HX8KBEVNPlatform
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
 from ..errors import InputError, ToolError
+from ..fileio import check_writable_dir
 from ..tools import TOOL_TIMEOUT_S, run_tool, tool_env
 
 from .self_test import SelfTest, check_args, rom_blocks
 
 __all__ = ["Board", "BOARDS", "get_board", "SelfTestTop", "BoardBuild", "build_board", "check_build",
-           "check_build_dir", "parse_nextpnr_log", "BOARD_TOOLS"]
+           "parse_nextpnr_log", "BOARD_TOOLS"]
 
 @dataclasses.dataclass(frozen=True)
 class Board:
@@ -184,41 +183,6 @@ BOARD_TOOLS = ("yosys", "nextpnr-ice40", "icepack")
 _STAGES = (("yosys", ".rpt", ".json"), ("nextpnr-ice40", ".tim", ".asc"), ("icepack", None, ".bin"))
 
 
-def _nearest_existing(path):
-    """The nearest ancestor of ``path`` (or ``path`` itself) that exists, as an absolute path."""
-    probe = Path(os.path.abspath(path))
-    while True:
-        try:
-            os.stat(probe)
-            return probe
-        except (FileNotFoundError, NotADirectoryError):     # missing, or below a file
-            if probe.parent == probe:
-                return probe
-            probe = probe.parent
-        except OSError:                 # e.g. unreadable: the probe directory shows why
-            return probe
-
-
-def check_build_dir(build_dir, name="build_dir"):
-    """Raise :class:`InputError` unless ``build_dir`` is, or can be created as, a writable directory.
-
-    Nothing is left behind: the check creates and removes a directory in the nearest existing
-    ancestor. ``name`` is how the message names the directory (``"--build-dir"`` on the command
-    line). Returns ``build_dir`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(build_dir)
-    probe = _nearest_existing(path)
-    if probe.exists() and not probe.is_dir():
-        where = "is a file" if probe == Path(os.path.abspath(path)) else f"is below {probe}, a file"
-        raise InputError(f"{name} {path} {where}, not a directory; choose another {name}")
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".hwq-probe."))
-    except OSError as exc:
-        raise InputError(f"{name} {path} cannot be created or written ({exc.strerror}); "
-                         f"choose another {name} or fix its permissions") from None
-    return path
-
-
 def check_build(pe, board, build_dir, *, cycles=512, seed=1, names=None):
     """Check the arguments of :func:`build_board` without building or writing anything.
 
@@ -248,7 +212,7 @@ def check_build(pe, board, build_dir, *, cycles=512, seed=1, names=None):
     if blocks > board.brams:
         raise InputError(f"the self-test ROM needs {blocks} block RAMs and the {board.part} has {board.brams}; "
                          f"lower {names.get('cycles', 'cycles')} (now {cycles})")
-    check_build_dir(build_dir, names.get("build_dir", "build_dir"))
+    check_writable_dir(build_dir, names.get("build_dir", "build_dir"))
     return board
 
 

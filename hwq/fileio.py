@@ -61,28 +61,51 @@ def write_atomic(path, text):
         raise
 
 
-def _existing_ancestor(path):
+def _nearest_existing(path):
+    """The nearest ancestor of ``path`` (or ``path`` itself) that exists, as an absolute path."""
     probe = Path(os.path.abspath(path))
-    while not probe.exists():
-        probe = probe.parent
-    return probe
+    while True:
+        try:
+            os.stat(probe)
+            return probe
+        except (FileNotFoundError, NotADirectoryError):     # missing, or below a file
+            if probe.parent == probe:
+                return probe
+            probe = probe.parent
+        except OSError:                 # e.g. unreadable: the probe directory shows why
+            return probe
 
 
-def check_writable_dir(path):
+def check_writable_dir(path, name="--out", option=None):
     """Raise :class:`InputError` unless ``path`` is, or can be created as, a writable directory.
 
     The check really creates (and removes) a directory in the nearest existing ancestor, so it
-    holds for root and for read-only file systems too. Returns ``path`` as a :class:`Path`.
+    holds for root and for read-only file systems too, and leaves nothing behind.
+
+    Parameters
+    ----------
+    path : path-like
+    name : str
+        How the message names the directory (``"--out"``, ``"--build-dir"``, ``"build_dir"``).
+    option : str or None
+        What the message tells the user to choose another of (default: ``name``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     path = Path(path)
-    probe = _existing_ancestor(path)
-    if not probe.is_dir():
-        raise InputError(f"output path {path} is not a directory ({probe} is a file); choose another --out")
+    option = option or name
+    probe = _nearest_existing(path)
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == Path(os.path.abspath(path)) else f"is below {probe}, a file"
+        raise InputError(f"{name} {path} {where}, not a directory; choose another {option}")
     try:
         os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".hwq-probe."))
     except OSError as exc:
-        raise InputError(f"output directory {path} is not writable ({exc.strerror}); "
-                         "choose another --out or fix its permissions") from None
+        raise InputError(f"{name} {path} is not writable ({exc.strerror}); "
+                         f"choose another {option} or fix its permissions") from None
     return path
 
 

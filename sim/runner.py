@@ -44,6 +44,7 @@ from pathlib import Path
 
 from ..cli import ArgumentParser, positive_int, run_command
 from ..errors import InputError, ToolError
+from ..fileio import check_writable_dir
 from ..manifest import read_manifest, verilog_path
 from ..registry import load_plugins
 from ..tools import find_tools
@@ -257,31 +258,15 @@ def _check_options(seed, random_cycles, testcase):
     return seed, random_cycles, testcase
 
 
-def _build_dir_problem(path, given, problem):
-    where = "given by --build-dir" if given else "the default; choose another with --build-dir"
-    return f"build directory {path} ({where}) {problem}"
-
-
 def _check_build_dir(build_dir, given):
-    """The resolved ``build_dir``, unless it cannot be a directory hwq writes in (:class:`InputError`,
-    one line naming --build-dir). Writes nothing: a missing directory is created later."""
+    """The resolved ``build_dir``, unless it cannot be a directory hwq writes in
+    (:func:`hwq.fileio.check_writable_dir`: one :class:`InputError` line naming --build-dir)."""
+    name = "--build-dir" if given else "the default build directory"
     try:
         path = Path(build_dir).resolve()
     except (OSError, RuntimeError) as exc:           # RuntimeError: a symlink loop
-        raise InputError(_build_dir_problem(build_dir, given, f"cannot be resolved ({exc})")) from None
-    probe = path
-    try:
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir():
-            problem = "is not a directory" if probe == path else f"cannot be created: {probe} is not a directory"
-            raise InputError(_build_dir_problem(path, given, problem))
-    except OSError as exc:
-        raise InputError(_build_dir_problem(path, given, f"cannot be checked ({exc.strerror or exc})")) from None
-    if not os.access(probe, os.W_OK | os.X_OK):
-        problem = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
-        raise InputError(_build_dir_problem(path, given, problem))
-    return path
+        raise InputError(f"{name} {build_dir} cannot be resolved ({exc}); choose another --build-dir") from None
+    return check_writable_dir(path, name, "--build-dir")
 
 
 def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, random_cycles=20000,
@@ -353,7 +338,8 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(_build_dir_problem(build_dir, given, f"cannot be created ({exc.strerror or exc})")) from None
+        raise InputError(f"build directory {build_dir} cannot be created ({exc.strerror or exc}); "
+                         "choose another --build-dir") from None
     results_xml = build_dir / "results.xml"
     sim_log = build_dir / "sim.log" if log else None
 

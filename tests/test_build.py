@@ -106,7 +106,7 @@ def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     code, _, stderr = run_cli("--no-synth", "--out", str(blocker / "out"))
-    assert code == 2 and "is not a directory" in stderr and "--out" in stderr
+    assert code == 2 and f"--out {blocker / 'out'} is below {blocker}, a file, not a directory" in stderr
     code, _, stderr = run_cli("--no-synth", "--out", "/proc/hwq-cannot-write-here")
     assert code == 2 and "is not writable" in stderr
 

@@ -105,7 +105,7 @@ def run_nextpnr(nextpnr, netlist, target, work_dir, *, freq_mhz, seed):
     argv = [nextpnr, *nextpnr_args(netlist, target, freq_mhz=freq_mhz, seed=seed)]
     try:
         seconds = run_tool(argv, work_dir, LOG, f"nextpnr ({target.name})")
-    except ToolError as exc:
+    except ToolError:
         log = work_dir / f"{LOG}.log"
         over = overfull(log.read_text(errors="replace")) if log.exists() else {}
         if not over:
