@@ -377,7 +377,7 @@ def calibrate_ausn(x, bits, *, role, per_channel, options):
     Calibration
         ``candidates`` maps each superposition tried to its total (clipping + rounding) error.
     """
-    check_options("ausn", options, ())
+    options = check_options("ausn", options, bits)
     choice = select_superposition(x, bits)
     return Calibration(choice.format, np.array([float(choice.scale)]), None,
                        {label: error.total for label, error in choice.errors.items()})

@@ -11,6 +11,23 @@ total is that times the number of output positions. Only code widths enter, so t
 every format (a UNIQ weight counts its index bits ``b``: the level table is the PE's, as the paper
 assumes).
 
+Source: UNIQ (C. Baskin, N. Liss, E. Schwartz et al., "UNIQ: Uniform Noise Injection for
+Non-Uniform Quantization of Neural Networks", ACM TOCS 2021, doi:10.1145/3444943;
+arXiv:1804.10969), which defines BOPs for a dense ``n -> m`` convolution.
+
+Grouped and depthwise convolutions
+----------------------------------
+hwq generalises the definition to ``groups = g`` (PyTorch's ``Conv2d(groups=g)``; ``g`` divides
+both ``n`` and ``m``): each output channel sees only its group's ``n / g`` input channels, so
+the fan-in of one output is ``f = (n / g) * k**2`` and, applying UNIQ's per-output count to it,
+
+    ``b_o = b_a + b_w + log2(f)``,  ``BOPs = m * f * (b_a * b_w + b_o)``
+
+per output position. ``g = 1`` is UNIQ's formula unchanged. A depthwise convolution
+(``g = n = m``) is ``m`` single-channel convolutions, ``m * k**2 * (b_a * b_w + b_a + b_w +
+log2(k**2))``: ``n`` times fewer MACs than the dense ``n -> n`` convolution, each into a
+narrower accumulator. (:mod:`hwq.quant.analysis` passes ``torch.nn.Conv2d.groups``.)
+
 The logarithm
 -------------
 ``log2="exact"`` (the default) uses the real ``log2(n * k**2)``: it is UNIQ's definition and
@@ -67,7 +84,7 @@ def accumulator_bits(a_bits, w_bits, fan_in, *, log2="exact"):
     a_bits, w_bits : int or NumberFormat
         Activation and weight code widths (a format gives its ``bits``).
     fan_in : int
-        Products per output, ``n * k**2``.
+        Products per output, ``n * k**2`` (``n / groups * k**2`` for a grouped convolution).
     log2 : {"exact", "ceil"}
         Real logarithm (float result) or its ceiling (int result).
     """
@@ -75,7 +92,16 @@ def accumulator_bits(a_bits, w_bits, fan_in, *, log2="exact"):
     return _bits("activation bits", a_bits) + _bits("weight bits", w_bits) + _log2(fan_in, log2)
 
 
-def bops(a_bits, w_bits, in_channels, out_channels, kernel_size=1, *, positions=1, log2="exact"):
+def _groups(groups, n, m):
+    """``groups``, checked: a positive int that divides both channel counts."""
+    g = check_int("groups", groups, 1, _MAX)
+    if n % g or m % g:
+        raise InputError(f"groups={g} must divide both in_channels={n} and out_channels={m} "
+                         f"(each group maps in_channels/groups inputs to out_channels/groups outputs)")
+    return g
+
+
+def bops(a_bits, w_bits, in_channels, out_channels, kernel_size=1, *, groups=1, positions=1, log2="exact"):
     """BOPs of ``positions`` output positions of a layer.
 
     Parameters
@@ -86,6 +112,9 @@ def bops(a_bits, w_bits, in_channels, out_channels, kernel_size=1, *, positions=
         ``n`` and ``m``.
     kernel_size : int or (int, int)
         ``k`` (``k x k`` kernel) or ``(k_h, k_w)`` (``k**2`` becomes ``k_h * k_w``); 1 for linear.
+    groups : int
+        ``g``, the number of channel groups (PyTorch's ``groups``); it must divide ``n`` and
+        ``m``. Each output sees ``n / g`` input channels; ``g = n = m`` is depthwise.
     positions : int
         Output positions (pixels) counted; 1 gives the per-position figure.
     log2 : {"exact", "ceil"}
@@ -94,21 +123,30 @@ def bops(a_bits, w_bits, in_channels, out_channels, kernel_size=1, *, positions=
     Returns
     -------
     float or int
-        ``positions * m * n * k**2 * (b_a * b_w + b_o)``.
+        ``positions * m * f * (b_a * b_w + b_o)`` with fan-in ``f = (n / g) * k**2`` and
+        ``b_o = b_a + b_w + log2(f)`` (see the module docstring).
+
+    Raises
+    ------
+    InputError
+        For a width, channel count, kernel size or position count that is not a positive
+        integer in range, ``groups`` not dividing both channel counts, or an unknown ``log2``.
     """
     if log2 not in LOG2_MODES:
         raise InputError(f"unknown log2 mode {log2!r}; use one of {', '.join(LOG2_MODES)}")
     b_a, b_w = _bits("activation bits", a_bits), _bits("weight bits", w_bits)
     n = check_int("in_channels", in_channels, 1, _MAX)
     m = check_int("out_channels", out_channels, 1, _MAX)
+    g = _groups(groups, n, m)
     positions = check_int("positions", positions, 1, _MAX)
-    fan_in = n * _kernel_area(kernel_size)
+    fan_in = (n // g) * _kernel_area(kernel_size)
     macs = positions * m * fan_in
     whole = macs * (b_a * b_w + b_a + b_w)
     return whole + macs * _log2(fan_in, log2)
 
 
-def conv_bops(in_channels, out_channels, kernel_size, a_bits, w_bits, *, output_size=None, log2="exact"):
+def conv_bops(in_channels, out_channels, kernel_size, a_bits, w_bits, *, groups=1, output_size=None,
+              log2="exact"):
     """BOPs of a convolution: per output pixel, or in total with ``output_size``.
 
     Parameters
@@ -116,10 +154,21 @@ def conv_bops(in_channels, out_channels, kernel_size, a_bits, w_bits, *, output_
     in_channels, out_channels : int
     kernel_size : int or (int, int)
     a_bits, w_bits : int or NumberFormat
+    groups : int
+        Channel groups, as ``torch.nn.Conv2d``'s ``groups`` (``in_channels`` for depthwise); must
+        divide both channel counts. Each output channel's fan-in is
+        ``in_channels / groups * k**2``, in the MAC count and in the accumulator's ``log2``.
     output_size : int or (int, int), optional
         Output feature-map size (``s`` for ``s x s``, or ``(h, w)``); ``None`` gives the
         per-pixel figure.
     log2 : {"exact", "ceil"}
+
+    Examples
+    --------
+    A depthwise 3x3 convolution on 8 channels is 8 single-channel convolutions:
+
+    >>> conv_bops(8, 8, 3, 8, 8, groups=8, log2="ceil") == 8 * conv_bops(1, 1, 3, 8, 8, log2="ceil")
+    True
     """
     if output_size is None:
         positions = 1
@@ -131,7 +180,8 @@ def conv_bops(in_channels, out_channels, kernel_size, a_bits, w_bits, *, output_
     else:
         side = check_int("output_size", output_size, 1, 1 << 20)
         positions = side * side
-    return bops(a_bits, w_bits, in_channels, out_channels, kernel_size, positions=positions, log2=log2)
+    return bops(a_bits, w_bits, in_channels, out_channels, kernel_size, groups=groups, positions=positions,
+                log2=log2)
 
 
 def linear_bops(in_features, out_features, a_bits, w_bits, *, log2="exact"):

@@ -61,7 +61,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import check_int
-from .calibration import CALIBRATORS, Calibration, check_options
+from .calibration import CALIBRATORS, Calibration, IntOption, check_options, declare_options
 from .esb import Esb
 from .rounding import check_finite
 
@@ -319,6 +319,8 @@ def dda(x, bits, *, k=None, signed=None, channel_axis=None, mean_shift=False, me
 
 
 @CALIBRATORS.register("esb")
+@declare_options(IntOption("k", 1, lambda bits: bits, many=True, words=("all",),
+                           doc="significant bits (k = bits for unsigned tensors only); several: the aligner picks"))
 def calibrate_esb(x, bits, *, role, per_channel, options):
     """ESB's calibration: the distribution difference aligner (:func:`dda`).
 
@@ -330,7 +332,7 @@ def calibrate_esb(x, bits, *, role, per_channel, options):
     Calibration
         ``candidates`` maps ``"k=<k>"`` to that choice's MSE.
     """
-    check_options("esb", options, ("k",))
+    options = check_options("esb", options, bits)
     axis = 0 if per_channel and role == "weight" else None
     choice = dda(x, bits, k=options.get("k"), channel_axis=axis)
     return Calibration(choice.format, choice.scale, axis, {f"k={k}": mse for k, mse in choice.mse.items()})

@@ -171,7 +171,7 @@ def calibrate_fxp(x, bits, *, role, per_channel, options):
     Calibration
         ``candidates`` maps ``"frac=<f>"`` to that fraction length's MSE.
     """
-    check_options("fxp", options, ())
+    options = check_options("fxp", options, bits)
     signed = bool((x < 0).any())
     frac, errors = frac_for_mse(x, bits, signed=signed)
     return Calibration(FixedPoint(bits, frac=frac, signed=signed), np.ones(1), None,

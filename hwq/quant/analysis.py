@@ -51,7 +51,7 @@ def tensor_errors(quantizer, x):
 def _layer_bops(layer, a_bits, w_bits, out_shape):
     if isinstance(layer.layer, nn.Conv2d):
         return conv_bops(layer.layer.in_channels, layer.layer.out_channels, layer.layer.kernel_size, a_bits, w_bits,
-                         output_size=tuple(out_shape[2:]))
+                         groups=layer.layer.groups, output_size=tuple(out_shape[2:]))
     return linear_bops(layer.layer.in_features, layer.layer.out_features, a_bits, w_bits)
 
 

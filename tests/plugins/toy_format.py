@@ -53,7 +53,7 @@ class SignMagnitude(NumberFormat):
 @CALIBRATORS.register("toy")
 def calibrate_toy(x, bits, *, role, per_channel, options):
     """One scale per tensor: the largest magnitude maps to the largest code."""
-    check_options("toy", options, ())
+    options = check_options("toy", options, bits)
     fmt = SignMagnitude(bits)
     peak = float(np.abs(x).max()) or 1.0
     scale = peak / fmt.m_max
