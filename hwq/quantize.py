@@ -83,7 +83,7 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress=F
     from .quant import evaluate, quantize
     from .quant.train import quantization_aware_training
     from .quant.analysis import analyse, sqnr_db
-    from .quant.integer import IntegerModel
+    from .quant.integer import integer_model
     x_train, y_train, x_test, y_test = data
     timing = {}
     weights, activations = f"{fmt}{w_bits}", _activation_spec(fmt, a_bits)
@@ -91,7 +91,7 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress=F
     with torch.no_grad():
         float_logits = model(x_test).double().numpy()
         fake_logits = qmodel(x_test).double().numpy()
-    integer = IntegerModel.from_quantized(qmodel)
+    integer = integer_model(qmodel)
     int_logits = _timed(timing, "integer_s", lambda: integer.run(x_test))
     layers = analyse(qmodel, x_test[:64])
     qat = copy.deepcopy(qmodel)

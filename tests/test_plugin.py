@@ -66,7 +66,7 @@ def test_build_and_simulate(toy, tmp_path, monkeypatch):
 def test_quantize_a_trained_model(toy):
     from sklearn.datasets import load_digits
     from hwq.quant import evaluate, quantize
-    from hwq.quant.integer import IntegerModel
+    from hwq.quant.integer import integer_model
     digits = load_digits()
     x = torch.tensor(digits.data[:1200] / 16.0, dtype=torch.float32)
     y = torch.tensor(digits.target[:1200])
@@ -83,7 +83,7 @@ def test_quantize_a_trained_model(toy):
         assert isinstance(layer.input_quantizer.format, toy.SignMagnitude)
     # a trained 2-layer MLP on digits is far above chance (10 %) at 8 bits
     assert evaluate(qmodel, x[900:], y[900:]) > 0.5
-    logits = IntegerModel.from_quantized(qmodel).run(x[900:])
+    logits = integer_model(qmodel).run(x[900:])
     assert np.asarray(logits).shape == (300, 10)
     assert (np.asarray(logits).argmax(1) == y[900:].numpy()).mean() > 0.5
 

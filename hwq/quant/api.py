@@ -270,7 +270,7 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
     _check_widths(plans, (("activations", activation_spec), ("output", output_spec)))
     batches = check_calibration(calibration, graph_module)
     fold_batchnorm(graph_module)
-    ops = graph_ops(graph_module, batches[0])
+    ops = graph_ops(graph_module, batches[0], _expected_input(graph_module))
     tensor_plan = plan_tensors(ops, {p.name: p.activations for p in plans}, keep, activation_spec, output_spec)
     values = collect_tensors(graph_module, list(tensor_plan.specs), batches, tensor_plan.clamps)
     tensors = {name: calibrate(spec, values[name], role="activation") for name, spec in tensor_plan.specs.items()}

@@ -94,6 +94,13 @@ def trace(model):
                          "data-dependent control flow is not supported") from None
 
 
+def _cause(exc):
+    """The innermost message of a (chained) exception, on one line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def _fn_name(target):
     return getattr(target, "__name__", str(target))
 
@@ -406,7 +413,7 @@ def _classify(node, modules, shapes):
                      "mean over H and W, padding, flatten/view/reshape, dropout/identity")
 
 
-def graph_ops(graph_module, example):
+def graph_ops(graph_module, example, expected=None):
     """The model as a list of :class:`GraphOp` in execution order, every node checked.
 
     Parameters
@@ -417,6 +424,8 @@ def graph_ops(graph_module, example):
         One input batch; shapes are propagated from two copies of its first sample, so reshapes
         with sizes read from the input resolve, and a reshape that changes the batch size is
         caught.
+    expected : str, optional
+        The input shape the model expects, for the error message.
 
     Raises
     ------
@@ -424,12 +433,17 @@ def graph_ops(graph_module, example):
         Naming the node or layer, the op and the attribute, for anything not exact in the
         integer path; also for an example the model cannot run (naming the shape it got).
     """
-    example = torch.cat([example[:1], example[:1]])
     try:
-        ShapeProp(graph_module).propagate(example)
+        ShapeProp(graph_module).propagate(example[:1])
     except Exception as exc:                     # the model's own error on a wrongly shaped input
-        raise InputError(f"the model cannot run on inputs of shape {tuple(example.shape[1:])} per sample "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        hint = f"; expected {expected}" if expected else ""
+        raise InputError(f"the model cannot run on inputs of shape {tuple(example.shape[1:])} per sample"
+                         f"{hint} ({type(exc).__name__}: {_cause(exc)})") from None
+    try:
+        ShapeProp(graph_module).propagate(torch.cat([example[:1], example[:1]]))
+    except Exception as exc:
+        raise InputError("the model runs on one sample but not on a batch of two: it must keep the batch "
+                         f"dimension (e.g. flatten with x.flatten(1), not x.view(-1)) ({_cause(exc)})") from None
     shapes = {node.name: tuple(node.meta["tensor_meta"].shape) for node in graph_module.graph.nodes
               if isinstance(node.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
     modules = dict(graph_module.named_modules())

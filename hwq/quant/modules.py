@@ -280,7 +280,7 @@ class QuantAdd(nn.Module):
 
     def forward(self, *xs):
         program = self.program()
-        numerator = np.int64(program.constant)
+        numerator = 0.0
         for quantizer, multiplier, x in zip(self.input_quantizers, program.multipliers, xs):
             values = torch.from_numpy(quantizer.format.decode(quantizer.quantize(x)).astype(np.float64))
             numerator = numerator + values * float(multiplier)            # exact: below 2**53 (checked)

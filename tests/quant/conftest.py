@@ -6,7 +6,7 @@ import torch
 
 from hwq.quant import quantize
 from hwq.quant.digits import train_digits_cnn
-from hwq.quant.integer import IntegerModel
+from hwq.quant.integer import integer_model
 
 
 @pytest.fixture(scope="session")
@@ -24,5 +24,5 @@ def quantized(digits):
     out = {}
     for w, a in (("fxp8", "fxp8"), ("ant4", "fxp8"), ("ant4", "ant4")):
         qmodel = quantize(model, w, a, calibration=[x_train[:64]])
-        out[w, a] = (qmodel, IntegerModel.from_quantized(qmodel))
+        out[w, a] = (qmodel, integer_model(qmodel))
     return out

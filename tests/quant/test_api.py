@@ -6,7 +6,7 @@ from torch import nn
 
 from hwq.errors import HwqError
 from hwq.quant import evaluate, quantize
-from hwq.quant.integer import IntegerModel
+from hwq.quant.integer import integer_model
 
 
 @pytest.mark.parametrize("w, a, floor", [("fxp8", "fxp8", -0.02), ("ant4", "fxp8", -0.10), ("ant4", "ant4", -0.15)])
@@ -33,7 +33,7 @@ def test_bad_input_is_reported_before_any_work():
     broken = nn.Sequential(nn.Linear(4, 4))
     with torch.no_grad():
         broken[0].weight[0, 0] = float("nan")
-    with pytest.raises(HwqError, match="NaN/Inf weights"):
+    with pytest.raises(HwqError, match="NaN/Inf in .weight."):
         quantize(broken, calibration=x)
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(HwqError, match="calibration data is empty"):
@@ -53,4 +53,4 @@ def test_keep_float_and_overrides(digits):
     assert qmodel.float_layers == ["conv1", "fc"] and list(qmodel.layers) == ["conv2", "conv3"]
     assert qmodel.layers["conv2"].weight_quantizer.format.name == "ant"
     with pytest.raises(HwqError, match="kept in float"):
-        IntegerModel.from_quantized(qmodel)
+        integer_model(qmodel)
