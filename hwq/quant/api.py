@@ -99,8 +99,13 @@ def _plans(names, weights, activations, overrides, keep):
         bad = sorted(set(override) - {"weights", "activations"})
         if bad:
             raise InputError(f"override of layer {name!r} has unknown key(s) {', '.join(bad)}; use weights, activations")
-        plans.append(LayerPlan(name, parse_spec(override.get("weights", weights)),
-                               parse_spec(override.get("activations", activations))))
+        specs = []
+        for role, default in (("weights", weights), ("activations", activations)):
+            try:
+                specs.append(parse_spec(override.get(role, default)))
+            except InputError as exc:
+                raise InputError(f"layer {name!r} {role}: {exc}") from None
+        plans.append(LayerPlan(name, *specs))
     return plans
 
 
