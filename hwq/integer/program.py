@@ -223,20 +223,9 @@ class Add:
 
 
 def avgpool_divisors(size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    """PyTorch's divisor of every output position of ``avg_pool2d`` (int64 ``(Ho, Wo)``).
-
-    A window is clipped to the padded input; without ``count_include_pad`` the padding is not
-    counted; ``divisor_override`` replaces every divisor.
-    """
-    out = [tensor_ops.pool_output_size(size[i], kernel[i], stride[i], padding[i], 1, ceil_mode) for i in range(2)]
-    counts = []
-    for i in range(2):
-        start = np.arange(out[i]) * stride[i] - padding[i]
-        end = np.minimum(start + kernel[i], size[i] + padding[i])
-        if not count_include_pad:
-            start, end = np.maximum(start, 0), np.minimum(end, size[i])
-        counts.append(end - start)
-    divisors = np.multiply.outer(counts[0], counts[1]).astype(np.int64)
+    """PyTorch's divisor of every output position of ``avg_pool2d`` (int64 ``(Ho, Wo)``):
+    :func:`hwq.integer.ops.avg_pool_divisors`, or ``divisor_override`` everywhere."""
+    divisors = tensor_ops.avg_pool_divisors(tuple(size), kernel, stride, padding, ceil_mode, count_include_pad)
     if divisor_override:
         divisors = np.full_like(divisors, int(divisor_override))
     return divisors
@@ -284,13 +273,8 @@ class AvgPool:
 
     def run(self, codes, trace=None):
         values = self.in_format.decode(codes)
-        n, c, h, w = values.shape
-        out = self.multiplier.multiplier.shape
-        extra = [max((out[i] - 1) * self.stride[i] + self.kernel[i] - ((h, w)[i] + 2 * self.padding[i]), 0)
-                 for i in range(2)]
-        padded = tensor_ops.pad2d(values, (self.padding[0], self.padding[0] + extra[0],
-                                           self.padding[1], self.padding[1] + extra[1]), "constant", 0)
-        sums = tensor_ops.sum_pool2d(padded, self.kernel, self.stride, (0, 0))[:, :, :out[0], :out[1]]
+        n, c = values.shape[:2]
+        sums = tensor_ops.sum_pool2d(values, self.kernel, self.stride, self.padding, self.ceil_mode)
         codes = requantize(sums * self.multiplier.multiplier, self.multiplier.shift, self.table, self.clamp)
         return codes if self.keep_dims else codes.reshape(n, c)
 

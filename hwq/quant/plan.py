@@ -6,7 +6,7 @@ source's codes unchanged, and a clamp (ReLU, ReLU6, hardtanh) after a source, th
 becomes that source's clamp bounds. This module works that out from the op list
 (:func:`hwq.quant.graph.graph_ops`); it knows nothing of torch or calibration.
 
-Format of each source's tensor (docs/integer-semantics.md, "One format per tensor"):
+Format of each source's tensor (docs/integer-semantics.md, "Tensors and ops"):
 
 - read by quantized layers: their activation format, which must be the same for all of them
   (else :class:`~hwq.errors.InputError` naming the layers and formats);
