@@ -7,6 +7,7 @@ index of the manifest's codebook. ``value(code)`` is exact and dyadic:
 """
 
 import abc
+import functools
 import json
 from fractions import Fraction
 
@@ -37,11 +38,36 @@ def nearest_index(grid, x, *, ties="up"):
     Ties go to the larger value (``ties="up"``) or the smaller one (``"down"``); values beyond
     either end take the end (saturation). Exact: the grid's integers are below ``2**52``, so
     their midpoints are exact in float64.
+
+    For a grid spanning at most :data:`LOOKUP_SPAN` integers the neighbour below is found with a
+    table indexed by ``floor(x)`` (exact for float64) instead of a binary search: the same result,
+    several times faster on large tensors.
     """
-    upper = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
+    grid = np.asarray(grid)
+    x = np.asarray(x, dtype=np.float64)
+    low_value, span = int(grid[0]), int(grid[-1]) - int(grid[0])
+    if len(grid) > 1 and span <= LOOKUP_SPAN and x.size > 4 * len(grid):
+        table = _lookup_table(grid.tobytes(), grid.dtype.str)
+        offset = np.clip(np.floor(x), low_value, low_value + span) - low_value
+        upper = np.clip(table[offset.astype(np.int64)] + 1, 1, len(grid) - 1)
+    else:
+        upper = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
     midpoint = (grid[upper - 1].astype(np.float64) + grid[upper].astype(np.float64)) / 2
     above = x >= midpoint if ties == "up" else x > midpoint
     return np.where(above, upper, upper - 1)
+
+
+#: grids spanning at most this many integers use a lookup table in :func:`nearest_index`
+LOOKUP_SPAN = 1 << 16
+
+
+@functools.lru_cache(maxsize=64)
+def _lookup_table(grid_bytes, dtype):
+    """For each integer ``v`` from ``grid[0]`` to ``grid[-1]``: the index of the largest grid value
+    ``<= v`` (``grid`` given as bytes, for caching)."""
+    grid = np.frombuffer(grid_bytes, dtype=np.dtype(dtype)).astype(np.int64)
+    values = np.arange(grid[0], grid[-1] + 1, dtype=np.int64)
+    return np.searchsorted(grid, values, side="right") - 1
 
 
 def fraction_str(value):

@@ -33,6 +33,8 @@ __all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "straight_through", "EXACT_
 
 #: integers below this are exact in float64
 EXACT_FLOAT = 1 << 53
+#: integers below this are exact in float32
+EXACT_FLOAT32 = 1 << 24
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -66,6 +68,23 @@ def _encode_exact(numerator, shift, table, clamp):
     return fmt.encode(np.ldexp(values, fmt.lsb_exp))
 
 
+def _codes_of(quantizer, x):
+    """Codes of ``x`` in ``quantizer``: those a fake-quantized op attached to ``x`` when it made
+    it with this quantizer (:func:`_exact_output`), else the quantizer's encoder."""
+    cached = getattr(x, "_hwq_codes", None)
+    if cached is not None and cached[0] is quantizer:
+        return cached[1]
+    return quantizer.quantize(x)
+
+
+def _exact_output(quantizer, codes, like):
+    """``quantizer.to_real(codes)`` as a tensor of ``like``'s dtype, carrying its codes so that
+    the next op need not encode them again."""
+    out = torch.from_numpy(quantizer.to_real(codes)).to(like.dtype)
+    out._hwq_codes = (quantizer, codes)
+    return out
+
+
 def _clamp_of(quantizer, low, high):
     """The :class:`Clamp` of real bounds ``low``/``high`` on ``quantizer``'s format."""
     scale = float(quantizer.scale[0])
@@ -84,11 +103,11 @@ def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _as_exact_int(values, what):
-    """float64 torch tensor of exact integer sums → int64 numpy (checked below ``2**53``)."""
+def _as_exact_int(values, what, limit=EXACT_FLOAT):
+    """Float torch tensor of exact integer sums → int64 numpy (checked below ``limit``)."""
     values = values.detach().cpu().numpy()
-    if values.size and np.abs(values).max() >= EXACT_FLOAT:
-        raise InputError(f"{what}: a sum reached 2**53, beyond float64's exact integers")
+    if values.size and np.abs(values).max() >= limit:
+        raise InputError(f"{what}: a sum reached {limit}, beyond the float type's exact integers")
     return values.astype(np.int64)
 
 
@@ -186,38 +205,69 @@ class QuantLayer(nn.Module):
         warn_flush(f"layer {self.name!r}", program.multiplier, reach, program.table)
 
     def _accumulate(self, a_values, w_values):
-        """Exact accumulators by a float64 torch convolution / linear of decoded integers."""
+        """Exact accumulators by float32 torch convolutions (or linear) of decoded integers.
+
+        float32 holds integers below ``2**24`` exactly, so one convolution is exact when
+        ``max|a| * max|w| * K < 2**24`` (every product and partial sum, in any order, is such an
+        integer). Otherwise the weights are split into base-``2**b`` digits small enough for that
+        bound, one exact convolution per digit, recombined in int64 (``float64`` when even one
+        bit per digit is too many). This is a different computation from the integer path's
+        golden ``matmul``, so :func:`~hwq.quant.integer.compare` checks one against the other.
+        """
+        fan_in = int(np.prod(w_values.shape[1:]))
+        a_max = int(a_values.abs().max()) if a_values.numel() else 0
+        w_int = w_values.to(torch.int64)
+        w_max = int(w_int.abs().max()) if w_int.numel() else 0
+        room = (EXACT_FLOAT32 - 1) // max(a_max * fan_in, 1)          # largest |digit| allowed
+        if room < 1:
+            return _as_exact_int(self._linear_op(a_values, w_values), f"layer {self.name!r}")
+        if w_max <= room:
+            return _as_exact_int(self._linear_op(a_values.float(), w_values.float()), f"layer {self.name!r}",
+                                 EXACT_FLOAT32)
+        bits = (room + 1).bit_length() - 1                              # 2**bits - 1 <= room
+        a32, total, place = a_values.float(), 0, 0
+        sign, magnitude = torch.sign(w_int), w_int.abs()
+        while bool((magnitude != 0).any()):                            # |w| in base 2**bits, sign kept
+            digit = torch.remainder(magnitude, 1 << bits)
+            part = _as_exact_int(self._linear_op(a32, (sign * digit).float()), f"layer {self.name!r}",
+                                 EXACT_FLOAT32)
+            total = total + (part << place)
+            magnitude, place = magnitude >> bits, place + bits
+        return total
+
+    def _linear_op(self, x, weight, bias=None):
+        """The layer's convolution or linear map with its geometry (padding mode included)."""
         if not self.is_conv:
-            return F.linear(a_values, w_values)
+            return F.linear(x, weight, bias)
         g = self.geometry
         top, bottom, left, right = g["padding"]
         if any(g["padding"]):
             mode = "constant" if g["padding_mode"] == "zeros" else g["padding_mode"]
-            a_values = F.pad(a_values, (left, right, top, bottom), mode=mode)
-        return F.conv2d(a_values, w_values, None, g["stride"], 0, g["dilation"], g["groups"])
+            x = F.pad(x, (left, right, top, bottom), mode=mode)
+        return F.conv2d(x, weight, bias, g["stride"], 0, g["dilation"], g["groups"])
 
     def forward(self, x):
         if self.mode == "float":
             return self.layer(x)
         a_q = self.input_quantizer
-        a_codes = a_q.quantize(x)
+        a_codes = _codes_of(a_q, x)
         x_q = x + (torch.from_numpy(a_q.to_real(a_codes)).to(x) - x).detach()
         if self.mode == "noise":
-            return self._float_op(x_q, self.noise(self.layer.weight), self.layer.bias)
+            return self._linear_op(x_q, self.noise(self.layer.weight), self.layer.bias)
         program = self.program()
         a_values = torch.from_numpy(a_q.format.decode(a_codes).astype(np.float64))
         w_values = torch.from_numpy(program.w_format.decode(program.weight_codes).astype(np.float64))
         if program.acc_bits > 53:
             acc = program.accumulators(a_codes)
         else:
-            acc = _as_exact_int(self._accumulate(a_values, w_values), f"layer {self.name!r}")
+            acc = self._accumulate(a_values, w_values)
         shape = (-1,) + (1,) * (acc.ndim - 2)
         numerator = (acc + program.bias.reshape(shape)) * program.multiplier.multiplier.reshape(shape)
         codes = _encode_exact(numerator, program.multiplier.shift.reshape(shape), program.table, program.clamp)
         if self.trace is not None:
             self.trace[self.name] = codes
             self.trace[self.name + ".acc"] = acc
-        exact = torch.from_numpy(self.output_quantizer.to_real(codes)).to(x.dtype)
+        exact = _exact_output(self.output_quantizer, codes, x)
         if not _needs_grad(x, self.layer.weight):
             return exact
         w_q = straight_through(self.layer.weight, self.weight_quantizer)
@@ -225,17 +275,7 @@ class QuantLayer(nn.Module):
         if bias is not None:
             unit = torch.from_numpy(self.acc_unit).to(bias)
             bias = bias + (torch.round(bias / unit) * unit - bias).detach()
-        return _ste(self._float_op(x_q, w_q, bias), exact, self.low, self.high)
-
-    def _float_op(self, x, weight, bias):
-        if self.is_conv:
-            g = self.geometry
-            top, bottom, left, right = g["padding"]
-            if any(g["padding"]):
-                mode = "constant" if g["padding_mode"] == "zeros" else g["padding_mode"]
-                x = F.pad(x, (left, right, top, bottom), mode=mode)
-            return F.conv2d(x, weight, bias, g["stride"], 0, g["dilation"], g["groups"])
-        return F.linear(x, weight, bias)
+        return _ste(self._linear_op(x_q, w_q, bias), exact, self.low, self.high)
 
 
 class QuantAdd(nn.Module):
@@ -282,13 +322,13 @@ class QuantAdd(nn.Module):
         program = self.program()
         numerator = 0.0
         for quantizer, multiplier, x in zip(self.input_quantizers, program.multipliers, xs):
-            values = torch.from_numpy(quantizer.format.decode(quantizer.quantize(x)).astype(np.float64))
+            values = torch.from_numpy(quantizer.format.decode(_codes_of(quantizer, x)).astype(np.float64))
             numerator = numerator + values * float(multiplier)            # exact: below 2**53 (checked)
         numerator = _as_exact_int(torch.as_tensor(numerator) + float(program.constant), f"add {self.name!r}")
         codes = _encode_exact(numerator, program.shift, program.table, program.clamp)
         if self.trace is not None:
             self.trace[self.name] = codes
-        exact = torch.from_numpy(self.output_quantizer.to_real(codes)).to(xs[0].dtype)
+        exact = _exact_output(self.output_quantizer, codes, xs[0])
         if not _needs_grad(*xs):
             return exact
         total = sum(s * x for s, x in zip(self.scales, xs)) + self.constant
@@ -335,7 +375,7 @@ class QuantAvgPool(nn.Module):
     def forward(self, x):
         program = self.program()
         a = self.attrs
-        values = torch.from_numpy(self.input_quantizer.format.decode(self.input_quantizer.quantize(x)).astype(np.float64))
+        values = torch.from_numpy(self.input_quantizer.format.decode(_codes_of(self.input_quantizer, x)).astype(np.float64))
         sums = F.avg_pool2d(values, a["kernel"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"],
                             count_include_pad=True, divisor_override=1)
         sums = _as_exact_int(sums, f"average pool {self.name!r}")
@@ -345,7 +385,7 @@ class QuantAvgPool(nn.Module):
             codes = codes.reshape(codes.shape[0], codes.shape[1])
         if self.trace is not None:
             self.trace[self.name] = codes
-        exact = torch.from_numpy(self.output_quantizer.to_real(codes)).to(x.dtype)
+        exact = _exact_output(self.output_quantizer, codes, x)
         if not _needs_grad(x):
             return exact
         float_out = F.avg_pool2d(x, a["kernel"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"],
