@@ -112,3 +112,25 @@ def test_quantization_aware_training_trains_through_the_same_arithmetic(digits):
     assert not torch.equal(before, qmodel.layers["fc"].layer.weight)      # gradients reached the weights
     report = compare(qmodel, integer_model(qmodel), x_test[:64])
     assert report["differing_codes"] == 0, report["first"]
+
+
+@pytest.mark.parametrize("a_max, w_max, channels, groups", [(127, 127, 64, 1), (4096, 4096, 16, 1),
+                                                            (32767, 32767, 4, 1), (30000, 300, 8, 8)])
+def test_fake_quantization_accumulators_are_exact_beyond_float32(a_max, w_max, channels, groups):
+    """The float32 path (split into weight digits when products could pass 2**24) against the
+    golden convolution, on integers up to 16 bits, negative weights included."""
+    from hwq.formats.fxp import FixedPoint
+    from hwq.integer import ops
+    from hwq.quant.modules import QuantLayer
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, 8 if groups == 1 else channels, 3, groups=groups)
+    layer = QuantLayer("t", conv, None, None, None, {"stride": (1, 1), "padding": (1, 1, 1, 1),
+                                                    "padding_mode": "zeros", "dilation": (1, 1), "groups": groups})
+    a = torch.randint(-a_max, a_max + 1, (2, channels, 6, 6)).double()
+    w = torch.randint(-w_max, w_max + 1, conv.weight.shape).double()
+    w[0] = w_max                                                         # the extremes
+    a[0, :, 0, 0] = -a_max
+    fmt = FixedPoint(16)
+    expected = ops.conv2d(fmt, fmt.encode(np.pad(a.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)))), fmt,
+                          fmt.encode(w.numpy()), 1, 1, groups)
+    assert np.array_equal(layer._accumulate(a, w), expected)
