@@ -31,6 +31,10 @@ RULES = {
     "hwq.tools": HARDWARE + TORCH + ("hwq.formats", "hwq.pe", "hwq.quant", "hwq.synth", "hwq.sim", "hwq.boards"),
     "hwq.pe": TORCH + ("hwq.quant", "hwq.synth", "hwq.sim", "hwq.boards", "hwq.build", "hwq.quantize"),
     "hwq.synth": HARDWARE + TORCH + ("hwq.formats", "hwq.pe", "hwq.quant", "hwq.sim", "hwq.boards"),
+    # the integer semantics: numpy alone, so an export runs (and hardware is generated) without torch
+    "hwq.integer": HARDWARE + TORCH + ("hwq.pe", "hwq.synth", "hwq.quant", "hwq.sim", "hwq.boards", "hwq.tools",
+                                       "hwq.build", "hwq.quantize", "hwq.models"),
+    "hwq.models": HARDWARE + ("hwq.pe", "hwq.synth", "hwq.sim", "hwq.boards", "hwq.tools", "hwq.integer"),
     "hwq.quant": HARDWARE + ("hwq.pe", "hwq.synth", "hwq.sim", "hwq.boards", "hwq.tools", "hwq.build",
                              "hwq.quantize"),
     # the manifest-only reference model: independent of the golden model it checks
@@ -108,6 +112,8 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     # PEs need no torch; the front end needs no hardware
     ("import hwq.pe as p; p.PE_CLASSES.names()", TORCH + ("hwq.quant", "hwq.synth")),
     ("from hwq.quant.train import QAT_PROCEDURES; QAT_PROCEDURES.names()", HARDWARE + ("hwq.pe", "hwq.synth")),
+    # the integer reference model and the export reader need numpy only
+    ("import hwq.integer, hwq.integer.ops", HARDWARE + TORCH + ("hwq.quant", "hwq.pe", "hwq.synth")),
     # the reference model does not load the golden model it is checked against
     ("import hwq.sim.reference", HARDWARE + TORCH + ("hwq.formats", "hwq.pe")),
 ])
