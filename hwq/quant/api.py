@@ -17,7 +17,7 @@ from .plan import plan_tensors
 from .spec import parse_spec
 
 __all__ = ["quantize", "QuantizedModel", "LayerPlan", "check_calibration", "collect_tensors", "run_recording",
-           "floor_weight_scales", "ScaleFloorWarning", "MAX_CALIBRATION_VALUES", "SCALE_FLOOR", "DEFAULT_OUTPUT"]
+           "floor_weight_scales", "correct_bias", "ScaleFloorWarning", "MAX_CALIBRATION_VALUES", "SCALE_FLOOR", "DEFAULT_OUTPUT"]
 
 #: activation values kept per tensor for calibration (a seeded subsample beyond this)
 MAX_CALIBRATION_VALUES = 1 << 20
@@ -169,35 +169,75 @@ def _expected_input(graph_module):
 
 
 class _Recorder(torch.fx.Interpreter):
-    """Runs the float graph, keeping the outputs of chosen nodes (float64, flattened)."""
+    """Runs the float graph, keeping a seeded sample of the outputs of chosen nodes (float64,
+    at most ``per_batch`` values a batch) and the per-channel sums of others."""
 
-    def __init__(self, graph_module, names):
+    def __init__(self, graph_module, names, channel_names, per_batch, seed):
         super().__init__(graph_module)
         self.names, self.seen = set(names), {name: [] for name in names}
+        self.channel_names = set(channel_names)
+        self.sums, self.counts = {}, {}
+        self.per_batch, self.rng = per_batch, np.random.default_rng(seed)
 
     def run_node(self, node):
         result = super().run_node(node)
         if node.name in self.names:
-            self.seen[node.name].append(result.detach().cpu().double().numpy().ravel())
+            values = result.detach().cpu().double().numpy().ravel()
+            if values.size > self.per_batch:
+                values = values[self.rng.choice(values.size, self.per_batch, replace=False)]
+            self.seen[node.name].append(values)
+        if node.name in self.channel_names:
+            dims = [d for d in range(result.dim()) if d != 1]
+            self.sums[node.name] = self.sums.get(node.name, 0) + result.detach().double().sum(dims).cpu().numpy()
+            self.counts[node.name] = self.counts.get(node.name, 0) + result[:, 0].numel()
         return result
 
 
-def collect_tensors(graph_module, names, batches, clamps, limit=MAX_CALIBRATION_VALUES, seed=0):
-    """Run ``batches`` through the float ``graph_module``; return the values of each named node's
-    output, clamped to its folded clamp's bounds (1-D float64, a seeded subsample of ``limit``)."""
-    recorder = _Recorder(graph_module, names)
+def collect_tensors(graph_module, names, batches, clamps, limit=MAX_CALIBRATION_VALUES, seed=0, channel_means=()):
+    """Run ``batches`` through the float ``graph_module``.
+
+    Returns
+    -------
+    values : dict of str to numpy.ndarray
+        For each of ``names``: a seeded sample (at most ``limit``) of the node's output values,
+        clamped to its folded clamp's bounds (1-D float64).
+    means : dict of str to numpy.ndarray
+        For each of ``channel_means``: the mean of the node's output per channel (axis 1).
+    """
+    recorder = _Recorder(graph_module, names, channel_means, max(limit // max(len(batches), 1), 1), seed)
     with torch.no_grad():
         for batch in batches:
             recorder.run(batch)
-    rng = np.random.default_rng(seed)
     out = {}
     for name, parts in recorder.seen.items():
         values = np.concatenate(parts)
         low, high = clamps.get(name, (None, None))
         if low is not None or high is not None:
             values = np.clip(values, low, high)
-        out[name] = values if values.size <= limit else rng.choice(values, limit, replace=False)
-    return out
+        out[name] = values
+    means = {name: recorder.sums[name] / recorder.counts[name] for name in recorder.sums}
+    return out, means
+
+
+def correct_bias(layer, quantizer, input_means):
+    """Empirical bias correction (Nagel et al., "Data-Free Quantization Through Weight Equalization
+    and Bias Correction", ICCV 2019, section 4.2): subtract the expected output error of the
+    quantized weights, ``(W_q - W) @ E[x]``, from the bias, with ``E[x]`` the mean of the layer's
+    input per channel over the calibration data (zero padding makes it approximate at borders)."""
+    weight = layer.weight.detach().cpu().double().numpy()
+    error = quantizer.fake_quantize(weight) - weight                  # (O, C/g, kh, kw) or (O, K)
+    if error.ndim == 4:
+        groups = layer.groups
+        per_group = weight.shape[1]
+        means = input_means.reshape(groups, per_group)                # (g, C/g)
+        out_per_group = weight.shape[0] // groups
+        means = np.repeat(means, out_per_group, axis=0)               # (O, C/g)
+        shift = (error.sum(axis=(2, 3)) * means).sum(axis=1)
+    else:
+        shift = error @ input_means
+    with torch.no_grad():
+        bias = layer.bias if layer.bias is not None else torch.zeros(weight.shape[0], dtype=layer.weight.dtype)
+        layer.bias = nn.Parameter(bias - torch.as_tensor(shift, dtype=bias.dtype))
 
 
 def run_recording(qmodel, x):
@@ -225,7 +265,7 @@ def run_recording(qmodel, x):
 
 
 def quantize(model, weights="fxp8", activations="fxp8", *, calibration, overrides=None, keep_float=(),
-             per_channel=True, output=DEFAULT_OUTPUT):
+             per_channel=True, output=DEFAULT_OUTPUT, bias_correction=False):
     """Quantize ``model`` post-training in hwq formats.
 
     Every tensor gets one format and scale (docs/integer-semantics.md): a layer's input tensor
@@ -251,6 +291,9 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
         Per-output-channel weight scales where the format's method has them.
     output : str or dict or FormatSpec
         Format of the model's output (the scores): one grid for every class.
+    bias_correction : bool
+        Correct each layer's bias for the mean error of its quantized weights
+        (:func:`correct_bias`).
 
     Returns
     -------
@@ -277,7 +320,9 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
     fold_batchnorm(graph_module)
     ops = graph_ops(graph_module, batches[0], _expected_input(graph_module))
     tensor_plan = plan_tensors(ops, {p.name: p.activations for p in plans}, keep, activation_spec, output_spec)
-    values = collect_tensors(graph_module, list(tensor_plan.specs), batches, tensor_plan.clamps)
+    layer_inputs = [op.inputs[0] for op in ops if op.kind == "layer" and op.target not in keep]
+    values, input_means = collect_tensors(graph_module, list(tensor_plan.specs), batches, tensor_plan.clamps,
+                                          channel_means=layer_inputs if bias_correction else ())
     tensors = {name: calibrate(spec, values[name], role="activation") for name, spec in tensor_plan.specs.items()}
     by_name = {op.name: op for op in ops}
     modules, layers = {}, {}
@@ -288,7 +333,7 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
         output_q = tensors.get(op.name)
         if output_q is None:                       # read by nothing quantized: calibrate it for the output
             output_q = calibrate(output_spec, collect_tensors(graph_module, [op.name], batches,
-                                                              tensor_plan.clamps)[op.name], role="activation")
+                                                              tensor_plan.clamps)[0][op.name], role="activation")
             tensors[op.name] = output_q
         inputs_q = [tensors[tensor_plan.source[name]] for name in op.inputs]
         if op.kind == "layer":
@@ -297,6 +342,8 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
             weight_q = calibrate(plan.weights, layer.weight.detach().cpu().double().numpy(), role="weight",
                                  per_channel=per_channel)
             weight_q = floor_weight_scales(op.target, weight_q, layer, inputs_q[0])
+            if bias_correction:
+                correct_bias(layer, weight_q, input_means[op.inputs[0]])
             module = QuantLayer(op.target, layer, weight_q, inputs_q[0], output_q, op.attrs, low, high)
             module.check_flush(module.program())
             layers[op.target] = module

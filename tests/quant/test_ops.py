@@ -275,3 +275,20 @@ def test_a_layer_called_twice_is_refused():
             return self.a(self.a(x))
     with pytest.raises(InputError, match=r"layer 'a' is called twice"):
         quantize(M(), calibration=[torch.randn(2, 4)])
+
+
+def test_bias_correction_removes_the_mean_output_error_of_quantized_weights():
+    """Inputs with a large mean: 4-bit weights shift every output's mean; bias correction
+    (Nagel et al. 2019) takes the shift out, and the result is still exact in the integer path."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 8))
+    x = torch.randn(2048, 64) + 3.0
+    with torch.no_grad():
+        reference = model(x)
+    errors = []
+    for correct in (False, True):
+        qmodel = quantize(model, "fxp4", "fxp8", output="fxp16", calibration=[x], bias_correction=correct)
+        with torch.no_grad():
+            errors.append(float((qmodel(x) - reference).mean(0).abs().mean()))
+        assert compare(qmodel, integer_model(qmodel), x)["differing_codes"] == 0
+    assert errors[1] < errors[0] / 4, errors
