@@ -65,11 +65,22 @@ with an exponent above :data:`EXPONENT_MAX`, or with the same value set as an ea
 are left out. For each candidate the scale sweeps ``alpha = max|x| * 2**(-j/16)``,
 ``j = -8 ... 48`` (``1.41 * max|x|`` down to ``max|x| / 8`` in steps of 4.4 %; PoT-like grids clip
 far below the maximum), with scale ``alpha / max(value)``; the least MSE wins, ties to the earlier
-candidate (fewer terms: cheaper hardware). Every candidate's clipping, rounding and total error at
-its best scale is returned (:mod:`hwq.formats.metrics`).
+candidate (fewer terms: cheaper hardware), then to the earlier scale. Every candidate's clipping,
+rounding and total error at its best scale is returned (:mod:`hwq.formats.metrics`).
+
+The search gives that exhaustive sweep's choice without encoding the tensor once per candidate and
+scale (2926 unsigned 8-bit candidates; minutes for 10**6 activations): the magnitudes are sorted
+once, a candidate's squared error at a scale is a sum over its rounding thresholds of cumulative
+sums, bounded from a table indexed by the thresholds' float64 bit patterns, and summed exactly
+only where the bounds cannot rule a scale out (:func:`select_superposition`, :func:`_bounds`). Two
+sums equal up to float64 rounding may break their tie either way.
+
+Per-channel weights (:func:`calibrate_ausn`, an hwq extension): one superposition per layer,
+chosen on the channels each divided by its maximum, and one scale per output channel.
 """
 
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -77,11 +88,12 @@ import numpy as np
 from ..errors import InputError
 from .base import NumberFormat, check_int, nearest_index
 from .calibration import CALIBRATORS, Calibration, check_options
-from .metrics import quantization_error
+from .metrics import QuantError, sweep_scales
 from .rounding import check_finite
 
 __all__ = ["Ausn", "EXPONENT_MAX", "DEFAULT_SUPERPOSITIONS", "default_superposition", "superposition_label",
-           "superpositions", "SuperpositionChoice", "select_superposition", "SCALE_RATIOS", "calibrate_ausn"]
+           "superpositions", "SuperpositionChoice", "select_superposition", "SCALE_RATIOS", "WEIGHT_RATIOS",
+           "calibrate_ausn"]
 
 #: largest exponent of any term
 EXPONENT_MAX = 30
@@ -247,6 +259,42 @@ class Ausn(NumberFormat):
         return codes
 
 
+def _grid_of(fields, offsets):
+    """Sorted distinct magnitudes (int64) of superposition ``(fields, offsets)``.
+
+    Every sum of one value per term, a term's values being 0 and ``2**e`` for each ``e`` in its
+    window: :attr:`Ausn.magnitudes` without building the format (the search lists thousands).
+    """
+    sums = np.zeros(1, dtype=np.int64)
+    for k, o in zip(fields, offsets):
+        term = np.concatenate([[0], np.left_shift(1, np.arange(o, o + (1 << k) - 1, dtype=np.int64))])
+        sums = np.unique(np.add.outer(sums, term).ravel())
+    return sums
+
+
+@functools.lru_cache(maxsize=None)
+def _candidates(bits, signed, max_terms):
+    """``((fields, offsets), ...)`` in search order and their grids (:func:`_grid_of`), computed
+    once per width (:func:`superpositions` checks the arguments)."""
+    magnitude_bits = bits - (1 if signed else 0)
+    found, grids, seen = [], [], set()
+    for count in range(1, min(max_terms, magnitude_bits) + 1):
+        for cuts in itertools.combinations(range(1, magnitude_bits), count - 1):
+            fields = tuple(b - a for a, b in zip((0,) + cuts, cuts + (magnitude_bits,)))
+            for gaps in itertools.product(*(range(1 << k) for k in fields[1:])):
+                offsets = tuple(itertools.accumulate((0,) + gaps[::-1]))[::-1]
+                if any(o + (1 << k) - 2 > EXPONENT_MAX for k, o in zip(fields, offsets)):
+                    continue
+                grid = _grid_of(fields, offsets)
+                key = grid.tobytes()
+                if key not in seen:
+                    seen.add(key)
+                    found.append((fields, offsets))
+                    grid.setflags(write=False)
+                    grids.append(grid)
+    return tuple(found), tuple(grids)
+
+
 def superpositions(bits, *, signed=True, max_terms=None):
     """The candidate superpositions of :func:`select_superposition` (module docstring).
 
@@ -265,24 +313,15 @@ def superpositions(bits, *, signed=True, max_terms=None):
     list of (tuple, tuple)
         ``(fields, offsets)`` pairs in search order, each with a distinct value set.
     """
+    return list(_candidates(bits, bool(signed), _max_terms(bits, signed, max_terms))[0])
+
+
+def _max_terms(bits, signed, max_terms):
+    """Checked ``bits`` and ``max_terms``; the default: half the magnitude bits, rounded up."""
     check_int("AUSN bit width", bits, *Ausn.bit_range)
-    magnitude_bits = bits - (1 if signed else 0)
     if max_terms is None:
-        max_terms = (magnitude_bits + 1) // 2
-    max_terms = check_int("max_terms", max_terms, 1, Ausn.bit_range[1])
-    out, seen = [], set()
-    for count in range(1, min(max_terms, magnitude_bits) + 1):
-        for cuts in itertools.combinations(range(1, magnitude_bits), count - 1):
-            fields = tuple(b - a for a, b in zip((0,) + cuts, cuts + (magnitude_bits,)))
-            for gaps in itertools.product(*(range(1 << k) for k in fields[1:])):
-                offsets = tuple(int(o) for o in np.cumsum((0,) + gaps[::-1])[::-1])
-                if any(o + (1 << k) - 2 > EXPONENT_MAX for k, o in zip(fields, offsets)):
-                    continue
-                grid = tuple(Ausn(bits, fields=fields, offsets=offsets, signed=signed).magnitudes)
-                if grid not in seen:
-                    seen.add(grid)
-                    out.append((fields, offsets))
-    return out
+        return (bits - (1 if signed else 0) + 1) // 2
+    return check_int("max_terms", max_terms, 1, Ausn.bit_range[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +336,9 @@ class SuperpositionChoice:
         Its scale: ``x ~ scale * value(code)``.
     errors : dict of str to QuantError
         Every candidate's error at its own best scale, by :attr:`Ausn.label`
-        (:class:`hwq.formats.metrics.QuantError`: clipping, rounding and total MSE).
+        (:class:`hwq.formats.metrics.QuantError`: clipping, rounding and total MSE), from the
+        search's cumulative sums: equal to :func:`~hwq.formats.metrics.quantization_error`'s up
+        to float64 rounding of the sums (the thresholds and the clipped fraction exactly).
     """
 
     format: Ausn
@@ -305,25 +346,243 @@ class SuperpositionChoice:
     errors: dict
 
 
-def _sweep(magnitudes, prefix, grid, scales):
-    """Squared-error sums of quantizing sorted ``magnitudes`` to ``grid * scale`` for every scale.
+# ---------------------------------------------------------------------------------------------
+# the search: every candidate's squared error over the scale sweep from cumulative sums, bounded
+# per candidate and scale from a bucket table, exact where the bounds cannot decide
 
-    Nearest grid value, ties to the smaller one, the largest beyond the top: the rule of
-    :meth:`Ausn.encode`, applied per interval between midpoints with prefix sums of ``m`` and
-    ``m**2`` (``prefix``), so each scale costs ``O(len(grid) * log(len(magnitudes)))``.
+_UNIT_ROUNDOFF = np.finfo(np.float64).eps / 2
+#: buckets of the bound phase: ``2**_BUCKET_BITS`` per octave (a float64's top mantissa bits)
+_BUCKET_BITS = 10
+#: most buckets: past them (an absurd clip range) the lowest bucket takes every lower threshold
+_MAX_BUCKETS = 1 << 20
+#: thresholds handled per block of the bound phase and of the exact phase (memory: ~70 bytes each)
+_BLOCK = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grids:
+    """The candidates of one width as arrays: grids padded to a common length with their largest
+    value (an empty cell between equal levels adds nothing to any sum)."""
+
+    labels: tuple
+    table: np.ndarray        # (candidates, longest grid) float64
+    lengths: np.ndarray      # distinct magnitudes per candidate
+    tops: np.ndarray         # largest magnitude per candidate (float: Ausn.max_value at exp_base 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_table(bits, signed, max_terms):
+    candidates, grids = _candidates(bits, signed, max_terms)
+    lengths = np.array([len(g) for g in grids])
+    table = np.empty((len(grids), int(lengths.max())))
+    for row, grid in zip(table, grids):
+        row[:len(grid)] = grid
+        row[len(grid):] = grid[-1]
+    table.setflags(write=False)
+    lengths.setflags(write=False)
+    tops = table[:, -1].copy()
+    tops.setflags(write=False)
+    return _Grids(tuple(superposition_label(f, o) for f, o in candidates), table, lengths, tops)
+
+
+class _Buckets:
+    """Where rounding thresholds fall among the sorted magnitudes ``m``, from their bit patterns.
+
+    A positive float64's bit pattern read as an integer grows with the value, so its top
+    ``12 + _BUCKET_BITS`` bits number a bucket (``2**_BUCKET_BITS`` per octave) with no search.
+    The table has a row per bucket from ``lowest`` to ``highest`` (every threshold of the search
+    lies between them): the count ``L`` of magnitudes below the bucket, their sum ``prefix1[L]``,
+    the count of magnitudes inside it, and its lower edge. A threshold ``q`` has ``#(m <= q)``
+    between ``L`` and ``L`` plus the bucket's count: exactly ``L`` when the bucket is empty.
+    Past :data:`_MAX_BUCKETS` (an absurd clip range), the lowest row takes every threshold below
+    it.
     """
-    levels = grid[None, :] * scales[:, None]                          # (scales, G)
-    cuts = np.searchsorted(magnitudes, (levels[:, :-1] + levels[:, 1:]) / 2, side="right")
-    edges = np.concatenate([np.zeros((len(scales), 1), np.int64), cuts,
-                            np.full((len(scales), 1), len(magnitudes))], axis=1)
+
+    def __init__(self, m, prefix1, lowest, highest):
+        self.shift = 52 - _BUCKET_BITS
+        high = self._key(highest)
+        low = max(self._key(lowest), high - _MAX_BUCKETS + 1)
+        self.clip = low > self._key(lowest)
+        edges = (np.arange(low, high + 2, dtype=np.int64) << self.shift).view(np.float64)
+        if self.clip:                                   # the first row reaches down to ``lowest``
+            edges[0] = lowest
+        counts = np.searchsorted(m, edges, side="left")
+        below = counts[:-1]
+        # one array per column: four 1-D gathers beat one of rows
+        self.columns = (below.astype(np.float64), prefix1[below], np.diff(counts).astype(np.float64), edges[:-1])
+        self.low = low
+
+    def _key(self, value):
+        return int(np.array(value, dtype=np.float64).view(np.int64)) >> self.shift
+
+    def index(self, q):
+        """Bucket of every threshold ``q`` in ``[lowest, highest]`` (float64, C-contiguous)."""
+        index = np.right_shift(q.view(np.int64), self.shift)
+        index -= self.low
+        if self.clip:
+            np.maximum(index, 0, out=index)
+        return index
+
+    def rows(self, q, columns=(0, 1, 2, 3)):
+        """The table's ``columns`` (indices: 0 count below, 1 sum below, 2 count inside, 3 lower
+        edge) at thresholds ``q``."""
+        index = self.index(q)
+        return tuple(self.columns[c][index] for c in columns)
+
+
+def _levels(grid, scales):
+    """Levels ``grid * scale``, rounding thresholds (midpoints) and steps, last axis the grid's."""
+    levels = grid * scales[..., None]
+    return levels, (levels[..., :-1] + levels[..., 1:]) / 2, levels[..., 1:] - levels[..., :-1]
+
+
+def _bounds(grid, scales, buckets, sums):
+    """Bounds on the squared-error sum of every candidate of a block at every scale.
+
+    With thresholds ``q_k`` (midpoints of the levels ``l_k``, steps ``d_k = l_{k+1} - l_k``) and
+    ``N_k = #(m <= q_k)``, summing by parts gives the exact sum of squared errors of
+    nearest-value rounding (ties down) with saturation at the top level ``l_top``::
+
+        SSE = sum((m - l_top)**2) + 2 * sum_k d_k * (P1[N_k] - q_k * N_k),
+
+    ``P1`` the cumulative sums of the sorted ``m``. Taking each ``N_k`` as the count ``L_k`` below
+    ``q_k``'s bucket gives an upper bound ``U``: elements of the bucket at or below ``q_k`` are
+    then rounded up a level, a valid if worse rounding. Each such element costs
+    ``2 * d_k * (q_k - m) <= 2 * d_k * (q_k - edge_k)`` more, so ``U - 2 * sum_k d_k * c_k *
+    (q_k - edge_k)`` (``c_k`` the bucket's count) is a lower bound.
+
+    Parameters
+    ----------
+    grid : numpy.ndarray
+        ``(K, G)`` padded grids.
+    scales : numpy.ndarray
+        ``(K, S)`` scales.
+    buckets : _Buckets
+    sums : tuple
+        ``(n, sum(m), sum(m**2))``.
+
+    Returns
+    -------
+    upper, lower : numpy.ndarray
+        ``(K, S)`` bounds (before the rounding tolerance of :func:`_tolerance`).
+    """
+    n, total1, total2 = sums
+    levels, mids, steps = _levels(grid[:, None, :], scales)
+    below, below_sum, inside, edge = buckets.rows(mids)
+    top = levels[..., -1]
+    upper = total2 - 2 * top * total1 + n * top * top + 2 * np.einsum("ksg,ksg->ks", steps, below_sum - mids * below)
+    slack = 2 * np.einsum("ksg,ksg->ks", steps, inside * (mids - edge))
+    return upper, upper - slack
+
+
+def _tolerance(top, length, sums, n):
+    """Rounding tolerance of the bounds and of the exact sums at top level(s) ``top``.
+
+    Float64 rounding of a sum of ``t`` terms is at most ``(t - 1) * u`` times the sum of their
+    magnitudes (N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM 2002,
+    sec. 4.2), ``u`` the unit roundoff. The terms of both formulas are bounded by
+    ``size = sum(m**2) + 2 * l_top * sum(m) + n * l_top**2``; the cumulative sums, also used by both,
+    are each off by at most ``n * u * sum(m)``, which moves a lower bound's elements by that
+    much. Twice the sum of the two, with margin: ``8 * (G + 2) * u * size + 4 * l_top * n * u * sum(m)``.
+    """
+    _, total1, total2 = sums
+    size = total2 + 2 * top * total1 + n * top * top
+    return 8 * (length + 2) * _UNIT_ROUNDOFF * size + 4 * top * n * _UNIT_ROUNDOFF * total1
+
+
+def _exact_sse(m, prefix, buckets, grid, scales):
+    """Sum of squared errors of ``grid[p] * scales[p]`` for every row ``p``: the cells between
+    consecutive thresholds from cumulative sums, each threshold's count found in its bucket (or
+    by a search of ``m`` where the bucket is not empty)."""
+    n = len(m)
+    levels, mids, _ = _levels(grid, scales)
+    below, inside = buckets.rows(mids, (0, 2))
+    count = below.astype(np.int64)
+    unsure = inside > 0
+    count[unsure] = np.searchsorted(m, mids[unsure], side="right")
+    edges = np.concatenate([np.zeros((len(grid), 1), np.int64), count, np.full((len(grid), 1), n)], axis=1)
     s1 = prefix[0][edges[:, 1:]] - prefix[0][edges[:, :-1]]
     s2 = prefix[1][edges[:, 1:]] - prefix[1][edges[:, :-1]]
-    n = edges[:, 1:] - edges[:, :-1]
-    return (s2 - 2 * levels * s1 + n * levels ** 2).sum(axis=1)
+    cells = edges[:, 1:] - edges[:, :-1]
+    return (s2 - 2 * levels * s1 + cells * levels ** 2).sum(axis=1)
+
+
+def _blocks(lengths, width):
+    """Runs of indices into ``lengths``, sorted by length, each holding at most :data:`_BLOCK`
+    thresholds (``width`` per grid value of the run's longest grid) unless it is one index."""
+    order = np.argsort(lengths, kind="stable")
+    sizes = lengths[order].astype(np.int64) * width
+    start = 0
+    while start < len(order):
+        cost = np.arange(1, len(order) - start + 1) * sizes[start:]       # grows with the run
+        stop = start + max(1, int(np.searchsorted(cost, _BLOCK, side="right")))
+        yield order[start:stop]
+        start = stop
+
+
+def _search(m, grids, scales):
+    """Every candidate's least squared-error sum over its scales.
+
+    Parameters
+    ----------
+    m : numpy.ndarray
+        Sorted magnitudes, not all zero.
+    grids : _Grids
+    scales : numpy.ndarray
+        ``(candidates, sweep)`` scales.
+
+    Returns
+    -------
+    best : numpy.ndarray
+        Per candidate, the first index into the sweep with the least sum.
+    sse : numpy.ndarray
+        That sum.
+    prefix : tuple of numpy.ndarray
+        Cumulative sums of ``m`` and ``m**2`` (with a leading 0).
+    """
+    n = len(m)
+    count = len(grids.table)
+    prefix = (np.empty(n + 1), np.empty(n + 1))
+    prefix[0][0] = prefix[1][0] = 0.0
+    np.cumsum(m, out=prefix[0][1:])
+    np.cumsum(np.square(m), out=prefix[1][1:])
+    sums = (n, float(prefix[0][-1]), float(prefix[1][-1]))
+    top = grids.tops[:, None] * scales                    # every top level (the thresholds lie below)
+    buckets = _Buckets(m, prefix[0], float(scales.min()) / 2, float(top.max()))
+    upper, lower = np.empty_like(scales), np.empty_like(scales)
+    for block in _blocks(grids.lengths, scales.shape[1]):
+        width = int(grids.lengths[block].max())
+        upper[block], lower[block] = _bounds(grids.table[block, :width], scales[block], buckets, sums)
+    tolerance = _tolerance(top, grids.lengths[:, None], sums, n)
+    possible = lower - tolerance <= (upper + tolerance).min(axis=1, keepdims=True)
+    cand, ratio = np.nonzero(possible)
+    exact = np.empty(len(cand))
+    for block in _blocks(grids.lengths[cand], 1):
+        rows, width = cand[block], int(grids.lengths[cand[block]].max())
+        exact[block] = _exact_sse(m, prefix, buckets, grids.table[rows, :width], scales[rows, ratio[block]])
+    # a sum within rounding of 0 is 0 (an exact fit): such ties go to the first scale and candidate
+    exact[np.abs(exact) <= tolerance[cand, ratio]] = 0.0
+    order = np.lexsort((ratio, exact, cand))               # per candidate: least sum, then first scale
+    first = order[np.r_[True, cand[order][1:] != cand[order][:-1]]]
+    if len(first) != count:
+        raise AssertionError("AUSN search: a candidate lost every scale (bounds inconsistent)")
+    best, sse = np.empty(count, np.int64), np.empty(count)
+    best[cand[first]] = ratio[first]
+    sse[cand[first]] = exact[first]
+    return best, sse, prefix
 
 
 def select_superposition(x, bits, *, signed=None, max_terms=None, ratios=None):
     """Choose the superposition and scale with the least MSE for tensor ``x`` (one layer).
+
+    The result is that of encoding ``x`` with every candidate at every scale of the sweep and
+    keeping the least MSE (module docstring), computed without encoding: the magnitudes are
+    sorted once, and a candidate's squared error at a scale is a sum over its rounding thresholds
+    of cumulative sums at each threshold's position. A table of buckets of the float64 bit
+    pattern gives every position, or bounds on the sum when a bucket holds magnitudes, so each
+    threshold costs a table look-up; only the scales whose bounds come within rounding of the
+    candidate's best are then summed exactly (:func:`_bounds`, :func:`_tolerance`). Ties (equal
+    sums) go to the first scale and the first candidate, as in the exhaustive sweep.
 
     Parameters
     ----------
@@ -352,32 +611,78 @@ def select_superposition(x, bits, *, signed=None, max_terms=None, ratios=None):
     ratios = SCALE_RATIOS if ratios is None else check_finite(ratios, "scale ratios").ravel()
     if ratios.size == 0 or (ratios <= 0).any():
         raise InputError("scale ratios must be positive numbers")
-    candidates = superpositions(bits, signed=signed, max_terms=max_terms)
-    magnitudes = np.sort(np.abs(x))
-    prefix = [np.concatenate([[0.0], np.cumsum(magnitudes ** p)]) for p in (1, 2)]
-    peak = float(magnitudes[-1]) or 1.0
-    swept = []
-    for fields, offsets in candidates:
-        fmt = Ausn(bits, fields=fields, offsets=offsets, signed=signed)
-        scales = peak * ratios / fmt.max_value
-        sse = _sweep(magnitudes, prefix, fmt.magnitudes.astype(np.float64), scales)
-        best = int(np.argmin(sse))
-        swept.append((sse[best], fmt, float(scales[best])))
-    errors = {fmt.label: quantization_error(x, fmt, scale) for _, fmt, scale in swept}
-    _, fmt, scale = min(swept, key=lambda c: c[0])
-    return SuperpositionChoice(fmt, scale, errors)
+    max_terms = _max_terms(bits, signed, max_terms)
+    candidates = _candidates(bits, signed, max_terms)[0]
+    grids = _grid_table(bits, signed, max_terms)
+    m = np.abs(x, out=x)
+    m.sort()
+    n = len(m)
+    peak = float(m[-1]) or 1.0
+    scales = (peak * ratios)[None, :] / grids.tops[:, None]     # the sweep: alpha / max(value)
+    if m[-1] == 0:                                         # all zero: every scale is exact
+        best, sse, count = np.zeros(len(scales), np.int64), np.zeros(len(scales)), np.full(len(scales), n)
+        clipping = np.zeros(len(scales))
+    else:
+        # in units of 2**exponent, so that no square overflows: exact (powers of two) and the same
+        # roundings, thresholds and choices
+        exponent = int(np.frexp(peak)[1])
+        np.ldexp(m, -exponent, out=m)
+        best, sse, prefix = _search(m, grids, np.ldexp(scales, -exponent))
+        high = grids.tops * np.ldexp(scales[np.arange(len(best)), best], -exponent)
+        count = np.searchsorted(m, high, side="right")
+        clipping = np.maximum((prefix[1][-1] - prefix[1][count]) - 2 * high * (prefix[0][-1] - prefix[0][count])
+                              + (n - count) * high * high, 0.0)
+        with np.errstate(over="ignore"):                  # an error beyond float64 is inf, as when encoding
+            clipping, sse = np.ldexp(clipping, 2 * exponent), np.ldexp(sse, 2 * exponent)
+    scale = scales[np.arange(len(best)), best]
+    high = grids.tops * scale                               # as Ausn.to_real computes max(value) * scale
+    clipping /= n
+    total = np.maximum(sse, 0.0) / n
+    errors = {label: QuantError(clipping=float(clipping[i]), rounding=float(max(total[i] - clipping[i], 0.0)),
+                                total=float(total[i]), clip_low=float(-high[i]) if signed else 0.0,
+                                clip_high=float(high[i]), clipped=float((n - count[i]) / n))
+              for i, label in enumerate(grids.labels)}
+    chosen = int(np.argmin(sse))                          # the first least
+    fields, offsets = candidates[chosen]
+    return SuperpositionChoice(Ausn(bits, fields=fields, offsets=offsets, signed=signed), float(scale[chosen]), errors)
+
+
+#: clip values of a weight channel's own scale search (:func:`calibrate_ausn`): the sweep's, then a
+#: plain clip sweep in steps of 1 % of the channel's maximum
+WEIGHT_RATIOS = np.concatenate([SCALE_RATIOS, np.arange(1, 101) / 100])
 
 
 @CALIBRATORS.register("ausn")
 def calibrate_ausn(x, bits, *, role, per_channel, options):
     """AUSN's calibration: the adaptive superposition (:func:`select_superposition`), per layer.
 
+    Activations (and weights with ``per_channel=False``): one superposition and one scale per
+    tensor, the search's. Weights with ``per_channel`` (hwq extension; the paper adapts the code
+    per layer): one superposition per layer, chosen by the same search on the channels each
+    divided by its largest magnitude (so every channel's shape counts, not only the largest
+    channels'), then one scale per output channel (axis 0), the least-MSE one among
+    ``max|x_c| * r / max(value)`` for the clip ratios ``r`` of :data:`WEIGHT_RATIOS` (the search's
+    sweep and a plain sweep in steps of 1 % of the channel's maximum,
+    :func:`hwq.formats.metrics.sweep_scales`). The hardware folds a channel's scale into its
+    requantization multiplier, as for every per-channel format.
+
     Returns
     -------
     Calibration
-        ``candidates`` maps each superposition tried to its total (clipping + rounding) error.
+        ``candidates`` maps each superposition tried to its total (clipping + rounding) error
+        (per channel: on the channels divided by their maxima).
     """
     options = check_options("ausn", options, bits)
-    choice = select_superposition(x, bits)
-    return Calibration(choice.format, np.array([float(choice.scale)]), None,
+    if not (per_channel and role == "weight" and x.ndim >= 1):
+        choice = select_superposition(x, bits)
+        return Calibration(choice.format, np.array([float(choice.scale)]), None,
+                           {label: error.total for label, error in choice.errors.items()})
+    rows = x.reshape(len(x), -1)
+    peak = np.abs(rows).max(axis=1)
+    peak = np.where(peak > 0, peak, 1.0)                  # an all-zero channel: any scale is exact
+    choice = select_superposition(rows / peak[:, None], bits, signed=bool((x < 0).any()))
+    fmt = choice.format
+    scales = peak[:, None] * WEIGHT_RATIOS[None, :] / fmt.max_value
+    best = np.argmin(sweep_scales(rows, fmt.to_real(fmt.codes), scales), axis=1)       # the first least
+    return Calibration(fmt, scales[np.arange(len(rows)), best], 0,
                        {label: error.total for label, error in choice.errors.items()})

@@ -39,14 +39,14 @@ def nearest_index(grid, x, *, ties="up"):
     either end take the end (saturation). Exact: the grid's integers are below ``2**52``, so
     their midpoints are exact in float64.
 
-    For a grid spanning at most :data:`LOOKUP_SPAN` integers the neighbour below is found with a
+    For an integer grid spanning at most :data:`LOOKUP_SPAN` the neighbour below is found with a
     table indexed by ``floor(x)`` (exact for float64) instead of a binary search: the same result,
     several times faster on large tensors.
     """
     grid = np.asarray(grid)
     x = np.asarray(x, dtype=np.float64)
     low_value, span = int(grid[0]), int(grid[-1]) - int(grid[0])
-    if len(grid) > 1 and span <= LOOKUP_SPAN and x.size > 4 * len(grid):
+    if grid.dtype.kind in "iu" and len(grid) > 1 and span <= LOOKUP_SPAN and x.size > 4 * len(grid):
         table = _lookup_table(grid.tobytes(), grid.dtype.str)
         offset = np.clip(np.floor(x), low_value, low_value + span) - low_value
         upper = np.clip(table[offset.astype(np.int64)] + 1, 1, len(grid) - 1)
