@@ -56,6 +56,15 @@ class TensorFormat:
         return {"format": self.format.name, "params": self.format.params(), "scale": float(self.scale).hex()}
 
 
+def zero_code(fmt, what):
+    """The code of value 0 in ``fmt`` (zero padding); :class:`InputError` naming ``what`` if the
+    format has no zero."""
+    code = fmt.encode([0.0])
+    if fmt.decode(code)[0] != 0:
+        raise InputError(f"{what}: format {fmt} has no zero for padding")
+    return int(code[0])
+
+
 def values_to_codes(table, values):
     """Canonical codes of integer ``values`` that are on ``table``'s grid."""
     return table.codes[np.searchsorted(table.grid, values)]
@@ -144,10 +153,7 @@ class Layer:
     @property
     def pad_code(self):
         """The input code of value 0 (zero padding)."""
-        code = self.a_format.encode([0.0])
-        if self.a_format.decode(code)[0] != 0:
-            raise InputError(f"layer {self.name!r}: input format {self.a_format} has no zero for padding")
-        return int(code[0])
+        return zero_code(self.a_format, f"layer {self.name!r}")
 
     def accumulators(self, codes):
         """Exact accumulators (no bias) for input ``codes``: ``(N, O, Ho, Wo)`` or ``(N, O)``."""
@@ -320,10 +326,7 @@ class Pad:
 
     def run(self, codes, trace=None):
         if self.mode == "constant":
-            zero = self.format.encode([0.0])
-            if self.format.decode(zero)[0] != 0:
-                raise InputError(f"pad {self.name!r}: format {self.format} has no zero")
-            return tensor_ops.pad2d(codes, self.padding, "constant", int(zero[0]))
+            return tensor_ops.pad2d(codes, self.padding, "constant", zero_code(self.format, f"pad {self.name!r}"))
         return tensor_ops.pad2d(codes, self.padding, self.mode)
 
 
