@@ -1,11 +1,25 @@
 """hwq.models.photos: the bundled photos load offline; crops are seeded, normalised and checked."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from hwq.errors import InputError
 from hwq.models.photos import PHOTOS, centre_crops, crop_boxes, load_photos, photo_crops
+
+
+def test_photo_files_ship_inside_the_packages():
+    # skimage.data reads a file of its own distribution before it would try a download (pooch)
+    import skimage.data
+    import sklearn.datasets
+    skimage_dir = Path(skimage.data.__file__).parent
+    for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+                 "motorcycle_right.png", "motorcycle_disp.npz"):
+        assert (skimage_dir / name).is_file(), name
+    sklearn_dir = Path(sklearn.datasets.__file__).parent / "images"
+    assert (sklearn_dir / "china.jpg").is_file() and (sklearn_dir / "flower.jpg").is_file()
 
 
 def test_photos_load_offline_from_the_installed_packages():
