@@ -107,10 +107,12 @@ def one_line(exc):
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, batch):
-    """Quantize in one format and configuration and compare with FP32; a dict row of the table."""
+def run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, batch, bias_correction=False):
+    """Quantize in one format and configuration and compare with FP32; a dict row of the table.
+
+    UNIQ quantizes weights only (its paper keeps activations uniform): its activations are fxp."""
     w_bits, a_bits = CONFIGS[config]
-    weights, activations = f"{fmt}{w_bits}", f"{fmt}{a_bits}"
+    weights, activations = f"{fmt}{w_bits}", f"{'fxp' if fmt == 'uniq' else fmt}{a_bits}"
     overrides = {name: {"weights": f"{fmt}{EDGE_WEIGHT_BITS}"} for name in edges}
     row = {"format": fmt, "config": config, "weights": weights, "activations": activations,
            "overrides": overrides, "seconds": {}, "warnings": {}, "error": None}
@@ -121,7 +123,7 @@ def run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, 
             from hwq.quant import quantize       # here, so that a broken front end is a row's error
             start = time.perf_counter()
             qmodel = quantize(model, weights=weights, activations=activations, calibration=calibration,
-                              overrides=overrides)
+                              overrides=overrides, bias_correction=bias_correction)
             row["seconds"]["quantize"] = time.perf_counter() - start
             step = "evaluate"
             start = time.perf_counter()
@@ -196,6 +198,8 @@ def main(argv=None):
                         help="seed of the evaluation crops; the calibration crops use seed + 1 (default 0)")
     parser.add_argument("--size", type=int, default=224, help="crop side and model input size (default 224)")
     parser.add_argument("--batch", type=int, default=25, help="crops per forward pass (default 25)")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="correct each layer's bias for its weights' mean quantization error")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the report here: Markdown, or JSON for a .json name")
     args = parser.parse_args(argv)
@@ -238,7 +242,8 @@ def main(argv=None):
         for fmt in formats:
             for config in args.configs:
                 log(f"{fmt} {config} ...")
-                row = run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, args.batch)
+                row = run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, args.batch,
+                                 args.bias_correction)
                 results.append(row)
                 if row["error"] is None:
                     log(f"  quantize {row['seconds']['quantize']:.1f} s, evaluate {row['seconds']['evaluate']:.1f} s, "
@@ -248,6 +253,7 @@ def main(argv=None):
         log("interrupted: reporting the finished formats only")
 
     report = {"model": "efficientnet_lite0", "crops": args.crops, "calibration": args.calibration,
+              "bias_correction": args.bias_correction,
               "seed": args.seed, "calibration_seed": args.seed + 1, "size": args.size,
               "photos": sorted(set(photos)), "edges": list(edges), "threshold": CONFIDENT,
               "fp32": {"confident": int(confident.sum()),
