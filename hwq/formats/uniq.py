@@ -73,12 +73,25 @@ searches and ``k`` differences of cumulative sums, ``O(k log n)``. Each step can
 mean squared error. The levels are then stored exactly like k-quantile levels
 (:func:`round_levels`): one table per tensor (per layer), scale 1.
 
+Per-channel scales (beyond the paper)
+-------------------------------------
+UNIQ fits one table per layer to the weights themselves. With BatchNorm folded in, a layer's
+output channels can differ in spread a hundredfold, and one table in the weights' units fits none
+of them. :func:`fit_channel_table` (the calibrator's default for weights, ``per_channel=True``)
+keeps one table per layer -- what the PE loads -- fitted to the weights divided by their
+channel's root mean square, and gives every output channel a scale of least squared error against
+it (:func:`search_scales`), an arbitrary positive real that the hardware folds into the channel's
+requantization multiplier. Words that would collide are spread apart (``round_levels(...,
+spread=True)``) so the table keeps ``level_bits``.
+
 Word length
 -----------
 ``level_bits`` defaults to ``bits + 4`` (8 for 4-bit indices). For the standard Gaussian table
 this leaves about 5 LSBs between the two levels nearest zero at every ``bits`` from 2 to 8, and
 the 4-bit table is ``levels * 2**-6`` with ``levels`` in ``[-119, 119]``
-(:meth:`Uniq.gaussian`).
+(:meth:`Uniq.gaussian`). Lloyd-Max tables at 7 and 8 bits can crowd their inner levels closer
+than that (a small layer: a few weights per level); :func:`fit_lloyd_levels` then raises, the
+calibrator spreads the words.
 """
 
 import dataclasses
@@ -87,6 +100,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ..errors import InputError
+from .ant import least_squares_scales
 from .base import NumberFormat, check_int, nearest_index
 from .calibration import CALIBRATORS, Calibration, IntOption, check_options, declare_options
 from .fxp import FRAC_RANGE, FixedPoint, frac_for_max
@@ -95,7 +109,7 @@ from .rounding import check_finite
 __all__ = ["Uniq", "DISTRIBUTIONS", "Distribution", "LevelFit", "quantile_points", "gaussian_levels",
            "fit_distribution", "round_levels", "fit_levels", "select_levels", "LEVEL_BITS_MAX",
            "DEFAULT_EXTRA_LEVEL_BITS", "LloydMax", "lloyd_max", "fit_lloyd_levels", "LLOYD_TOL",
-           "LLOYD_MAX_ITER", "calibrate_uniq"]
+           "LLOYD_MAX_ITER", "SCALE_GRID", "search_scales", "fit_channel_table", "calibrate_uniq"]
 
 #: the distribution families the levels can be fitted to
 DISTRIBUTIONS = ("gaussian", "laplace", "empirical")
@@ -188,7 +202,7 @@ def _default_level_bits(bits):
     return min(bits + DEFAULT_EXTRA_LEVEL_BITS, LEVEL_BITS_MAX)
 
 
-def round_levels(real_levels, level_bits, frac=None):
+def round_levels(real_levels, level_bits, frac=None, *, spread=False):
     """Store real levels as ``level_bits``-bit two's-complement fixed point.
 
     Parameters
@@ -199,17 +213,25 @@ def round_levels(real_levels, level_bits, frac=None):
         Word length of a stored level, 2 to :data:`LEVEL_BITS_MAX`.
     frac : int, optional
         Fraction length; by default the largest at which no level saturates.
+    spread : bool
+        What to do with levels that round to the same word: raise (False, the default), or (True)
+        move them apart by whole LSBs -- each word at least one above the one before it, then, if
+        the top word saturates, each at least one below the one after it -- so the table keeps
+        ``len(real_levels)`` distinct words of ``level_bits`` bits (possible whenever there are at
+        most ``2**level_bits`` levels). The calibrator spreads: a table of densely packed levels
+        (Lloyd-Max's, at 8 bits, around zero) keeps the PE's word length.
 
     Returns
     -------
     levels : list of int
-        ``round_half_even(real * 2**frac)``, saturated to the word.
+        ``round_half_even(real * 2**frac)``, saturated to the word (then spread, if asked).
     frac : int
 
     Raises
     ------
     InputError
-        Two levels round to the same word (more ``level_bits`` or ``frac`` needed).
+        Two levels round to the same word (more ``level_bits`` or ``frac`` needed), unless
+        ``spread``; more levels than words.
     """
     real = check_finite(real_levels, "levels")
     level_bits = check_int("uniq level word length", level_bits, 2, LEVEL_BITS_MAX)
@@ -217,6 +239,14 @@ def round_levels(real_levels, level_bits, frac=None):
         frac = frac_for_max(real, level_bits, signed=True)
     word = FixedPoint(level_bits, frac=frac, signed=True)
     levels = word.decode(word.encode(real)).tolist()
+    if spread and len(levels) <= 1 << level_bits:
+        half = 1 << (level_bits - 1)
+        for i in range(1, len(levels)):
+            levels[i] = max(levels[i], levels[i - 1] + 1)
+        if levels and levels[-1] > half - 1:
+            levels[-1] = half - 1
+            for i in range(len(levels) - 2, -1, -1):
+                levels[i] = min(levels[i], levels[i + 1] - 1)
     same = next((i for i in range(1, len(levels)) if levels[i] <= levels[i - 1]), None)
     if same is not None:
         raise InputError(f"levels {same - 1} and {same} ({real[same - 1]:.6g}, {real[same]:.6g}) round to "
@@ -340,7 +370,7 @@ class LevelFit:
     lloyd: object = None
 
 
-def fit_levels(x, bits, *, distribution="gaussian", level_bits=None, frac=None):
+def fit_levels(x, bits, *, distribution="gaussian", level_bits=None, frac=None, spread=False):
     """The k-quantile level table of tensor ``x``.
 
     Parameters
@@ -356,6 +386,8 @@ def fit_levels(x, bits, *, distribution="gaussian", level_bits=None, frac=None):
         Stored word length (``bits + 4`` by default).
     frac : int, optional
         Stored fraction length (by default the largest at which no level saturates).
+    spread : bool
+        Spread levels that round to the same word apart instead of raising (:func:`round_levels`).
 
     Returns
     -------
@@ -367,7 +399,7 @@ def fit_levels(x, bits, *, distribution="gaussian", level_bits=None, frac=None):
     x = check_finite(x)
     dist = fit_distribution(x, distribution)
     real = dist.quantile(quantile_points(bits))
-    levels, frac = round_levels(real, level_bits, frac)
+    levels, frac = round_levels(real, level_bits, frac, spread=spread)
     fmt = Uniq(bits, levels=levels, level_bits=level_bits, frac=frac)
     mse = float(np.mean((fmt.fake_quantize(x) - x) ** 2))
     return LevelFit(fmt, dist, real, mse)
@@ -572,7 +604,7 @@ def lloyd_max(x, k, *, tol=LLOYD_TOL, max_iter=LLOYD_MAX_ITER):
     return _lloyd_sorted(np.sort(x), k, tol, max_iter)
 
 
-def fit_lloyd_levels(x, bits, *, level_bits=None, frac=None, tol=LLOYD_TOL, max_iter=LLOYD_MAX_ITER):
+def fit_lloyd_levels(x, bits, *, level_bits=None, frac=None, tol=LLOYD_TOL, max_iter=LLOYD_MAX_ITER, spread=False):
     """The Lloyd-Max (least mean squared error) level table of tensor ``x``, stored as words.
 
     Beyond the paper, whose levels are k-quantiles (:func:`fit_levels`): the real levels are
@@ -592,6 +624,8 @@ def fit_lloyd_levels(x, bits, *, level_bits=None, frac=None, tol=LLOYD_TOL, max_
         Stored fraction length (by default the largest at which no level saturates).
     tol, max_iter
         Lloyd's algorithm's stopping rule (:func:`lloyd_max`).
+    spread : bool
+        Spread levels that round to the same word apart instead of raising (:func:`round_levels`).
 
     Returns
     -------
@@ -603,7 +637,8 @@ def fit_lloyd_levels(x, bits, *, level_bits=None, frac=None, tol=LLOYD_TOL, max_
     ------
     InputError
         As :func:`lloyd_max` and :func:`fit_distribution` (fewer than two values, a constant
-        tensor), or two levels rounding to the same word (more ``level_bits`` needed).
+        tensor), or two levels rounding to the same word (more ``level_bits`` needed) unless
+        ``spread``.
     """
     bits = check_int("uniq bit width", bits, *Uniq.bit_range)
     level_bits = _default_level_bits(bits) if level_bits is None else level_bits
@@ -612,28 +647,303 @@ def fit_lloyd_levels(x, bits, *, level_bits=None, frac=None, tol=LLOYD_TOL, max_
     x = check_finite(x)
     dist = fit_distribution(x, "empirical")
     run = _lloyd_sorted(dist.samples, 1 << bits, tol, max_iter)
-    levels, frac = round_levels(run.levels, level_bits, frac)
+    levels, frac = round_levels(run.levels, level_bits, frac, spread=spread)
     fmt = Uniq(bits, levels=levels, level_bits=level_bits, frac=frac)
     mse = float(np.mean((fmt.fake_quantize(x) - x) ** 2))
     return LevelFit(fmt, dist, run.levels, mse, run)
 
 
+#: per-channel scale search (hwq extension): grid points per octave of the scale
+SCALE_STEPS_PER_OCTAVE = 128
+#: the search's scales, in units of a channel's root mean square: ``2**(j / 128)`` from 1/4 to 32
+#: (0.54 % apart). On EfficientNet-Lite0's weights the least-error scale lies between 0.52 and 3.9
+#: root mean squares (k-quantile and Lloyd-Max tables, 4 and 8 bits); a row with a few far
+#: outliers keeps them in range at 8 bits, up to ``max|w_c| / max|value|``, tens of root mean squares
+SCALE_GRID = 2.0 ** (np.arange(-2 * SCALE_STEPS_PER_OCTAVE, 5 * SCALE_STEPS_PER_OCTAVE + 1) / SCALE_STEPS_PER_OCTAVE)
+#: histogram bins per channel the coarse pass may spend (one per grid point and threshold of the
+#: table); its stride is the least power of two from 4 up that fits
+SCALE_BINS = 1 << 14
+#: least-squares steps after the grid (:func:`hwq.formats.ant.least_squares_scales`)
+SCALE_REFINE_STEPS = 2
+#: most histogram bins (and elements) of one block of channels in :func:`_histogram_sse`, and
+#: events of one batch of :func:`_exact_scales`
+_BLOCK_BINS = 1 << 18
+#: a channel is searched exactly (:func:`_exact_scales`) unless that costs more than this many
+#: times its histograms
+_EXACT_COST = 2
+
+
+def _exact_scales(rows, values):
+    """The scale of least squared error of each row over all positive scales, exactly.
+
+    As the scale ``s`` grows, an element ``w`` changes level only where ``w / s`` crosses a
+    midpoint ``m`` of the table, at ``s = w / m`` (a positive element crossing the positive
+    midpoints downward, a negative one the negative midpoints upward). Between two such events
+    every element keeps its level ``g`` and the squared error is the quadratic
+    ``sum(w**2) - 2 s sum(w g) + s**2 sum(g**2)``, least at ``s = sum(w g) / sum(g**2)`` clipped to
+    the interval; the error is continuous in ``s``, so the least of those interval minima is the
+    global one. The events are sorted per row and the sums kept by cumulative sums:
+    ``O(n K log(n K))`` for ``n`` elements and ``K`` midpoints -- for short rows (a depthwise 3x3
+    filter) cheaper than the grid, and exact where the grid would have to be very fine (few
+    elements on many levels make the error needle-sharp in the scale).
+    """
+    n_rows, n = rows.shape
+    midpoints = (values[:-1] + values[1:]) / 2
+    low, high = values[:-1], values[1:]
+    zero_level = values[np.searchsorted(midpoints, 0.0, side="right")]       # where 0 rounds (ties up)
+    scale = np.empty(n_rows)
+    batch = max(1, _BLOCK_BINS // max(n * len(midpoints), 1))
+    for lo in range(0, n_rows, batch):
+        w = rows[lo:lo + batch]
+        start = np.where(w > 0, values[-1], np.where(w < 0, values[0], zero_level))   # levels as s -> 0
+        sum_sq = np.einsum("ij,ij->i", w, w)
+        sum_wg, sum_gg = np.einsum("ij,ij->i", w, start), np.einsum("ij,ij->i", start, start)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = w[:, :, None] / midpoints                                     # (rows, n, K)
+        valid = ((w[:, :, None] > 0) & (midpoints > 0)) | ((w[:, :, None] < 0) & (midpoints < 0))
+        at = np.where(valid, at, np.inf).reshape(len(w), -1)
+        sign = np.sign(w)[:, :, None]                   # down a level (w > 0) or up one (w < 0)
+        d_wg = np.where(valid, w[:, :, None] * (low - high) * sign, 0.0).reshape(len(w), -1)
+        d_gg = np.where(valid, (low * low - high * high) * sign, 0.0).reshape(len(w), -1)
+        order = np.argsort(at, axis=1, kind="stable")
+        at = np.take_along_axis(at, order, 1)
+        zero = np.zeros((len(w), 1))                    # the first interval: before any crossing
+        wg = sum_wg[:, None] + np.concatenate([zero, np.cumsum(np.take_along_axis(d_wg, order, 1), 1)], 1)
+        gg = sum_gg[:, None] + np.concatenate([zero, np.cumsum(np.take_along_axis(d_gg, order, 1), 1)], 1)
+        left = np.concatenate([zero, at], 1)
+        right = np.concatenate([at, np.full((len(w), 1), np.inf)], 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            best = np.clip(np.where(gg > 0, wg / gg, left), left, right)
+            sse = np.where(np.isfinite(left) & (best > 0), sum_sq[:, None] - 2 * best * wg + best * best * gg, np.inf)
+        pick = np.argmin(sse, axis=1)
+        scale[lo:lo + batch] = best[np.arange(len(w)), pick]
+    return scale
+
+
+def _histogram_sse(rows, unit, mults, values):
+    """Sum of squared errors of each row of ``rows`` rounded (nearest value, ties up, saturating) to
+    ``values * s`` at every scale ``s = unit[r] * m``, ``m`` in ``mults``: shape
+    ``(rows, len(mults))``, from one histogram per row over every multiplier's thresholds.
+
+    With ``u = w / unit``, an element rounds at multiplier ``m`` to
+    ``values[0] + sum(dv[j] * (u >= t[m, j]))``, ``t[m, j] = m * midpoint[j]``, ``dv`` the steps
+    between values (a value on a threshold goes up: ties to the larger value). So ``sum(u * g)``
+    and ``sum(g**2)`` are sums over the thresholds of a step times the sum, or the count, of the
+    elements at or above the threshold: suffix sums of one histogram per row over the sorted
+    thresholds of every multiplier. The squared error is
+    ``unit**2 * (sum(u**2) - 2 m sum(u * g) + m**2 sum(g**2))``; rounding makes it differ from
+    rounding each element by about ``1e-16 * sum(w**2)``, which only matters between multipliers
+    that near-tie.
+    """
+    n_rows, n = rows.shape
+    midpoints = (values[:-1] + values[1:]) / 2
+    thresholds = mults[:, None] * midpoints[None, :]                # (multipliers, K)
+    sorted_thresholds = np.unique(thresholds)
+    n_bins = len(sorted_thresholds) + 1
+    cols = np.searchsorted(sorted_thresholds, thresholds) + 1       # suffix column of u >= t
+    steps, square_steps = np.diff(values), np.diff(values * values)
+    out = np.empty((n_rows, len(mults)))
+    block = max(1, min(_BLOCK_BINS // n_bins, _BLOCK_BINS // max(n, 1)))
+    for lo in range(0, n_rows, block):
+        u = rows[lo:lo + block] / unit[lo:lo + block, None]
+        block_rows = len(u)
+        rank = np.searchsorted(sorted_thresholds, u.ravel(), side="right")          # thresholds <= u
+        flat = rank + n_bins * np.repeat(np.arange(block_rows), n)
+        size = block_rows * n_bins
+        count, total = (np.cumsum(h.reshape(block_rows, n_bins)[:, ::-1], axis=1)[:, ::-1]
+                        for h in (np.bincount(flat, minlength=size), np.bincount(flat, u.ravel(), size)))
+        sum_ug = values[0] * u.sum(axis=1)[:, None] + np.einsum("rmk,k->rm", total[:, cols], steps)
+        sum_gg = values[0] ** 2 * n + np.einsum("rmk,k->rm", count[:, cols], square_steps)
+        sse = np.einsum("ij,ij->i", u, u)[:, None] - 2 * mults * sum_ug + mults ** 2 * sum_gg
+        out[lo:lo + block_rows] = sse * unit[lo:lo + block, None] ** 2
+    return out
+
+
+def _coarse_stride(n_thresholds):
+    """Stride of the coarse pass over :data:`SCALE_GRID` for a table of ``n_thresholds``
+    thresholds: the least power of two from 4 up whose points fit :data:`SCALE_BINS`."""
+    stride = 4
+    while -(-len(SCALE_GRID) // stride) * n_thresholds > SCALE_BINS and stride < len(SCALE_GRID):
+        stride *= 2
+    return stride
+
+
+def _search_rows(rows, values, steps):
+    """:func:`search_scales` on 2-D float64 ``rows`` and the table's ascending ``values``."""
+    # each row's errors do not depend on the order of its elements: sorted, the binary searches
+    # of the histograms and of the rounding run several times faster (they walk the thresholds in order)
+    rows = np.sort(rows, axis=1)
+    norm = np.sqrt(np.einsum("ij,ij->i", rows, rows) / rows.shape[1])
+    live = np.flatnonzero(norm > 0)
+    scale = np.ones(len(rows))
+    if len(live):
+        w, unit, n = rows[live], norm[live], rows.shape[1]
+        grid, stride = SCALE_GRID, _coarse_stride(len(values) - 1)
+        step = max(1, stride // 4)
+        window = np.arange(-stride, stride + 1, step)                        # grid offsets
+        bins = (-(-len(grid) // stride) + 3 * len(window)) * (len(values) - 1)
+        events = n * (len(values) - 1)
+        if events * (np.log2(max(events, 2)) + 8) <= _EXACT_COST * (6 * bins + 40 * n):
+            mult = _exact_scales(w, values) / unit
+            mult = np.where(np.isfinite(mult) & (mult > 0), mult, 1.0)
+        else:
+            coarse = _histogram_sse(w, unit, grid[::stride], values)
+            padded = np.pad(coarse, ((0, 0), (1, 1)), constant_values=np.inf)
+            minima = np.where((coarse <= padded[:, :-2]) & (coarse <= padded[:, 2:]), coarse, np.inf)
+            order = np.argsort(minima, axis=1, kind="stable")[:, :2]        # the two best local minima
+            second = np.take_along_axis(minima, order[:, 1:], 1)[:, 0]
+            order[:, 1] = np.where(np.isfinite(second), order[:, 1], order[:, 0])
+            fine = 2.0 ** (window / SCALE_STEPS_PER_OCTAVE)
+            best_sse, mult = np.full(len(w), np.inf), np.ones(len(w))
+            # and the clip edge, where the table's largest magnitude meets the channel's: below it
+            # the largest weights saturate, and with sparse outer levels the error is often least there
+            edge = np.abs(w).max(axis=1) / np.abs(values).max() / unit
+            for centre in (*grid[::stride][order.T], edge):
+                sse = _histogram_sse(w, unit * centre, fine, values)
+                pick = np.argmin(sse, axis=1)
+                found = sse[np.arange(len(w)), pick]
+                better = found < best_sse
+                best_sse[better], mult[better] = found[better], (centre * fine[pick])[better]
+        scale[live] = unit * mult
+    scale, mse = least_squares_scales(rows, values, scale, steps)
+    dead = norm == 0
+    if dead.any() and len(live):                         # the least scale of the others
+        scale[dead] = scale[live].min()
+        mse[dead] = (scale[dead] * values[np.searchsorted((values[:-1] + values[1:]) / 2, 0.0, side="right")]) ** 2
+    return scale, mse
+
+
+def search_scales(x, fmt, *, channel_axis=0, steps=SCALE_REFINE_STEPS):
+    """Per-channel scales of least squared error against one table (hwq extension; UNIQ has none).
+
+    Each channel's scale is searched over :data:`SCALE_GRID` (1/4 to 32 times the channel's root
+    mean square, 0.54 % apart) and refined by least squares
+    (:func:`hwq.formats.ant.least_squares_scales`, which never raises the error). The grid's
+    errors come from one histogram per channel over the rounding thresholds of the grid points
+    searched (:func:`_histogram_sse`), coarse to fine: every ``stride``-th grid point
+    (:func:`_coarse_stride`: 4, 2.2 % apart, up to 6 bits; 16 at 8 bits), then the points within
+    ``stride`` at ``stride / 4`` apart around the two best local minima of those errors and around
+    the clip edge, the scale that puts the table's largest magnitude at the channel's ``max|w|``.
+    The error is wavy over the scale, a few large weights jumping between the sparse outer levels,
+    so the best coarse point may sit in the wrong wave; and with sparse outer levels (k-quantile
+    tables at 8 bits) the least error is often right at the clip edge, in a basin narrower than the
+    coarse step, where the largest weights stop saturating. Short channels (a depthwise 3x3
+    filter; at 4 bits up to about 230 weights, at 8 bits about 50) get the exact least-error scale
+    instead (:func:`_exact_scales`), at most twice what their histograms would cost. The scales
+    are arbitrary positive floats: the hardware folds them into the channel's
+    requantization multiplier. An all-zero channel gets the least scale of the others (its error
+    is that of the table's level nearest zero, at that scale).
+
+    Parameters
+    ----------
+    x : array-like
+        The weights.
+    fmt : Uniq
+        The table.
+    channel_axis : int
+        Axis of the output channels.
+    steps : int
+        Least-squares steps.
+
+    Returns
+    -------
+    scale : numpy.ndarray
+        Shape ``(channels,)``, positive.
+    mse : numpy.ndarray
+        Each channel's mean squared error ``mean((s * value(encode(w / s)) - w)**2)``.
+    """
+    x = check_finite(x)
+    rows = np.ascontiguousarray(np.moveaxis(x, channel_axis, 0).reshape(x.shape[channel_axis], -1))
+    return _search_rows(rows, np.unique(fmt.to_real(fmt.codes)), steps)
+
+
+def _layer_table(y, bits, family, level_bits):
+    """The table of normalised weights ``y`` (1-D): k-quantile of the fitted Gaussian or Lloyd-Max,
+    stored as ``level_bits``-bit words, colliding words spread (:func:`round_levels`)."""
+    if family == "lloyd":
+        real = _lloyd_sorted(np.sort(y), 1 << bits, LLOYD_TOL, LLOYD_MAX_ITER).levels
+    else:
+        real = fit_distribution(y, "gaussian").quantile(quantile_points(bits))
+    levels, frac = round_levels(real, level_bits, spread=True)
+    return Uniq(bits, levels=levels, level_bits=level_bits, frac=frac)
+
+
+def fit_channel_table(x, bits, *, lloyd=False, level_bits=None, channel_axis=0):
+    """One level table per layer and one scale per output channel (hwq extension).
+
+    UNIQ fits one table per layer to the weights themselves (:func:`fit_levels`), so a channel
+    whose weights are 100 times smaller than another's -- common once BatchNorm is folded in --
+    sees the same levels. Here every channel is normalised first (by its root mean square), the
+    table -- still one per layer, which is what the PE loads -- is fitted to the normalised
+    weights of the whole layer (the paper's k-quantile table of the fitted Gaussian, or Lloyd-Max
+    with ``lloyd``; every channel counts alike), and each channel then gets the scale of least
+    squared error against that table (:func:`search_scales`).
+
+    Parameters
+    ----------
+    x : array-like
+        The weights, at least 2-D.
+    bits : int
+        Index width, 2 to 8.
+    lloyd : bool
+        Lloyd-Max levels instead of k-quantiles.
+    level_bits : int, optional
+        Stored word length (``bits + 4`` by default); words that would collide are spread apart
+        (:func:`round_levels`), so the table keeps the PE's word length.
+    channel_axis : int
+        Axis of the output channels.
+
+    Returns
+    -------
+    format : Uniq
+        The table, in normalised units.
+    scale : numpy.ndarray
+        Shape ``(channels,)``: ``w ~ scale[c] * value(code)``.
+    mse : float
+        Mean squared error of the weights.
+
+    Raises
+    ------
+    InputError
+        NaN/Inf, a tensor with fewer than two dimensions or all zeros, or (Lloyd-Max) fewer
+        distinct normalised values than levels.
+    """
+    bits = check_int("uniq bit width", bits, *Uniq.bit_range)
+    level_bits = _default_level_bits(bits) if level_bits is None else level_bits
+    check_int("uniq level word length", level_bits, bits, LEVEL_BITS_MAX)
+    x = check_finite(x)
+    if x.ndim < 2:
+        raise InputError(f"per-channel uniq scales need weights of at least 2 dimensions, not {x.ndim}")
+    rows = np.ascontiguousarray(np.moveaxis(x, channel_axis, 0).reshape(x.shape[channel_axis], -1))
+    del x
+    norm = np.sqrt(np.einsum("ij,ij->i", rows, rows) / rows.shape[1])
+    live = norm > 0
+    if not live.any():
+        raise InputError("cannot fit levels to an all-zero tensor")
+    fmt = _layer_table((rows[live] / norm[live, None]).ravel(), bits, "lloyd" if lloyd else "gaussian", level_bits)
+    scale, mse = _search_rows(rows, np.unique(fmt.to_real(fmt.codes)), SCALE_REFINE_STEPS)
+    return fmt, scale, float(mse.mean())
+
+
 @CALIBRATORS.register("uniq")
 @declare_options(IntOption("lloyd", 0, 1, doc="1: Lloyd-Max levels (beyond the paper), 0: the paper's k-quantiles"))
 def calibrate_uniq(x, bits, *, role, per_channel, options):
-    """UNIQ's calibration: k-quantile levels of the Gaussian fitted to the weights
-    (:func:`fit_levels`), stored as fixed point. Weights only: UNIQ's activations are uniform.
+    """UNIQ's calibration: k-quantile levels of the Gaussian fitted to the weights, stored as fixed
+    point, one table per layer. Weights only: UNIQ's activations are uniform.
 
-    One table per tensor (per layer) with scale 1, whatever ``per_channel`` says. Option
-    ``lloyd`` (spec ``"uniq4lloyd1"`` or ``{"format": "uniq", "bits": 4, "lloyd": 1}``): 1 for
-    Lloyd-Max levels (:func:`fit_lloyd_levels`, beyond the paper), 0 (the default) for the
-    paper's k-quantile levels.
+    With ``per_channel`` (and weights of at least 2 dimensions) every output channel (axis 0) also
+    gets its own scale against the layer's one table (:func:`fit_channel_table`, hwq extension:
+    the table is fitted to the channel-normalised weights, each channel's scale by least squared
+    error). Without it, the paper's method as is: the table fitted to the weights themselves
+    (:func:`fit_levels`), scale 1. Option ``lloyd`` (spec ``"uniq4lloyd1"`` or ``{"format":
+    "uniq", "bits": 4, "lloyd": 1}``): 1 for Lloyd-Max levels (:func:`fit_lloyd_levels`, beyond
+    the paper), 0 (the default) for the paper's k-quantile levels.
 
     Returns
     -------
     Calibration
         ``candidates`` maps ``"gaussian"`` (k-quantile) or ``"lloyd"`` (Lloyd-Max) to the
-        stored table's MSE.
+        weights' MSE.
 
     Raises
     ------
@@ -644,8 +954,10 @@ def calibrate_uniq(x, bits, *, role, per_channel, options):
     options = check_options("uniq", options, bits)
     if role != "weight":
         raise InputError("UNIQ quantizes weights only; its activations are uniform: use an fxp spec for them")
-    if options.get("lloyd", 0):
-        fit = fit_lloyd_levels(x, bits)
-        return Calibration(fit.format, np.ones(1), None, {"lloyd": fit.mse})
-    fit = fit_levels(x, bits, distribution="gaussian")
-    return Calibration(fit.format, np.ones(1), None, {"gaussian": fit.mse})
+    lloyd = bool(options.get("lloyd", 0))
+    name = "lloyd" if lloyd else "gaussian"
+    if per_channel and np.ndim(x) >= 2:
+        fmt, scale, mse = fit_channel_table(x, bits, lloyd=lloyd)
+        return Calibration(fmt, scale, 0, {name: mse})
+    fit = fit_lloyd_levels(x, bits, spread=True) if lloyd else fit_levels(x, bits, distribution="gaussian", spread=True)
+    return Calibration(fit.format, np.ones(1), None, {name: fit.mse})

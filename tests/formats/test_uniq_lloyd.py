@@ -240,8 +240,10 @@ def layer_weights():
 
 
 def test_lloyd_option_gives_one_lloyd_max_table_per_layer():
+    """Per tensor (``per_channel=False``): the layer's Lloyd-Max table, scale 1, as the paper's one
+    table per layer."""
     w = layer_weights()
-    got = calibrate_tensor("uniq", w, 4, role="weight", per_channel=True, options={"lloyd": 1})
+    got = calibrate_tensor("uniq", w, 4, role="weight", per_channel=False, options={"lloyd": 1})
     assert got.format == fit_lloyd_levels(w, 4).format
     assert got.format.level_bits == 8 and len(got.format.levels) == 16
     np.testing.assert_array_equal(got.scale, [1.0])
@@ -249,17 +251,38 @@ def test_lloyd_option_gives_one_lloyd_max_table_per_layer():
     table = table_values(got.format.levels, got.format.frac)
     assert list(got.candidates) == ["lloyd"]
     assert got.candidates["lloyd"] == pytest.approx(brute_mse(w.ravel(), table), rel=1e-9)
-    assert got.candidates["lloyd"] < calibrate_tensor("uniq", w, 4, role="weight").candidates["gaussian"]
-    same = calibrate_tensor("uniq", w, 4, role="weight", options={"lloyd": np.int64(1)})
+    k_quantile = calibrate_tensor("uniq", w, 4, role="weight", per_channel=False)
+    assert got.candidates["lloyd"] < k_quantile.candidates["gaussian"]
+    same = calibrate_tensor("uniq", w, 4, role="weight", per_channel=False, options={"lloyd": np.int64(1)})
     assert same.format == got.format
 
 
 def test_lloyd_0_is_the_papers_k_quantile_table():
     w = layer_weights()
-    default = calibrate_tensor("uniq", w, 4, role="weight")
-    explicit = calibrate_tensor("uniq", w, 4, role="weight", options={"lloyd": 0})
+    default = calibrate_tensor("uniq", w, 4, role="weight", per_channel=False)
+    explicit = calibrate_tensor("uniq", w, 4, role="weight", per_channel=False, options={"lloyd": 0})
     assert explicit.format == default.format == fit_levels(w, 4).format
     assert list(explicit.candidates) == ["gaussian"]
+
+
+@pytest.mark.parametrize("lloyd", [0, 1])
+def test_per_channel_scales_share_one_table(lloyd):
+    """Per channel (the default): still one table for the layer, now with a scale per output
+    channel (hwq extension); the reported MSE is the brute-force one of that table and those
+    scales, below the per-tensor table's (the channels' spreads differ five-fold)."""
+    w = layer_weights()
+    got = calibrate_tensor("uniq", w, 4, role="weight", options={"lloyd": lloyd})
+    assert got.channel_axis == 0 and got.scale.shape == (16,) and (got.scale > 0).all()
+    assert len(got.format.levels) == 16 and got.format.level_bits == 8
+    table = table_values(got.format.levels, got.format.frac)
+    mse = np.mean([brute_mse(row.ravel() / s, table) * s * s for row, s in zip(w, got.scale)])
+    name = "lloyd" if lloyd else "gaussian"
+    assert list(got.candidates) == [name]
+    assert got.candidates[name] == pytest.approx(mse, rel=1e-9)
+    per_tensor = calibrate_tensor("uniq", w, 4, role="weight", per_channel=False, options={"lloyd": lloyd})
+    assert got.candidates[name] < 0.5 * per_tensor.candidates[name]
+    # the scales follow the channels' spreads (0.02 to 0.1)
+    assert np.corrcoef(got.scale, w.reshape(16, -1).std(axis=1))[0, 1] > 0.9
 
 
 def test_the_option_is_declared_for_the_text_form_too():
