@@ -1,5 +1,6 @@
 """``hwq.quant.quantize``: a trained model in, a fake-quantized model in any hwq format out."""
 
+import copy
 import dataclasses
 import warnings
 
@@ -58,15 +59,24 @@ class QuantizedModel(nn.Module):
         The quantizer of every source's tensor (per tensor).
     modules : dict of str to nn.Module
         The fake-quantized module of every requantizing op, by op name.
+    float_module : torch.fx.GraphModule
+        The float model, BatchNorm folded, before quantization (the reference the analysis
+        measures activation errors against).
     """
 
-    def __init__(self, graph_module, layers, float_layers, *, ops, plan, tensors, modules):
+    def __init__(self, graph_module, layers, float_layers, *, ops, plan, tensors, modules, float_module=None):
         super().__init__()
+        self._float = [float_module]           # a list: not a submodule (no parameters of its own to train)
         self.graph_module = graph_module
         self.layers = layers
         self.float_layers = list(float_layers)
         self.ops, self.plan, self.tensors = ops, plan, tensors
         self.quant_ops = modules
+
+    @property
+    def float_module(self):
+        """The float model (BatchNorm folded) this model was quantized from."""
+        return self._float[0]
 
     def forward(self, x):
         return self.graph_module(x)
@@ -241,22 +251,25 @@ def correct_bias(layer, quantizer, input_means):
 
 
 def run_recording(qmodel, x):
-    """Run ``qmodel`` on ``x`` without gradients, recording every quantized layer's float input.
+    """Run the float model ``qmodel`` was quantized from on ``x``, recording every quantized
+    layer's input: the float activations its input quantizer stands for.
 
     Returns
     -------
     output : numpy.ndarray
-        The model's output (float64).
+        The quantized model's output (float64).
     layers : dict of str to (numpy.ndarray, tuple)
-        Each quantized layer's input (before its quantizer, float64) and its output shape.
+        Each quantized layer's float input (float64) and its output shape.
     """
     seen = {}
-    hooks = [layer.register_forward_hook(
+    float_module = qmodel.float_module
+    hooks = [float_module.get_submodule(name).register_forward_hook(
         lambda module, args, out, name=name: seen.__setitem__(
             name, (args[0].detach().cpu().double().numpy(), tuple(out.shape))))
-        for name, layer in qmodel.layers.items()]
+        for name in qmodel.layers]
     try:
         with torch.no_grad():
+            float_module(torch.as_tensor(x))
             output = qmodel(torch.as_tensor(x)).detach().cpu().double().numpy()
     finally:
         for hook in hooks:
@@ -318,6 +331,7 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
     _check_widths(plans, (("activations", activation_spec), ("output", output_spec)))
     batches = check_calibration(calibration, graph_module)
     fold_batchnorm(graph_module)
+    float_module = copy.deepcopy(graph_module)
     ops = graph_ops(graph_module, batches[0], _expected_input(graph_module))
     tensor_plan = plan_tensors(ops, {p.name: p.activations for p in plans}, keep, activation_spec, output_spec)
     layer_inputs = [op.inputs[0] for op in ops if op.kind == "layer" and op.target not in keep]
@@ -356,7 +370,7 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
         modules[op.name] = module
     _rewrite(graph_module, by_name, modules, layers, tensor_plan)
     return QuantizedModel(graph_module, layers, sorted(keep), ops=ops, plan=tensor_plan, tensors=tensors,
-                          modules=modules)
+                          modules=modules, float_module=float_module)
 
 
 def floor_weight_scales(name, quantizer, layer, input_quantizer):

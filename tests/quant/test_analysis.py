@@ -49,13 +49,13 @@ def test_per_channel_errors_by_hand():
 
 
 def _layer_inputs(qmodel, x):
-    """Each quantized layer's float input, recorded here with hooks of our own."""
+    """Each quantized layer's input in the float model, recorded here with hooks of our own."""
     seen = {}
-    hooks = [layer.register_forward_pre_hook(
+    hooks = [qmodel.float_module.get_submodule(name).register_forward_pre_hook(
         lambda module, args, name=name: seen.__setitem__(name, args[0].double().numpy()))
-        for name, layer in qmodel.layers.items()]
+        for name in qmodel.layers]
     with torch.no_grad():
-        qmodel(x)
+        qmodel.float_module(x)
     for hook in hooks:
         hook.remove()
     return seen
