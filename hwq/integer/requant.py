@@ -88,16 +88,18 @@ class Multiplier:
     @classmethod
     def common(cls, factors, *, what="requantization factors"):
         """Multipliers for several factors that share one shift (for sums of differently scaled
-        inputs): the shift of the largest factor, so its multiplier is normalized and the others
-        have as many fraction bits as it does.
+        inputs): the shift of the largest magnitude, so its multiplier is normalized and the others
+        have as many fraction bits as it does. Factors may be negative (a subtraction) or zero
+        (their multiplier is then 0, or its sign).
 
         Returns
         -------
         multipliers : list of int
+            Signed, as the factors.
         shift : int
         """
         factors = [float(f) for f in factors]
-        largest = cls.of(max(factors), what=what)
+        largest = cls.of(max(abs(f) for f in factors) or 1.0, what=what)
         shift = int(largest.shift[0])
         multipliers = [int(np.rint(math.ldexp(f, shift))) for f in factors]
         return multipliers, shift

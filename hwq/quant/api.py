@@ -344,11 +344,7 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
         if op.kind not in REQUANTIZING or op.kind == "layer" and op.target in keep:
             continue
         low, high = tensor_plan.clamps[op.name]
-        output_q = tensors.get(op.name)
-        if output_q is None:                       # read by nothing quantized: calibrate it for the output
-            output_q = calibrate(output_spec, collect_tensors(graph_module, [op.name], batches,
-                                                              tensor_plan.clamps)[0][op.name], role="activation")
-            tensors[op.name] = output_q
+        output_q = tensors[op.name]
         inputs_q = [tensors[tensor_plan.source[name]] for name in op.inputs]
         if op.kind == "layer":
             plan = next(p for p in plans if p.name == op.target)

@@ -202,7 +202,7 @@ def _constant(refuse, name, value):
     return value
 
 
-def _conv(node, module, refuse, shapes):
+def _conv(module, refuse):
     if module.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
         refuse("padding_mode", f"{module.padding_mode!r} is not supported")
     kh, kw = module.kernel_size
@@ -321,7 +321,7 @@ def _classify(node, modules, shapes):
         module = modules[node.target]
         refuse = _Refuse(node, type(module).__name__)
         if isinstance(module, nn.Conv2d):
-            return "layer", _conv(node, module, refuse, shapes)
+            return "layer", _conv(module, refuse)
         if isinstance(module, nn.Linear):
             if len(in_shape) != 2:
                 refuse("input", f"has shape {tuple(in_shape)}; the integer path runs Linear on (N, features)")

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from ..errors import InputError
 from ..formats import product_lsb_exp
 from ..integer.program import Add, AvgPool, Layer, avgpool_divisors
-from ..integer.requant import Clamp, EncoderTable, Multiplier, warn_flush
+from ..integer.requant import Clamp, EncoderTable, Multiplier, requantize, warn_flush
 
 __all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "straight_through", "EXACT_FLOAT"]
 
@@ -59,7 +59,6 @@ def _encode_exact(numerator, shift, table, clamp):
     Exact when ``|numerator| < 2**53`` (the dyadic value is then a float64); larger numerators
     go through the threshold table, which is exact for any numerator.
     """
-    from ..integer.requant import requantize
     if numerator.size and int(np.abs(numerator).max()) >= EXACT_FLOAT:
         return requantize(numerator, shift, table, clamp)
     fmt = table.format
@@ -310,9 +309,7 @@ class QuantAdd(nn.Module):
         out_unit = np.ldexp(float(out.scale[0]), out.format.lsb_exp)
         factors = [s * np.ldexp(float(q.scale[0]), q.format.lsb_exp) / out_unit
                    for s, q in zip(self.scales, self.input_quantizers)]
-        nonzero = [abs(f) for f in factors if f != 0] or [1.0]
-        _, shift = Multiplier.common(nonzero, what=f"add {self.name!r} input factors")
-        multipliers = [int(np.rint(np.ldexp(f, shift))) for f in factors]
+        multipliers, shift = Multiplier.common(factors, what=f"add {self.name!r} input factors")
         constant = int(np.rint(np.ldexp(self.constant / out_unit, shift)))
         return Add(self.name, list(inputs or [f"{self.name}.{i}" for i in range(len(factors))]),
                    [q.format for q in self.input_quantizers], out.format, multipliers, constant, shift,

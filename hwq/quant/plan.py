@@ -35,7 +35,8 @@ class TensorPlan:
     clamps : dict of str to (float or None, float or None)
         The real clamp bounds of every source (``(None, None)``: none).
     specs : dict of str to FormatSpec
-        The format spec of every source's tensor that something quantized reads.
+        The format spec of every source's tensor that something quantized reads or makes (a
+        quantized op's tensor read only in float takes the output format).
     float_clamps : list of str
         Clamps left as float ops (after a layer kept in float).
     """
@@ -135,6 +136,9 @@ def plan_tensors(ops, layer_specs, float_layers, activation_spec, output_spec):
             specs[origin] = output_spec
         else:
             specs[origin] = activation_spec
+    for op in ops:                                   # made by a quantized op but read only in float
+        if op.kind in ("layer", "add", "avgpool") and not is_float(op) and op.name not in specs:
+            specs[op.name] = output_spec
     return TensorPlan(alias, source, clamps, specs, float_clamps)
 
 
