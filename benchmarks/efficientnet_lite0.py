@@ -8,13 +8,14 @@ Run with ``python benchmarks/efficientnet_lite0.py`` (``--help`` for the options
    (seed ``--seed + 1``, so different crops) of the seven bundled photos
    (:mod:`hwq.models.photos`);
 3. the float (FP32) model's top-1 class and softmax probability of every evaluation crop;
-4. for every format of ``--formats`` (all of :data:`hwq.formats.FORMATS` by default) and every
-   configuration of ``--configs``: :func:`hwq.quant.quantize` with weights and activations in
+4. for every format of ``--formats`` (all of :data:`hwq.formats.FORMATS` by default), every
+   configuration of ``--configs`` and every weight rounding of ``--rounding`` (nearest code, or
+   GPTQ: :mod:`hwq.quant.gptq`): :func:`hwq.quant.quantize` with weights and activations in
    that format (W4A8: 4-bit weights, 8-bit activations), the first and the last quantized layer
    keeping 8-bit weights (``overrides``), calibrated on the calibration crops; then the
    fake-quantized model's top-1 on the evaluation crops.
 
-Reported per format and configuration: top-1 agreement with FP32 on all crops and on the crops
+Reported per format, configuration and rounding: top-1 agreement with FP32 on all crops and on the crops
 where FP32 is confident (softmax p >= 0.5), each as agreeing / sample size, rate and 95 % Wilson
 interval, the seconds each step took and the warnings it raised (counted by category, not
 printed). A format that fails (to quantize or to run) is a row with its error; the others go on.
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hwq.formats import FORMATS  # noqa: E402
+from hwq.quant.api import ROUNDINGS  # noqa: E402
 from hwq.models.efficientnet_lite0 import MIN_IMAGE_SIZE, efficientnet_lite0  # noqa: E402
 from hwq.models.photos import photo_crops  # noqa: E402
 
@@ -107,14 +109,15 @@ def one_line(exc):
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, batch, bias_correction=False):
+def run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, batch, bias_correction=False,
+               rounding="nearest"):
     """Quantize in one format and configuration and compare with FP32; a dict row of the table.
 
     UNIQ quantizes weights only (its paper keeps activations uniform): its activations are fxp."""
     w_bits, a_bits = CONFIGS[config]
     weights, activations = f"{fmt}{w_bits}", f"{'fxp' if fmt == 'uniq' else fmt}{a_bits}"
     overrides = {name: {"weights": f"{fmt}{EDGE_WEIGHT_BITS}"} for name in edges}
-    row = {"format": fmt, "config": config, "weights": weights, "activations": activations,
+    row = {"format": fmt, "config": config, "rounding": rounding, "weights": weights, "activations": activations,
            "overrides": overrides, "seconds": {}, "warnings": {}, "error": None}
     step = "quantize"
     with warnings.catch_warnings(record=True) as caught:
@@ -123,7 +126,7 @@ def run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, 
             from hwq.quant import quantize       # here, so that a broken front end is a row's error
             start = time.perf_counter()
             qmodel = quantize(model, weights=weights, activations=activations, calibration=calibration,
-                              overrides=overrides, bias_correction=bias_correction)
+                              overrides=overrides, bias_correction=bias_correction, rounding=rounding)
             row["seconds"]["quantize"] = time.perf_counter() - start
             step = "evaluate"
             start = time.perf_counter()
@@ -166,19 +169,21 @@ def markdown(report):
         f"crops (seed {report['calibration_seed']}) of the {len(report['photos'])} bundled photos, "
         f"{report['size']} x {report['size']}; first and last quantized layers ({', '.join(report['edges'])}) "
         f"keep {EDGE_WEIGHT_BITS}-bit weights. Confident: FP32 softmax p >= {CONFIDENT} "
-        f"({fp32['confident']} of {report['crops']} crops). Intervals: 95 % Wilson.",
+        f"({fp32['confident']} of {report['crops']} crops). Bias correction: "
+        f"{'on' if report['bias_correction'] else 'off'}. Intervals: 95 % Wilson.",
         "",
         f"Steps: load model {_seconds(report['seconds']['load'])} s, crops {_seconds(report['seconds']['crops'])} s, "
         f"FP32 evaluation {_seconds(report['seconds']['fp32'])} s.",
         "",
-        "| format | config | agreement, all crops | agreement, confident crops | quantize (s) | evaluate (s) "
-        "| warnings | error |",
-        "|---|---|---|---|---|---|---|---|",
+        "| format | config | rounding | agreement, all crops | agreement, confident crops | quantize (s) "
+        "| evaluate (s) | warnings | error |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["results"]:
         error = (row["error"] or "").replace("|", "\\|")
         caught = ", ".join(f"{count} {name}" for name, count in sorted(row["warnings"].items()))
-        lines.append(f"| {row['format']} | {row['config']} | {_rate(row.get('all'))} | {_rate(row.get('confident'))} "
+        lines.append(f"| {row['format']} | {row['config']} | {row['rounding']} | {_rate(row.get('all'))} "
+                     f"| {_rate(row.get('confident'))} "
                      f"| {_seconds(row['seconds'].get('quantize'))} | {_seconds(row['seconds'].get('evaluate'))} "
                      f"| {caught} | {error} |")
     if report.get("interrupted"):
@@ -200,6 +205,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=25, help="crops per forward pass (default 25)")
     parser.add_argument("--bias-correction", action="store_true",
                         help="correct each layer's bias for its weights' mean quantization error")
+    parser.add_argument("--rounding", nargs="+", choices=ROUNDINGS, default=list(ROUNDINGS),
+                        help="how weights are rounded onto their grid, one row each (hwq.quant.quantize's "
+                             "rounding; default: all)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the report here: Markdown, or JSON for a .json name")
     args = parser.parse_args(argv)
@@ -241,13 +249,14 @@ def main(argv=None):
     try:
         for fmt in formats:
             for config in args.configs:
-                log(f"{fmt} {config} ...")
-                row = run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, args.batch,
-                                 args.bias_correction)
-                results.append(row)
-                if row["error"] is None:
-                    log(f"  quantize {row['seconds']['quantize']:.1f} s, evaluate {row['seconds']['evaluate']:.1f} s, "
-                        f"agreement {_rate(row['all'])}")
+                for rounding in args.rounding:
+                    log(f"{fmt} {config} {rounding} ...")
+                    row = run_format(model, fmt, config, calibration, x, fp32_top1, confident, edges, args.batch,
+                                     args.bias_correction, rounding)
+                    results.append(row)
+                    if row["error"] is None:
+                        log(f"  quantize {row['seconds']['quantize']:.1f} s, evaluate "
+                            f"{row['seconds']['evaluate']:.1f} s, agreement {_rate(row['all'])}")
     except KeyboardInterrupt:                     # Ctrl-C: report what is done
         interrupted = True
         log("interrupted: reporting the finished formats only")

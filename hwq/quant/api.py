@@ -12,13 +12,15 @@ from ..errors import InputError
 from ..formats import product_lsb_exp
 from ..integer.program import BIAS_BITS
 from .calibrate import calibrate
+from .gptq import gptq, input_hessians
 from .graph import REQUANTIZING, check_supported, fold_batchnorm, graph_ops, quantizable_layers, trace
 from .modules import QuantAdd, QuantAvgPool, QuantLayer
 from .plan import plan_tensors
 from .spec import parse_spec
 
 __all__ = ["quantize", "QuantizedModel", "LayerPlan", "check_calibration", "collect_tensors", "run_recording",
-           "floor_weight_scales", "correct_bias", "ScaleFloorWarning", "MAX_CALIBRATION_VALUES", "SCALE_FLOOR", "DEFAULT_OUTPUT"]
+           "floor_weight_scales", "correct_bias", "ScaleFloorWarning", "MAX_CALIBRATION_VALUES", "SCALE_FLOOR", "DEFAULT_OUTPUT",
+           "ROUNDINGS"]
 
 #: activation values kept per tensor for calibration (a seeded subsample beyond this)
 MAX_CALIBRATION_VALUES = 1 << 20
@@ -26,6 +28,8 @@ MAX_CALIBRATION_VALUES = 1 << 20
 SCALE_FLOOR = 2.0 ** -16
 #: format of the model's output tensor (the scores)
 DEFAULT_OUTPUT = "fxp16"
+#: how :func:`quantize` can round weights onto their grid
+ROUNDINGS = ("nearest", "gptq")
 
 
 class ScaleFloorWarning(UserWarning):
@@ -229,13 +233,14 @@ def collect_tensors(graph_module, names, batches, clamps, limit=MAX_CALIBRATION_
     return out, means
 
 
-def correct_bias(layer, quantizer, input_means):
+def correct_bias(layer, quantized, input_means):
     """Empirical bias correction (Nagel et al., "Data-Free Quantization Through Weight Equalization
     and Bias Correction", ICCV 2019, section 4.2): subtract the expected output error of the
-    quantized weights, ``(W_q - W) @ E[x]``, from the bias, with ``E[x]`` the mean of the layer's
-    input per channel over the calibration data (zero padding makes it approximate at borders)."""
+    quantized weights ``quantized`` (float64, the shape of ``layer.weight``), ``(W_q - W) @ E[x]``,
+    from the bias, with ``E[x]`` the mean of the layer's input per channel over the calibration
+    data (zero padding makes it approximate at borders)."""
     weight = layer.weight.detach().cpu().double().numpy()
-    error = quantizer.fake_quantize(weight) - weight                  # (O, C/g, kh, kw) or (O, K)
+    error = quantized - weight                                        # (O, C/g, kh, kw) or (O, K)
     if error.ndim == 4:
         groups = layer.groups
         per_group = weight.shape[1]
@@ -278,7 +283,7 @@ def run_recording(qmodel, x):
 
 
 def quantize(model, weights="fxp8", activations="fxp8", *, calibration, overrides=None, keep_float=(),
-             per_channel=True, output=DEFAULT_OUTPUT, bias_correction=False):
+             per_channel=True, output=DEFAULT_OUTPUT, bias_correction=False, rounding="nearest"):
     """Quantize ``model`` post-training in hwq formats.
 
     Every tensor gets one format and scale (docs/integer-semantics.md): a layer's input tensor
@@ -307,6 +312,10 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
     bias_correction : bool
         Correct each layer's bias for the mean error of its quantized weights
         (:func:`correct_bias`).
+    rounding : {"nearest", "gptq"}
+        How weights are rounded onto their calibrated grid: each to its nearest code, or by GPTQ
+        (:mod:`hwq.quant.gptq`), which minimises each layer's output error on the calibration
+        inputs. Either way the weights become codes of the same format and scales.
 
     Returns
     -------
@@ -320,6 +329,8 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
         layer name, a width a format cannot do, a clamp that cannot fold, two layers that want
         one tensor in different formats, calibration batches of the wrong type, dtype or shape.
     """
+    if rounding not in ROUNDINGS:
+        raise InputError(f"rounding must be one of {', '.join(map(repr, ROUNDINGS))}, not {rounding!r}")
     graph_module = trace(model)
     check_supported(graph_module)
     names = quantizable_layers(graph_module)
@@ -338,6 +349,8 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
     values, input_means = collect_tensors(graph_module, list(tensor_plan.specs), batches, tensor_plan.clamps,
                                           channel_means=layer_inputs if bias_correction else ())
     tensors = {name: calibrate(spec, values[name], role="activation") for name, spec in tensor_plan.specs.items()}
+    hessians = {} if rounding == "nearest" else input_hessians(
+        graph_module, {op.target: op.attrs for op in ops if op.kind == "layer" and op.target not in keep}, batches)
     by_name = {op.name: op for op in ops}
     modules, layers = {}, {}
     for op in ops:
@@ -352,8 +365,14 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
             weight_q = calibrate(plan.weights, layer.weight.detach().cpu().double().numpy(), role="weight",
                                  per_channel=per_channel)
             weight_q = floor_weight_scales(op.target, weight_q, layer, inputs_q[0])
+            weight = layer.weight.detach().cpu().double().numpy()
+            quantized = gptq(weight, hessians[op.target], weight_q.fake_quantize) if hessians \
+                else weight_q.fake_quantize(weight)
             if bias_correction:
-                correct_bias(layer, weight_q, input_means[op.inputs[0]])
+                correct_bias(layer, quantized, input_means[op.inputs[0]])
+            if hessians:
+                with torch.no_grad():
+                    layer.weight.copy_(torch.from_numpy(quantized))
             module = QuantLayer(op.target, layer, weight_q, inputs_q[0], output_q, op.attrs, low, high)
             module.check_flush(module.program())
             layers[op.target] = module
