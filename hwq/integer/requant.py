@@ -168,7 +168,9 @@ class EncoderTable:
         quotient = doubled >> shift                                 # floor(2n / 2**S)
         sticky = (doubled & ((np.int64(1) << shift) - 1)) != 0      # any bit shifted out
         index = np.searchsorted(self.thresholds2, quotient, side="right")
-        at = np.clip(index - 1, 0, max(len(self.thresholds2) - 1, 0))
+        if not len(self.thresholds2):                               # one grid value: index 0
+            return index
+        at = np.clip(index - 1, 0, len(self.thresholds2) - 1)
         on_tie = (index > 0) & (self.thresholds2[at] == quotient) & ~sticky & ~self.up_on_tie[at]
         return index - on_tie
 

@@ -216,10 +216,7 @@ def expected_codes(tables, table, q, sticky, low, high):
         t2 = tab.thresholds2
         lo, hi = (int(t2.min()), int(t2.max())) if t2.size else (0, 0)
         qq = np.clip(np.array([int(v) for v in q[sel]], dtype=np.int64), lo - 2, hi + 2)
-        if t2.size:
-            index = tab.index(2 * qq + sticky[sel].astype(np.int64), 2)
-        else:                                   # EncoderTable.index fails on a one-value grid
-            index = np.zeros(len(sel), dtype=np.int64)
+        index = tab.index(2 * qq + sticky[sel].astype(np.int64), 2)
         out[sel] = tab.codes[np.clip(index, low[sel].astype(np.int64), high[sel].astype(np.int64))]
     return out
 

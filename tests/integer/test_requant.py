@@ -106,3 +106,12 @@ def test_flush_warning_names_the_op_and_channels():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_flush("layer 'x'", Multiplier.of([0.5]), 1000, table)
+
+
+def test_table_of_a_single_value_encodes_everything_to_it():
+    """A table with one grid value has no threshold: every numerator is index 0 (used to raise
+    IndexError)."""
+    table = EncoderTable(FixedPoint(2), np.array([3]), np.array([1]), np.zeros(0, np.int64), np.zeros(0, bool))
+    numerators = np.array([-(1 << 40), -1, 0, 1, 7, 1 << 40])
+    assert np.array_equal(table.index(numerators, 3), np.zeros(6, np.int64))
+    assert np.array_equal(requantize(numerators, 0, table, Clamp(0, 0)), np.ones(6, np.int64))
