@@ -191,7 +191,7 @@ class Ant(NumberFormat):
 
     def _encode(self, x):
         x *= 2.0 ** -self._exp_base
-        return self._grid_codes[nearest_index(self._grid, x, ties="up")]
+        return nearest_index(self._grid, x, ties="up", labels=self._grid_codes)
 
 
 @dataclasses.dataclass(frozen=True)

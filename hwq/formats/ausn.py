@@ -252,10 +252,11 @@ class Ausn(NumberFormat):
     def _encode(self, x):
         x *= 2.0 ** -self._exp_base
         magnitude = np.abs(x) if self.signed else np.maximum(x, 0.0)
-        index = nearest_index(self._magnitudes, magnitude, ties="down")
-        codes = self._magnitude_codes[index]
-        if self.signed:                            # the sign bit, except on zero (+0)
-            codes = np.where((x < 0) & (index > 0), codes | (1 << self.magnitude_bits), codes)
+        codes = nearest_index(self._magnitudes, magnitude, ties="down", labels=self._magnitude_codes)
+        if self.signed:                            # the sign bit, except on zero (+0, the only code 0)
+            negative = x < 0
+            negative &= codes != 0
+            codes |= np.left_shift(negative, self.magnitude_bits, dtype=np.int64)
         return codes
 
 

@@ -32,29 +32,57 @@ def check_int(name, value, lo, hi):
     return int(value)
 
 
-def nearest_index(grid, x, *, ties="up"):
+def nearest_index(grid, x, *, ties="up", labels=None):
     """Index of the value of sorted integer array ``grid`` nearest each element of ``x``.
 
     Ties go to the larger value (``ties="up"``) or the smaller one (``"down"``); values beyond
     either end take the end (saturation). Exact: the grid's integers are below ``2**52``, so
     their midpoints are exact in float64.
 
-    For an integer grid spanning at most :data:`LOOKUP_SPAN` the neighbour below is found with a
-    table indexed by ``floor(x)`` (exact for float64) instead of a binary search: the same result,
-    several times faster on large tensors.
+    For an integer grid spanning at most :data:`LOOKUP_SPAN` the index is read from a table
+    instead of found by a binary search: the same result, several times faster on large tensors.
+    With ``d = 2 * x`` (exact) and the doubled midpoints ``m_j = grid[j] + grid[j + 1]``
+    (integers), the index is the number of midpoints that ``x`` reaches: ``#(m_j <= d)`` with ties
+    up, which is ``#(m_j <= floor(d))``, and ``#(m_j < d)`` with ties down, which is
+    ``#(m_j < ceil(d))``. So it is a table indexed by ``floor(d)`` or ``ceil(d)``, clipped to the
+    range of keys where the count changes (:func:`_lookup_table`).
+
+    Parameters
+    ----------
+    grid : array_like
+        Sorted distinct values (integers for the table).
+    x : array_like
+        The values (finite, or at least not NaN), in the grid's units; not modified.
+    ties : str
+        ``"up"`` or ``"down"``.
+    labels : numpy.ndarray, optional
+        One label per grid value (e.g. its code): returned in place of the index,
+        ``labels[index]`` (read from the same table).
+
+    Returns
+    -------
+    numpy.ndarray
+        The index (intp), or the label, of every element of ``x``.
     """
     grid = np.asarray(grid)
     x = np.asarray(x, dtype=np.float64)
-    low_value, span = int(grid[0]), int(grid[-1]) - int(grid[0])
+    span = int(grid[-1]) - int(grid[0])
     if grid.dtype.kind in "iu" and len(grid) > 1 and span <= LOOKUP_SPAN and x.size > 4 * len(grid):
-        table = _lookup_table(grid.tobytes(), grid.dtype.str)
-        offset = np.clip(np.floor(x), low_value, low_value + span) - low_value
-        upper = np.clip(table[offset.astype(np.int64)] + 1, 1, len(grid) - 1)
-    else:
-        upper = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
+        low, table = _lookup_table(grid.tobytes(), grid.dtype.str, ties, None if labels is None else (
+            labels.tobytes(), labels.dtype.str))
+        with np.errstate(over="ignore"):                # beyond float64: inf, clipped to an end
+            key = np.multiply(x, 2.0)
+        (np.floor if ties == "up" else np.ceil)(key, out=key)
+        np.clip(key, low, low + len(table) - 1, out=key)
+        key = key.astype(np.intp)
+        if low:
+            key -= low
+        return table[key]
+    upper = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
     midpoint = (grid[upper - 1].astype(np.float64) + grid[upper].astype(np.float64)) / 2
     above = x >= midpoint if ties == "up" else x > midpoint
-    return np.where(above, upper, upper - 1)
+    index = np.where(above, upper, upper - 1)
+    return index if labels is None else np.asarray(labels[index])
 
 
 #: grids spanning at most this many integers use a lookup table in :func:`nearest_index`
@@ -62,12 +90,23 @@ LOOKUP_SPAN = 1 << 16
 
 
 @functools.lru_cache(maxsize=64)
-def _lookup_table(grid_bytes, dtype):
-    """For each integer ``v`` from ``grid[0]`` to ``grid[-1]``: the index of the largest grid value
-    ``<= v`` (``grid`` given as bytes, for caching)."""
+def _lookup_table(grid_bytes, dtype, ties, labels):
+    """``(low, table)``: the result of :func:`nearest_index` (the index, or its label) for the key
+    ``low + i`` is ``table[i]``; keys below ``low`` or beyond ``low + len(table) - 1`` share the
+    end entries. The key of ``x`` is ``floor(2 * x)`` with ``ties="up"``, ``ceil(2 * x)`` with
+    ``"down"``.
+
+    ``grid`` and ``labels`` (``(bytes, dtype)`` or ``None``) are given as bytes, for caching.
+    """
     grid = np.frombuffer(grid_bytes, dtype=np.dtype(dtype)).astype(np.int64)
-    values = np.arange(grid[0], grid[-1] + 1, dtype=np.int64)
-    return np.searchsorted(grid, values, side="right") - 1
+    midpoints2 = grid[:-1] + grid[1:]
+    up = ties == "up"
+    low = int(midpoints2[0]) - (1 if up else 0)         # every key at or below low: index 0
+    keys = np.arange(low, int(midpoints2[-1]) + (1 if up else 2), dtype=np.int64)
+    table = np.searchsorted(midpoints2, keys, side="right" if up else "left").astype(np.intp)
+    if labels is not None:
+        table = np.frombuffer(labels[0], dtype=np.dtype(labels[1]))[table]
+    return low, table
 
 
 def fraction_str(value):
@@ -158,13 +197,15 @@ class NumberFormat(abc.ABC):
             raise InputError(f"codes of {self} must lie in [0, {(1 << self.bits) - 1}]")
         return self._decode(codes)
 
-    def encode(self, x):
+    def encode(self, x, *, overwrite=False):
         """Codes of the representable values nearest ``x`` (given in format units).
 
         Rounding and saturation are the format's documented rules. NaN/Inf raise
-        :class:`InputError` before any work.
+        :class:`InputError` before any work. With ``overwrite=True`` a (writable) float64 numpy
+        array ``x`` is encoded in place, as scratch, instead of a copy of it (for a caller that no
+        longer needs it: its contents are then undefined).
         """
-        return self._encode(check_finite(x))
+        return self._encode(check_finite(x, copy=not overwrite))
 
     def quantize(self, x, scale=1.0):
         """Codes for real tensor ``x`` with scale ``scale``: ``encode(x / scale)``."""

@@ -120,6 +120,8 @@ class Esb(NumberFormat):
         self._sign_of = (codes >> B) & 1 if signed else np.zeros_like(codes)
         rows = codes & ((1 << B) - 1)
         self._table = np.where(self._sign_of == 1, -1, 1) * self._magnitude[rows]
+        # the encoder's saturation bound: twice the largest magnitude keeps its scaling finite
+        self._saturation = 2.0 * self.max_value
 
     @property
     def exponent_bits(self):
@@ -169,24 +171,37 @@ class Esb(NumberFormat):
         return self._table[codes]
 
     def _encode(self, x):
-        negative = x < 0
-        a = np.abs(x, out=x)
-        if not self.signed:
-            a[negative] = 0.0                              # an unsigned format's nearest value is its least
+        shape = x.shape
+        x = x.reshape(-1)                                  # 1-D (a view of the scratch array): ufuncs return arrays
+        if self.signed:
+            negative = x < 0
+            a = np.abs(x, out=x)
+        else:
+            a = np.maximum(x, 0.0, out=x)                  # an unsigned format's nearest value is its least
         # anything at or beyond the largest magnitude saturates; the bound keeps the scaling finite
-        np.minimum(a, 2.0 * self.max_value, out=a)
-        m = self._m
+        np.minimum(a, self._saturation, out=a)
+        m, top = self._m, (1 << self.magnitude_bits) - 1
         if self._midrise:
             u = np.ldexp(a, m)                             # levels at j + 1/2
             j = np.floor(u)
             j -= (j == u) & (np.fmod(j, 2) == 1)           # tie (u an integer): to the even j
-            r = np.minimum(j, (1 << self.magnitude_bits) - 1).astype(np.int64)
+            r = np.minimum(j, top).astype(np.int64)
+            if self.signed:
+                r |= np.left_shift(negative, self.magnitude_bits, dtype=np.int64)
         else:
-            n = np.clip(np.frexp(a)[1] - 1, 0, self.max_binade)     # exact floor(log2 a), clipped
-            q = np.rint(np.ldexp(a, m - n))                # half to even, in the binade's steps
-            v = np.minimum(np.ldexp(q, n), float(self._magnitude[-1]))   # units of 2**-m, on the grid
-            r = np.searchsorted(self._magnitude, v)
-            negative &= r != 0                             # zero is written +0
-        if not self.signed:
-            return r
-        return r | (negative.astype(np.int64) << self.magnitude_bits)
+            # the binade n = floor(log2 a), clipped to [0, N]: frexp's exponent is n + 1 (exact; 0
+            # for 0, and below 1 for subnormals, which clip to n = 0)
+            e = np.frexp(a)[1]
+            np.clip(e, 1, self.max_binade + 1, out=e)
+            e -= m + 1
+            q = np.ldexp(a, np.negative(e, out=e), out=a)  # a * 2**(m - n)
+            np.rint(q, out=q)                              # half to even, in the binade's steps
+            # q * 2**n (units of 2**-m) is on the grid at r = n * 2**m + q, or beyond the largest
+            np.left_shift(np.subtract(m, e, out=e), m, out=e)
+            q += e
+            np.minimum(q, top, out=q)
+            if self.signed:
+                negative &= q != 0                         # zero is written +0
+                q += negative * float(1 << self.magnitude_bits)     # the sign bit
+            r = q.astype(np.int64)
+        return r.reshape(shape)

@@ -29,15 +29,17 @@ def check_rounding(mode):
     return mode
 
 
-def check_finite(x, what="tensor"):
-    """Return a new float64 array copy of ``x``; raise :class:`InputError` if it holds NaN or Inf.
+def check_finite(x, what="tensor", *, copy=True):
+    """Return ``x`` as a float64 array, a new copy; raise :class:`InputError` if it holds NaN or Inf.
 
     Accepts numpy arrays, Python scalars and sequences, and torch tensors (converted on the CPU
-    without importing torch here).
+    without importing torch here). With ``copy=False`` a float64 numpy array is returned as it
+    is, not copied (for a caller that hands over a scratch array); anything else is converted.
     """
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    x = np.array(x, dtype=np.float64)     # always a fresh copy: encoders work on it in place
+    # a fresh copy unless the caller gave up x: encoders work on it in place
+    x = np.array(x, dtype=np.float64) if copy else np.asarray(x, dtype=np.float64)
     if not np.isfinite(x).all():
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise InputError(f"{what} holds {bad} NaN/Inf value(s); clean or clamp it before quantizing")

@@ -340,7 +340,7 @@ class Uniq(NumberFormat):
 
     def _encode(self, x):
         x *= 2.0 ** self._frac                    # exact: a power of two, |frac| <= 64
-        return nearest_index(self._table, x, ties="up").astype(np.int64)
+        return nearest_index(self._table, x, ties="up").astype(np.int64, copy=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
