@@ -1,20 +1,10 @@
-"""Fixtures shared by the hwq.quant tests: the digits CNN is trained once per test session (per
-xdist worker) and quantized once per configuration; tests must not modify either."""
+"""Fixtures shared by the hwq.quant tests: the digits CNN (``digits``, tests/conftest.py)
+quantized once per configuration; tests must not modify it."""
 
 import pytest
-import torch
 
 from hwq.quant import quantize
-from hwq.quant.digits import train_digits_cnn
 from hwq.quant.integer import integer_model
-
-
-@pytest.fixture(scope="session")
-def digits():
-    """``(model, (x_train, y_train, x_test, y_test))``: the float digits CNN after 8 epochs."""
-    torch.manual_seed(0)
-    model, data = train_digits_cnn(epochs=8, device="cpu")
-    return model, data
 
 
 @pytest.fixture(scope="session")

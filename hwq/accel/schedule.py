@@ -1,0 +1,660 @@
+"""The accelerator's program: an integer model mapped onto a PE array and its memories.
+
+:func:`schedule` compiles an :class:`hwq.integer.IntegerModel` (docs/integer-semantics.md) into
+what the hardware's sequencer steps through (docs/accelerator.md):
+
+- **Memory map.** Every tensor lives in the activation memory in CHW order, one code per word, in
+  a region of its own (:class:`Region`). Regions are reused once no later step reads their tensor,
+  unless ``keep_all`` (verification reads every tensor back). A reshape is an alias: CHW order
+  makes a flatten free.
+- **Weight image.** A :class:`ConvStep` runs on an ``R x C`` output-stationary array: ``R``
+  output positions (rows, sharing each weight) times ``C`` output channels (columns, sharing each
+  activation). Its weights are one memory word per cycle: ``C`` codes, the weights of the tile's
+  ``C`` output channels at one reduction index ``k = (ci, ky, kx)`` (a Linear is a 1 x 1
+  convolution of its input features). Output channels of a tile belong to one group, so a grouped
+  convolution with fewer than ``C`` channels per group leaves columns idle.
+- **Parameter image.** Per output channel (or per output position of an average pool): bias
+  (32 bits), multiplier (16 bits) and shift; plus each step's encoder table and clamp.
+- **Cycles.** Each step's cycle count in the array's steady state (:attr:`Step.cycles`).
+
+:func:`execute` runs the schedule in numpy exactly as the sequencer does (gathering the array's
+operands by the step's address arithmetic, from the weight image's words), so the mapping is
+checked against the integer model before any RTL runs. This module is numpy only.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from ..formats.golden import acc_width
+from ..integer import ops as tensor_ops
+from ..integer.program import zero_code
+from ..integer.requant import Clamp, EncoderTable, requantize
+
+__all__ = ["Array", "Region", "ConvStep", "AddStep", "AvgPoolStep", "MaxPoolStep", "PadStep", "Schedule",
+           "schedule", "execute", "tensor_shapes"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Array:
+    """An ``rows x cols`` PE array: ``rows`` output positions times ``cols`` output channels.
+
+    Raises
+    ------
+    InputError
+        For a dimension that is not a positive integer.
+    """
+
+    rows: int
+    cols: int
+
+    def __post_init__(self):
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"array {name} must be a positive integer, not {value!r}")
+
+    @classmethod
+    def parse(cls, text):
+        """``"RxC"`` (e.g. ``"1x16"``) as an :class:`Array`; :class:`InputError` otherwise."""
+        parts = str(text).lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise InputError(f"array must be written ROWSxCOLS, e.g. 1x16, not {text!r}")
+        return cls(int(parts[0]), int(parts[1]))
+
+    @property
+    def pes(self):
+        return self.rows * self.cols
+
+    def __str__(self):
+        return f"{self.rows}x{self.cols}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """A tensor in the activation memory: ``size`` codes from word ``base``, CHW order."""
+
+    tensor: str
+    base: int
+    size: int
+    shape: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What every step has: the op's name, its output region and its cycle count."""
+
+    name: str
+    out: Region
+
+    @property
+    def cycles(self):
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvStep(Step):
+    """A convolution or linear layer on the PE array.
+
+    The loop nest, outermost first: output-channel tiles ``t`` (``tiles`` of them; tile ``t``
+    covers output channels ``channel0[t] ... channel0[t] + C - 1`` of one group), output-position
+    tiles (``R`` positions, row-major over ``(oy, ox)``), then the reduction index
+    ``k = (ci, ky, kx)`` over ``fan_in``. At ``k``, row ``r`` reads input
+    ``(group * in_per_group + ci, oy * sy - pad_top + ky * dy, ox * sx - pad_left + kx * dx)``
+    (the pad code outside the input) and column ``c`` reads weight word
+    ``weight_base + t * fan_in + k``, lane ``c``.
+    """
+
+    src: Region
+    in_shape: tuple            # (C, H, W)
+    out_shape: tuple           # (O, OH, OW)
+    kernel: tuple
+    stride: tuple
+    padding: tuple             # (top, bottom, left, right)
+    dilation: tuple
+    groups: int
+    a_format: object
+    w_format: object
+    out_format: object
+    pad_code: int
+    weight_base: int
+    channel0: tuple            # first output channel of every tile
+    param_base: int            # first output channel's entry in the parameter image
+    clamp: tuple               # (low, high) grid indices
+    acc_bits: int
+    array: Array
+
+    kind = "conv"
+
+    @property
+    def fan_in(self):
+        return self.in_shape[0] // self.groups * self.kernel[0] * self.kernel[1]
+
+    @property
+    def tiles(self):
+        return len(self.channel0)
+
+    @property
+    def positions(self):
+        return self.out_shape[1] * self.out_shape[2]
+
+    @property
+    def macs(self):
+        """Multiply-accumulates of the op itself: ``O * OH * OW * fan_in``."""
+        return self.out_shape[0] * self.positions * self.fan_in
+
+    @property
+    def cycles(self):
+        """Steady-state cycles: every (channel tile, position tile) takes ``fan_in`` cycles, or
+        the ``R * C`` cycles its results take through the one requantizer when that is longer."""
+        position_tiles = math.ceil(self.positions / self.array.rows)
+        return self.tiles * position_tiles * max(self.fan_in, self.array.pes)
+
+
+@dataclasses.dataclass(frozen=True)
+class AddStep(Step):
+    """``out[i] = requant(dec_a(a[i]) * Ma + dec_b(b[i]) * Mb + K)`` over every element."""
+
+    srcs: tuple                # one or two Regions
+    in_formats: tuple
+    out_format: object
+    multipliers: tuple
+    constant: int
+    shift: int
+    clamp: tuple
+
+    kind = "add"
+
+    @property
+    def cycles(self):
+        return self.out.size * len(self.srcs)
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPoolStep(Step):
+    """Window sums of decoded values times the per-position multiplier, requantized."""
+
+    src: Region
+    in_shape: tuple
+    out_shape: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple             # (top, left), symmetric
+    in_format: object
+    out_format: object
+    param_base: int            # first output position's entry in the parameter image
+    clamp: tuple
+
+    kind = "avgpool"
+
+    @property
+    def cycles(self):
+        return self.out.size * self.kernel[0] * self.kernel[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPoolStep(Step):
+    """The code of the largest value in each window (padding never wins)."""
+
+    src: Region
+    in_shape: tuple
+    out_shape: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple             # (top, left), symmetric
+    dilation: tuple
+    format: object
+
+    kind = "maxpool"
+
+    @property
+    def cycles(self):
+        return self.out.size * self.kernel[0] * self.kernel[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PadStep(Step):
+    """A copy of the input into a larger plane, the code of 0 around it."""
+
+    src: Region
+    in_shape: tuple
+    padding: tuple             # (top, bottom, left, right)
+    pad_code: int
+
+    kind = "pad"
+
+    @property
+    def cycles(self):
+        return self.out.size
+
+
+@dataclasses.dataclass
+class Schedule:
+    """An integer model compiled for a PE array (:func:`schedule`).
+
+    Attributes
+    ----------
+    model : IntegerModel
+    array : Array
+    input, output : Region
+    regions : dict of str to Region
+        Every tensor's region (aliases share their source's).
+    steps : list of Step
+        In execution order.
+    act_words : int
+        Words of activation memory.
+    act_bits : int
+        Width of an activation word: the widest tensor format's code.
+    weights : numpy.ndarray of int64
+        The weight image, ``(words, cols)`` codes (lane ``c`` of word ``w``).
+    weight_bits : int
+        Width of one lane: the widest weight format's code.
+    bias, multiplier, shift : numpy.ndarray of int64
+        The parameter image, one entry per output channel of every layer and per output position
+        of every average pool.
+    tables : list of EncoderTable
+        Every distinct output format's encoder, in first-use order; ``table_index[step.name]``.
+    """
+
+    model: object
+    array: Array
+    input: Region
+    output: Region
+    regions: dict
+    steps: list
+    act_words: int
+    act_bits: int
+    weights: np.ndarray
+    weight_bits: int
+    bias: np.ndarray
+    multiplier: np.ndarray
+    shift: np.ndarray
+    tables: list
+    table_index: dict
+
+    @property
+    def macs(self):
+        """Multiply-accumulates of one inference."""
+        return sum(step.macs for step in self.steps if step.kind == "conv")
+
+    @property
+    def cycles(self):
+        """Steady-state cycles of one inference (:attr:`Step.cycles` summed)."""
+        return sum(step.cycles for step in self.steps)
+
+    def utilization(self, steps=None):
+        """PE utilization ``macs / (cycles * R * C)`` over the given conv steps (all by default)."""
+        steps = [s for s in (steps or self.steps) if s.kind == "conv"]
+        cycles = sum(s.cycles for s in steps)
+        return sum(s.macs for s in steps) / (cycles * self.array.pes) if cycles else 0.0
+
+
+def tensor_shapes(model, input_shape):
+    """Per-sample shape of every tensor of ``model`` for an input of ``input_shape`` (CHW or
+    (features,)), by each op's own size formula.
+
+    Raises
+    ------
+    InputError
+        Naming the op whose input does not fit it.
+    """
+    shapes = {model.input: tuple(int(v) for v in input_shape)}
+    for op in model.ops:
+        shape = shapes[op.inputs[0]]
+        what = f"{op.op} {op.name!r}"
+        if op.op == "layer":
+            w = op.weight_codes.shape
+            if op.kind == "linear":
+                if int(np.prod(shape)) != w[1] or len(shape) != 1:
+                    raise InputError(f"{what}: input of shape {shape}, the layer takes ({w[1]},)")
+                out = (w[0],)
+            else:
+                if len(shape) != 3 or shape[0] != w[1] * op.groups:
+                    raise InputError(f"{what}: input of shape {shape}, the layer takes {w[1] * op.groups} channels")
+                top, bottom, left, right = op.padding
+                out = (w[0],
+                       tensor_ops.conv_output_size(shape[1] + top + bottom, w[2], op.stride[0], 0, op.dilation[0]),
+                       tensor_ops.conv_output_size(shape[2] + left + right, w[3], op.stride[1], 0, op.dilation[1]))
+        elif op.op in ("avgpool", "maxpool"):
+            if len(shape) != 3:
+                raise InputError(f"{what}: input of shape {shape} is not CHW")
+            out = (shape[0],) + _pool_plane(op, shape)
+            if op.op == "avgpool" and not op.keep_dims:
+                out = (shape[0],)
+        elif op.op == "pad":
+            top, bottom, left, right = op.padding
+            out = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
+        elif op.op == "reshape":
+            if int(np.prod(op.shape)) != int(np.prod(shape)):
+                raise InputError(f"{what}: cannot reshape {shape} to {op.shape}")
+            out = tuple(op.shape)
+        else:                                                      # add
+            others = [shapes[name] for name in op.inputs[1:]]
+            if any(other != shape for other in others):
+                raise InputError(f"{what}: inputs of shapes {[shape] + others} differ")
+            out = shape
+        shapes[op.name] = out
+    return shapes
+
+
+def _pool_plane(op, shape):
+    """``(OH, OW)`` of pooling ``op`` on a CHW input of ``shape``."""
+    dilation = getattr(op, "dilation", (1, 1))
+    return tuple(tensor_ops.pool_output_size(shape[1 + i], op.kernel[i], op.stride[i], op.padding[i], dilation[i],
+                                             op.ceil_mode) for i in range(2))
+
+
+def _check_supported(model):
+    """:class:`InputError` naming the op and parameter the accelerator cannot run."""
+    for op in model.ops:
+        if op.op == "layer" and op.kind == "conv2d" and op.padding_mode != "zeros" and any(op.padding):
+            raise InputError(f"layer {op.name!r}: padding_mode {op.padding_mode!r} is not supported by the "
+                             "accelerator (zero padding only)")
+        if op.op == "pad" and op.mode != "constant":
+            raise InputError(f"pad {op.name!r}: mode {op.mode!r} is not supported by the accelerator "
+                             "(zero padding only)")
+
+
+class _Allocator:
+    """First-fit allocation of activation regions, freed after their last reader."""
+
+    def __init__(self):
+        self.free = []          # (base, size), sorted
+        self.top = 0
+
+    def take(self, size):
+        for i, (base, room) in enumerate(self.free):
+            if room >= size:
+                self.free[i:i + 1] = [(base + size, room - size)] if room > size else []
+                return base
+        base, self.top = self.top, self.top + size
+        return base
+
+    def give(self, base, size):
+        self.free.append((base, size))
+        self.free.sort()
+        merged = []
+        for start, room in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == start:
+                merged[-1] = (merged[-1][0], merged[-1][1] + room)
+            else:
+                merged.append((start, room))
+        self.free = merged
+
+
+def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False):
+    """Compile ``model`` for an ``array`` (docs/accelerator.md).
+
+    Parameters
+    ----------
+    model : IntegerModel
+    input_shape : tuple of int
+        Per-sample input shape: ``(C, H, W)``, or ``(features,)`` for a model that starts with a
+        Linear layer.
+    array : Array
+    keep_all : bool
+        Give every tensor its own region for the whole inference (so all can be read back),
+        instead of reusing the regions of tensors no later step reads.
+
+    Returns
+    -------
+    Schedule
+
+    Raises
+    ------
+    InputError
+        Before any work, naming the op and the parameter the accelerator cannot run, or the op
+        whose input shape does not fit it.
+    """
+    if not isinstance(array, Array):
+        raise InputError(f"array must be an Array, not {array!r}")
+    _check_supported(model)
+    shapes = tensor_shapes(model, input_shape)
+    last_read = {}
+    for index, op in enumerate(model.ops):
+        for name in op.inputs:
+            last_read[name] = index
+    alias = {op.name: op.inputs[0] for op in model.ops if op.op == "reshape"}
+
+    def root(name):
+        while name in alias:
+            name = alias[name]
+        return name
+
+    for name in list(last_read):                                  # an alias keeps its source alive
+        if name in alias:
+            last_read[root(name)] = max(last_read[root(name)], last_read[name])
+    last_read[root(model.output)] = len(model.ops)
+
+    allocator, regions = _Allocator(), {}
+
+    def place(name):
+        size = int(np.prod(shapes[name]))
+        regions[name] = Region(name, allocator.take(size), size, shapes[name])
+
+    place(model.input)
+    tables, table_index = [], {}
+    weights, bias, multiplier, shift = [], [], [], []
+    weight_words, param_entries = 0, 0
+    steps = []
+
+    def table_of(fmt):
+        table = EncoderTable.of(fmt)
+        for i, known in enumerate(tables):
+            if known is table:
+                return i
+        tables.append(table)
+        return len(tables) - 1
+
+    for index, op in enumerate(model.ops):
+        if op.op == "reshape":
+            source = regions[root(op.name)]
+            regions[op.name] = dataclasses.replace(source, tensor=op.name, shape=shapes[op.name])
+            continue
+        place(op.name)
+        out, srcs = regions[op.name], [regions[name] for name in op.inputs]
+        if op.op == "layer":
+            step, words = _conv_step(op, srcs[0], out, shapes, array, weight_words, param_entries)
+            weights.append(words)
+            weight_words += len(words)
+            param_entries += len(op.bias)
+            bias.append(op.bias)
+            multiplier.append(op.multiplier.multiplier)
+            shift.append(op.multiplier.shift)
+            table_index[op.name] = table_of(op.out_format)
+        elif op.op == "add":
+            step = AddStep(op.name, out, tuple(srcs), tuple(op.in_formats), op.out_format, tuple(op.multipliers),
+                           int(op.constant), int(op.shift), (op.clamp.low, op.clamp.high))
+            table_index[op.name] = table_of(op.out_format)
+        elif op.op == "avgpool":
+            in_shape = shapes[op.inputs[0]]
+            out_hw = _pool_plane(op, in_shape)
+            step = AvgPoolStep(op.name, out, srcs[0], in_shape, (in_shape[0],) + out_hw, tuple(op.kernel),
+                               tuple(op.stride), tuple(op.padding), op.in_format, op.out_format, param_entries,
+                               (op.clamp.low, op.clamp.high))
+            m = np.broadcast_to(op.multiplier.multiplier, out_hw).ravel()
+            s = np.broadcast_to(op.multiplier.shift, out_hw).ravel()
+            multiplier.append(m)
+            shift.append(s)
+            bias.append(np.zeros(len(m), np.int64))
+            param_entries += len(m)
+            table_index[op.name] = table_of(op.out_format)
+        elif op.op == "maxpool":
+            step = MaxPoolStep(op.name, out, srcs[0], shapes[op.inputs[0]], shapes[op.name], tuple(op.kernel),
+                               tuple(op.stride), tuple(op.padding), tuple(op.dilation), op.format)
+        else:                                                      # pad
+            step = PadStep(op.name, out, srcs[0], shapes[op.inputs[0]], tuple(op.padding),
+                           zero_code(op.format, f"pad {op.name!r}"))
+        steps.append(step)
+        if not keep_all:
+            for name in set(root(n) for n in op.inputs):
+                if last_read.get(name) == index and name != root(model.output):
+                    allocator.give(regions[name].base, regions[name].size)
+
+    formats = [model.tensors[name].format for name in regions]
+    w_formats = [op.w_format for op in model.ops if op.op == "layer"]
+    return Schedule(model, array, regions[model.input], regions[model.output], regions, steps, allocator.top,
+                    max(f.bits for f in formats),
+                    np.concatenate(weights) if weights else np.zeros((0, array.cols), np.int64),
+                    max((f.bits for f in w_formats), default=1),
+                    _cat(bias), _cat(multiplier), _cat(shift), tables, table_index)
+
+
+def _cat(parts):
+    return np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in parts]) if parts else np.zeros(0, np.int64)
+
+
+def _conv_step(op, src, out, shapes, array, weight_base, param_base):
+    """The :class:`ConvStep` of layer ``op`` and its weight words ``(tiles * fan_in, cols)``."""
+    codes = op.weight_codes
+    if op.kind == "linear":
+        in_shape, codes = (codes.shape[1], 1, 1), codes.reshape(codes.shape[0], codes.shape[1], 1, 1)
+        kernel, stride, padding, dilation, groups = (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1
+        out_shape = (codes.shape[0], 1, 1)
+    else:
+        in_shape, out_shape = shapes[op.inputs[0]], shapes[op.name]
+        kernel, stride, padding, dilation, groups = codes.shape[2:], op.stride, op.padding, op.dilation, op.groups
+    channels = codes.shape[0]
+    per_group = channels // groups
+    channel0 = tuple(g * per_group + start for g in range(groups) for start in range(0, per_group, array.cols))
+    fan_in = int(np.prod(codes.shape[1:]))
+    flat = codes.reshape(channels, fan_in)
+    words = np.zeros((len(channel0), fan_in, array.cols), dtype=np.int64)   # idle lanes: code 0, discarded
+    for t, first in enumerate(channel0):
+        group_end = (first // per_group + 1) * per_group
+        lanes = min(array.cols, group_end - first)
+        words[t, :, :lanes] = flat[first:first + lanes].T
+    step = ConvStep(op.name, out, src, tuple(in_shape), tuple(out_shape), tuple(kernel), tuple(stride),
+                    tuple(padding), tuple(dilation), groups, op.a_format, op.w_format, op.out_format, op.pad_code,
+                    weight_base, channel0, param_base, (op.clamp.low, op.clamp.high),
+                    acc_width(op.a_format, op.w_format, fan_in), array)
+    return step, words.reshape(-1, array.cols)
+
+
+# --- the sequencer in numpy ----------------------------------------------------------------------
+
+def _conv_addresses(step):
+    """Input word address of every (output position, reduction index) of ``step``, and whether
+    it lies in the input: ``(positions, fan_in)`` each, for group 0 (add ``group * in_per_group
+    * H * W`` for the others)."""
+    c_in, h, w = step.in_shape
+    in_per_group = c_in // step.groups
+    kh, kw = step.kernel
+    oy, ox = np.divmod(np.arange(step.positions), step.out_shape[2])
+    ci, rest = np.divmod(np.arange(step.fan_in), kh * kw)
+    ky, kx = np.divmod(rest, kw)
+    iy = oy[:, None] * step.stride[0] - step.padding[0] + ky[None, :] * step.dilation[0]
+    ix = ox[:, None] * step.stride[1] - step.padding[2] + kx[None, :] * step.dilation[1]
+    inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    address = step.src.base + ci[None, :] * h * w + np.clip(iy, 0, h - 1) * w + np.clip(ix, 0, w - 1)
+    assert in_per_group * kh * kw == step.fan_in
+    return address, inside
+
+
+def execute(sched, codes, trace=None):
+    """Run ``sched`` on one sample's input ``codes`` (its input shape) as the sequencer does.
+
+    Parameters
+    ----------
+    sched : Schedule
+    codes : numpy.ndarray of int
+        Input codes.
+    trace : dict, optional
+        Receives every step's output codes by tensor name (in the tensor's shape) as it is
+        written (so before a later step reuses its region).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        The output tensor's codes.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.shape != sched.input.shape:
+        raise InputError(f"input codes of shape {codes.shape}, the schedule takes {sched.input.shape}")
+    memory = np.zeros(sched.act_words, dtype=np.int64)
+    memory[sched.input.base:sched.input.base + sched.input.size] = codes.ravel()
+    for step in sched.steps:
+        out = _RUN[step.kind](sched, step, memory)
+        memory[step.out.base:step.out.base + step.out.size] = out
+        if trace is not None:
+            trace[step.name] = out.reshape(step.out.shape)
+    return memory[sched.output.base:sched.output.base + sched.output.size].reshape(sched.output.shape)
+
+
+def _run_conv(sched, step, memory):
+    address, inside = _conv_addresses(step)
+    c_in, h, w = step.in_shape
+    in_per_group = c_in // step.groups
+    per_group = step.out_shape[0] // step.groups
+    values = np.zeros((step.out_shape[0], step.positions), dtype=np.int64)
+    decode_a, decode_w = step.a_format.int_values, step.w_format.int_values
+    for t, first in enumerate(step.channel0):
+        group = first // per_group
+        operand = np.where(inside, memory[address + group * in_per_group * h * w], step.pad_code)
+        base = step.weight_base + t * step.fan_in
+        words = sched.weights[base:base + step.fan_in]                          # (fan_in, cols)
+        lanes = min(sched.array.cols, (group + 1) * per_group - first)
+        acc = decode_a[operand] @ decode_w[words[:, :lanes]]                   # (positions, lanes)
+        values[first:first + lanes] = acc.T
+    entries = slice(step.param_base, step.param_base + step.out_shape[0])
+    numerator = (values + sched.bias[entries, None]) * sched.multiplier[entries, None]
+    table = sched.tables[sched.table_index[step.name]]
+    return requantize(numerator, sched.shift[entries, None], table, _clamp(step.clamp)).ravel()
+
+
+def _run_add(sched, step, memory):
+    numerator = np.int64(step.constant)
+    for src, fmt, m in zip(step.srcs, step.in_formats, step.multipliers):
+        numerator = numerator + fmt.int_values[memory[src.base:src.base + src.size]] * np.int64(m)
+    table = sched.tables[sched.table_index[step.name]]
+    return requantize(np.asarray(numerator, dtype=np.int64), step.shift, table, _clamp(step.clamp))
+
+
+def _window_addresses(step, dilation=(1, 1)):
+    """Input address of every (channel, output position, window index) and whether it lies in
+    the input."""
+    c, h, w = step.in_shape
+    kh, kw = step.kernel
+    oh, ow = step.out_shape[1:] if len(step.out_shape) == 3 else (1, 1)
+    oy, ox = np.divmod(np.arange(oh * ow), ow)
+    ky, kx = np.divmod(np.arange(kh * kw), kw)
+    iy = oy[:, None] * step.stride[0] - step.padding[0] + ky[None, :] * dilation[0]
+    ix = ox[:, None] * step.stride[1] - step.padding[1] + kx[None, :] * dilation[1]
+    inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    address = np.clip(iy, 0, h - 1) * w + np.clip(ix, 0, w - 1)
+    channel = step.src.base + np.arange(c)[:, None, None] * h * w
+    return channel + address[None], np.broadcast_to(inside[None], (c,) + inside.shape)
+
+
+def _run_avgpool(sched, step, memory):
+    address, inside = _window_addresses(step)
+    sums = np.where(inside, step.in_format.int_values[memory[address]], 0).sum(axis=2)   # (C, positions)
+    entries = slice(step.param_base, step.param_base + sums.shape[1])
+    table = sched.tables[sched.table_index[step.name]]
+    return requantize(sums * sched.multiplier[None, entries], sched.shift[None, entries], table,
+                      _clamp(step.clamp)).ravel()
+
+
+def _run_maxpool(sched, step, memory):
+    address, inside = _window_addresses(step, step.dilation)
+    values = step.format.int_values
+    window = np.where(inside, values[memory[address]], np.iinfo(np.int64).min)
+    best = np.take_along_axis(memory[address], window.argmax(axis=2)[..., None], axis=2)[..., 0]
+    return best.ravel()
+
+
+def _run_pad(sched, step, memory):
+    c, h, w = step.in_shape
+    top, bottom, left, right = step.padding
+    plane = np.full((c, h + top + bottom, w + left + right), step.pad_code, dtype=np.int64)
+    plane[:, top:top + h, left:left + w] = memory[step.src.base:step.src.base + step.src.size].reshape(c, h, w)
+    return plane.ravel()
+
+
+def _clamp(bounds):
+    return Clamp(*bounds)
+
+
+_RUN = {"conv": _run_conv, "add": _run_add, "avgpool": _run_avgpool, "maxpool": _run_maxpool, "pad": _run_pad}

@@ -1,0 +1,157 @@
+"""hwq.accel.schedule: the accelerator's memory map, weight image and loop nest, run in numpy as
+the sequencer runs them, give the integer model's codes for every tensor."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hwq.accel.schedule import Array, execute, schedule
+from hwq.errors import InputError
+from hwq.quant import quantize
+from hwq.quant.integer import integer_model
+
+#: the digits CNN in every format (UNIQ's activations are uniform: fxp)
+DIGITS_CONFIGS = [("fxp8", "fxp8"), ("ant4", "ant4"), ("esb4", "esb8"), ("ausn4", "ausn4"), ("uniq4", "fxp4"),
+                  ("ant4", "fxp8")]
+ARRAYS = [Array(1, 16), Array(2, 8), Array(3, 5), Array(1, 1)]
+
+
+def _check(imodel, codes, sched):
+    """Every tensor and the output of every sample, against the integer model's trace."""
+    trace = {}
+    expected = imodel.run_codes(codes, trace)
+    for i in range(len(codes)):
+        steps = {}
+        out = execute(sched, codes[i], steps)
+        assert np.array_equal(out, expected[i])
+        for name, got in steps.items():
+            want = trace[name][i].reshape(got.shape)
+            assert np.array_equal(got, want), (name, np.argwhere(got != want)[:3])
+        assert set(steps) == {op.name for op in imodel.ops if op.op != "reshape"}
+
+
+@pytest.fixture(scope="module")
+def digits_integer(digits):
+    model, (x_train, _, x_test, _) = digits
+    cache = {}
+
+    def get(config):
+        if config not in cache:
+            imodel = integer_model(quantize(model, *config, calibration=[x_train[:64]]))
+            cache[config] = imodel, imodel.quantize_input(x_test[:12].numpy())
+        return cache[config]
+    return get
+
+
+@pytest.mark.parametrize("config", DIGITS_CONFIGS, ids="/".join)
+@pytest.mark.parametrize("array", ARRAYS, ids=str)
+@pytest.mark.parametrize("keep_all", [False, True], ids=["reuse", "keep_all"])
+def test_digits_cnn_schedule_runs_the_integer_model(digits_integer, config, array, keep_all):
+    imodel, codes = digits_integer(config)
+    _check(imodel, codes, schedule(imodel, (1, 8, 8), array, keep_all=keep_all))
+
+
+class Mixed(nn.Module):
+    """Every op the accelerator runs: grouped, depthwise, strided and dilated convolutions,
+    explicit zero padding, max and average pooling with their attributes, adds with alpha and a
+    constant, global pooling, flatten and linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+        self.grouped = nn.Conv2d(8, 12, 1, groups=4)
+        self.pw = nn.Conv2d(12, 8, 1)
+        self.odd = nn.Conv2d(8, 8, (2, 3), stride=(1, 2), padding=(1, 0))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu6(self.stem(F.pad(x, (0, 1, 0, 1))))
+        y = F.relu(self.pw(F.relu(self.grouped(self.dw(x)))))
+        x = torch.add(x, y, alpha=0.5)
+        x = F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True)
+        x = self.odd(x) + 0.25
+        x = F.avg_pool2d(F.relu(x), 2, stride=1, padding=1, count_include_pad=False, ceil_mode=True)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.parametrize("config", [("fxp8", "fxp8"), ("ant4", "ant8"), ("esb8", "esb8"), ("uniq4", "fxp8"),
+                                    ("ausn8", "ausn8")], ids="/".join)
+@pytest.mark.parametrize("array", [Array(1, 4), Array(2, 3)], ids=str)
+def test_every_op_kind_runs_the_integer_model(config, array):
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    x = torch.randn(6, 3, 13, 11)
+    imodel = integer_model(quantize(model, *config, calibration=[x]))
+    sched = schedule(imodel, (3, 13, 11), array)
+    assert {step.kind for step in sched.steps} == {"pad", "conv", "add", "maxpool", "avgpool"}
+    _check(imodel, imodel.quantize_input(x.numpy()), sched)
+
+
+def test_regions_of_live_tensors_never_overlap(digits_integer):
+    imodel, _ = digits_integer(("fxp8", "fxp8"))
+    reuse = schedule(imodel, (1, 8, 8), Array(1, 16))
+    alone = schedule(imodel, (1, 8, 8), Array(1, 16), keep_all=True)
+    assert reuse.act_words < alone.act_words
+    assert alone.act_words == sum(r.size for name, r in alone.regions.items()
+                                  if name == imodel.input or any(op.name == name and op.op != "reshape"
+                                                                 for op in imodel.ops))
+    written = [imodel.input] + [step.name for step in reuse.steps]
+    for index, step in enumerate(reuse.steps):
+        later = {name for s in reuse.steps[index:] for name in _reads(s)}
+        live = [reuse.regions[name] for name in written[:index + 1] if name in later]
+        out = step.out
+        for region in live:
+            assert out.base + out.size <= region.base or region.base + region.size <= out.base, (step.name, region)
+
+
+def _reads(step):
+    return [src.tensor for src in (step.srcs if step.kind == "add" else (step.src,))]
+
+
+def test_cycles_and_utilization_by_hand(digits_integer):
+    """The digits CNN on 1 x 16: conv1 (1 -> 16, 3 x 3, 8 x 8) is 64 position tiles of
+    max(9, 16) cycles; conv2 (16 -> 32) 2 channel tiles x 64 x 144; conv3 (32 -> 32 on 4 x 4)
+    2 x 16 x 288; fc (32 -> 10) 1 x 1 x 32."""
+    imodel, _ = digits_integer(("fxp8", "fxp8"))
+    sched = schedule(imodel, (1, 8, 8), Array(1, 16))
+    conv = {step.name: step for step in sched.steps if step.kind == "conv"}
+    assert [conv[name].cycles for name in ("conv1", "conv2", "conv3", "fc")] == [64 * 16, 2 * 64 * 144,
+                                                                                2 * 16 * 288, 32]
+    assert sched.macs == 16 * 64 * 9 + 32 * 64 * 144 + 32 * 16 * 288 + 10 * 32
+    assert sched.utilization([conv["conv2"], conv["conv3"]]) == 1.0
+    assert sched.utilization([conv["fc"]]) == pytest.approx(10 / 16)
+    assert sched.weights.shape == (9 + 2 * 144 + 2 * 288 + 32, 16)
+    fc = imodel.layers["fc"].weight_codes
+    assert np.array_equal(sched.weights[conv["fc"].weight_base:][:32, :10], fc.T)
+
+
+def test_refused_before_any_work_naming_the_op_and_parameter():
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 6, 6)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(108, 2))
+    imodel = integer_model(quantize(model.eval(), calibration=[x]))
+    with pytest.raises(InputError, match=r"layer '0': padding_mode 'reflect' is not supported by the accelerator"):
+        schedule(imodel, (2, 6, 6))
+    model = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(108, 2))
+    imodel = integer_model(quantize(model.eval(), calibration=[x]))
+    with pytest.raises(InputError, match=r"pad '_0': mode 'reflect' is not supported by the accelerator"):
+        schedule(imodel, (2, 6, 6))
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Flatten(), nn.Linear(108, 2))
+    imodel = integer_model(quantize(model.eval(), calibration=[x]))
+    with pytest.raises(InputError, match=r"layer '0': input of shape \(3, 6, 6\), the layer takes 2 channels"):
+        schedule(imodel, (3, 6, 6))
+    with pytest.raises(InputError, match=r"reshape '_1': cannot reshape \(3, 5, 5\) to \(108,\)"):
+        schedule(imodel, (2, 5, 5))
+    with pytest.raises(InputError, match=r"input codes of shape \(2, 5, 5\), the schedule takes \(2, 6, 6\)"):
+        execute(schedule(imodel, (2, 6, 6)), np.zeros((2, 5, 5), np.int64))
+
+
+@pytest.mark.parametrize("text, match", [("16", "ROWSxCOLS"), ("0x4", "rows must be a positive integer"),
+                                         ("2x-1", "ROWSxCOLS"), ("axb", "ROWSxCOLS")])
+def test_array_sizes_are_checked(text, match):
+    with pytest.raises(InputError, match=match):
+        Array.parse(text)
+    assert Array.parse("2X8") == Array(2, 8) and str(Array(2, 8)) == "2x8"
