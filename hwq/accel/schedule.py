@@ -33,7 +33,7 @@ from ..integer import ops as tensor_ops
 from ..integer.program import zero_code
 from ..integer.requant import Clamp, EncoderTable, requantize
 
-__all__ = ["Array", "Region", "ConvStep", "AddStep", "AvgPoolStep", "MaxPoolStep", "PadStep", "Schedule",
+__all__ = ["Array", "Region", "ConvStep", "AddStep", "PoolStep", "AvgPoolStep", "MaxPoolStep", "PadStep", "Schedule",
            "schedule", "execute", "tensor_shapes"]
 
 
@@ -173,8 +173,8 @@ class AddStep(Step):
 
 
 @dataclasses.dataclass(frozen=True)
-class AvgPoolStep(Step):
-    """Window sums of decoded values times the per-position multiplier, requantized."""
+class PoolStep(Step):
+    """What pooling steps share: a window over every output position of every channel."""
 
     src: Region
     in_shape: tuple
@@ -182,6 +182,17 @@ class AvgPoolStep(Step):
     kernel: tuple
     stride: tuple
     padding: tuple             # (top, left), symmetric
+
+    @property
+    def cycles(self):
+        """One window element per cycle."""
+        return self.out.size * self.kernel[0] * self.kernel[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPoolStep(PoolStep):
+    """Window sums of decoded values times the per-position multiplier, requantized."""
+
     in_format: object
     out_format: object
     param_base: int            # first output position's entry in the parameter image
@@ -189,29 +200,15 @@ class AvgPoolStep(Step):
 
     kind = "avgpool"
 
-    @property
-    def cycles(self):
-        return self.out.size * self.kernel[0] * self.kernel[1]
-
 
 @dataclasses.dataclass(frozen=True)
-class MaxPoolStep(Step):
+class MaxPoolStep(PoolStep):
     """The code of the largest value in each window (padding never wins)."""
 
-    src: Region
-    in_shape: tuple
-    out_shape: tuple
-    kernel: tuple
-    stride: tuple
-    padding: tuple             # (top, left), symmetric
     dilation: tuple
     format: object
 
     kind = "maxpool"
-
-    @property
-    def cycles(self):
-        return self.out.size * self.kernel[0] * self.kernel[1]
 
 
 @dataclasses.dataclass(frozen=True)
