@@ -34,6 +34,9 @@ RULES = {
     # the integer semantics: numpy alone, so an export runs (and hardware is generated) without torch
     "hwq.integer": HARDWARE + TORCH + ("hwq.pe", "hwq.synth", "hwq.quant", "hwq.sim", "hwq.boards", "hwq.tools",
                                        "hwq.build", "hwq.quantize", "hwq.models"),
+    # the accelerator generator reads an export through hwq.integer: never torch or the front end
+    "hwq.accel": TORCH + ("hwq.quant", "hwq.synth", "hwq.sim", "hwq.boards", "hwq.build", "hwq.quantize",
+                          "hwq.models"),
     "hwq.models": HARDWARE + ("hwq.pe", "hwq.synth", "hwq.sim", "hwq.boards", "hwq.tools", "hwq.integer"),
     "hwq.quant": HARDWARE + ("hwq.pe", "hwq.synth", "hwq.sim", "hwq.boards", "hwq.tools", "hwq.build",
                              "hwq.quantize"),
@@ -114,6 +117,8 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     ("from hwq.quant.train import QAT_PROCEDURES; QAT_PROCEDURES.names()", HARDWARE + ("hwq.pe", "hwq.synth")),
     # the integer reference model and the export reader need numpy only
     ("import hwq.integer, hwq.integer.ops", HARDWARE + TORCH + ("hwq.quant", "hwq.pe", "hwq.synth")),
+    # the accelerator generator needs no torch and no front end
+    ("import hwq.accel", TORCH + ("hwq.quant",)),
     # the reference model does not load the golden model it is checked against
     ("import hwq.sim.reference", HARDWARE + TORCH + ("hwq.formats", "hwq.pe")),
 ])

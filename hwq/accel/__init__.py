@@ -1,11 +1,20 @@
 """The accelerator generator: Amaranth hardware that runs an exported integer program
-(docs/integer-semantics.md) bit for bit.
+(docs/integer-semantics.md) bit for bit, designed in docs/accelerator.md.
 
-So far the requantization datapath (:mod:`hwq.accel.requant`): :class:`Requantizer` turns an
-exact accumulator, bias, multiplier and shift into the output format's code through a pipelined
-:class:`ThresholdEncoder`, one value per cycle.
+- :mod:`hwq.accel.schedule` (numpy only): the integer model compiled for an ``R x C`` PE array
+  (memory map, weight and parameter images, loop nests, cycle counts), and run in numpy as the
+  sequencer runs it.
+- :mod:`hwq.accel.address`: :class:`ConvAddressGenerator`, a convolution's loop nest.
+- :mod:`hwq.accel.array`: :class:`PEArray` (output-stationary MAC cells, decoders at the edge,
+  accumulators drained one per cycle) and :class:`TableDecoder`.
+- :mod:`hwq.accel.requant`: :class:`Requantizer` (exact accumulator, bias, multiplier and
+  shift to the output format's code through a pipelined :class:`ThresholdEncoder`).
 """
 
+from .address import ConvAddressGenerator
+from .array import PEArray, TableDecoder
 from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, MAX_Q_WIDTH, SHIFT_BITS, Requantizer, ThresholdEncoder
+from .schedule import Array, Schedule, execute, schedule
 
-__all__ = ["ThresholdEncoder", "Requantizer", "MAX_ACC_WIDTH", "MAX_INDEX_BITS", "MAX_Q_WIDTH", "SHIFT_BITS"]
+__all__ = ["Array", "Schedule", "schedule", "execute", "ConvAddressGenerator", "PEArray", "TableDecoder",
+           "ThresholdEncoder", "Requantizer", "MAX_ACC_WIDTH", "MAX_INDEX_BITS", "MAX_Q_WIDTH", "SHIFT_BITS"]
