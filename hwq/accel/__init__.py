@@ -7,14 +7,20 @@
 - :mod:`hwq.accel.address`: :class:`ConvAddressGenerator`, a convolution's loop nest.
 - :mod:`hwq.accel.array`: :class:`PEArray` (output-stationary MAC cells, decoders at the edge,
   accumulators drained one per cycle) and :class:`TableDecoder`.
+- :mod:`hwq.accel.conv`: :class:`ConvEngine`, a schedule's convolution and linear steps (address
+  generator, PE array, parameter memory, requantizer) on the activation memory's ports.
+- :mod:`hwq.accel.vector`: :class:`VectorUnit`, its add, average-pool, max-pool and pad steps.
 - :mod:`hwq.accel.requant`: :class:`Requantizer` (exact accumulator, bias, multiplier and
   shift to the output format's code through a pipelined :class:`ThresholdEncoder`).
 """
 
 from .address import ConvAddressGenerator
 from .array import PEArray, TableDecoder
+from .conv import ConvEngine
 from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, MAX_Q_WIDTH, SHIFT_BITS, Requantizer, ThresholdEncoder
 from .schedule import Array, Schedule, execute, schedule
+from .vector import VectorUnit
 
 __all__ = ["Array", "Schedule", "schedule", "execute", "ConvAddressGenerator", "PEArray", "TableDecoder",
+           "ConvEngine", "VectorUnit",
            "ThresholdEncoder", "Requantizer", "MAX_ACC_WIDTH", "MAX_INDEX_BITS", "MAX_Q_WIDTH", "SHIFT_BITS"]
