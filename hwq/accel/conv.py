@@ -33,7 +33,7 @@ from ..integer.requant import MULTIPLIER_BITS
 from .address import DESCRIPTOR_FIELDS as ADDRESS_FIELDS
 from .address import ConvAddressGenerator
 from .array import PEArray, _check_formats
-from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, SHIFT_BITS, Requantizer
+from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, SHIFT_BITS, Requantizer, uniform_table
 from .schedule import ConvStep, Schedule
 
 __all__ = ["ConvEngine", "ENGINE_FIELDS"]
@@ -90,7 +90,7 @@ class ConvEngine(wiring.Component):
         The step's first entry in the parameter image.
     table, clamp_low, clamp_high : Signal, in
         The requantizer's encoder table (index into :attr:`tables`: the tables of the schedule's
-        conv steps that the encoder can search, at most 4096 grid values, so not ``fxp16``) and
+        conv steps: uniform ones such as ``fxp16`` of any size, others of at most 4096 grid values) and
         clamp (grid indices).
     a_format, w_format : Signal, in
         Index into :attr:`a_formats` / :attr:`w_formats`.
@@ -143,19 +143,21 @@ class ConvEngine(wiring.Component):
                                 w_formats=self._w_formats, acc_width=self._acc_width)
         self._a_bits, self._a_format_bits = len(probe.a[0]), len(probe.a_format)
         self._w_format_bits = len(probe.w_format)
-        # the encoder searches at most 2**MAX_INDEX_BITS grid values: a larger table (fxp16 scores)
-        # is left out, and a step that needs it is refused by descriptor()
+        # the encoder computes uniform tables (fxp) of any size and searches the others, of at most
+        # 2**MAX_INDEX_BITS grid values: a larger non-uniform table is left out, and a step that
+        # needs it is refused by descriptor()
         self._table_map = {}
         tables = []
         for step in steps:
             index = sched.table_index[step.name]
             table = sched.tables[index]
-            if index not in self._table_map and len(table.grid) <= 1 << MAX_INDEX_BITS:
+            if index not in self._table_map and (uniform_table(table) is not None
+                                                 or len(table.grid) <= 1 << MAX_INDEX_BITS):
                 self._table_map[index] = len(tables)
                 tables.append(table)
         if not tables:
-            raise InputError(f"sched: no conv step has an output format of at most {1 << MAX_INDEX_BITS} grid "
-                             "values (what the requantizer's encoder searches)")
+            raise InputError(f"sched: no conv step has a uniform output format or one of at most "
+                             f"{1 << MAX_INDEX_BITS} grid values (what the requantizer's encoder searches)")
         self._tables = tuple(tables)
         self._requant = _probe(Requantizer(self._tables, acc_width=self._acc_width))
         gen = _probe(ConvAddressGenerator.for_steps(steps, rows=self._rows))
@@ -290,7 +292,8 @@ class ConvEngine(wiring.Component):
         index = self._sched.table_index[step.name]
         if index not in self._table_map:
             raise InputError(f"step {step.name!r}: out_format {step.out_format} has {len(self._sched.tables[index].grid)} "
-                             f"grid values, more than the {1 << MAX_INDEX_BITS} the requantizer's encoder searches")
+                             f"grid values and is not uniform: more than the {1 << MAX_INDEX_BITS} the requantizer's "
+                             "encoder searches")
         values.update({
             "dst_base": step.out.base, "positions": step.positions, "out_channels": step.out_shape[0],
             "per_group": step.out_shape[0] // step.groups, "param_base": step.param_base,

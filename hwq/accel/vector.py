@@ -342,7 +342,7 @@ class VectorUnit(wiring.Component):
     def requant_latency(self):
         """The requantizer's :attr:`~hwq.accel.requant.Requantizer.latency` (0 without one: a
         schedule whose vector steps are max pools and pads only)."""
-        return 4 + self._rq_layout.index_bits + 2 if self._rq_layout is not None else 0
+        return 4 + self._rq_layout.latency if self._rq_layout is not None else 0
 
     def elaborate(self, platform):
         m = Module()

@@ -130,8 +130,8 @@ def digits_sched(digits):
     return get
 
 
-#: the scores' format: the encoder searches at most 4096 grid values, so not the default fxp16
-OUTPUT = "fxp12"
+#: the scores' format (the default; the encoder computes its uniform grid instead of searching it)
+OUTPUT = "fxp16"
 
 
 @pytest.mark.parametrize("config, array, names", [
@@ -241,14 +241,11 @@ def test_chained_steps_in_one_simulation():
     assert np.array_equal(np.array(out["codes"]), expected.ravel())
 
 
-def test_default_scores_format_is_refused_by_name(digits_sched):
-    """The default scores format fxp16 has 65536 grid values, more than the requantizer's encoder
-    searches (4096): the engine leaves its table out and refuses the fc step, naming out_format;
-    the other steps still run."""
-    imodel, sched, codes = digits_sched(("fxp8", "fxp8"), Array(2, 8), output="fxp16")
-    engine = ConvEngine(sched)
-    fc = next(s for s in sched.steps if s.name == "fc")
-    with pytest.raises(InputError, match=r"step 'fc': out_format .*65536 grid values"):
-        engine.descriptor(fc)
-    assert all(len(t.grid) <= 4096 for t in engine.tables) and len(engine.tables) < len(sched.tables)
-    check(sched, imodel, codes, ["conv1"], engine)
+def test_scores_in_fxp16_and_fxp12_run(digits_sched):
+    """The scores' uniform formats need no threshold search: fxp16 (65536 grid values) and fxp12
+    both run, and the engine keeps every table of the schedule."""
+    for output in ("fxp16", "fxp12"):
+        imodel, sched, codes = digits_sched(("fxp8", "fxp8"), Array(2, 8), output=output)
+        engine = ConvEngine(sched)
+        assert len(engine.tables) == len(sched.tables)
+        check(sched, imodel, codes, ["fc"], engine)

@@ -27,8 +27,10 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Cat, ClockDomain, Module, Signal
 from amaranth.sim import Simulator
+from amaranth.utils import ceil_log2
 
 from hwq.accel import MAX_ACC_WIDTH, Requantizer, ThresholdEncoder
+from hwq.accel.requant import UniformTable, uniform_table
 from hwq.errors import InputError
 from hwq.formats import Ant, Ausn, Esb, FixedPoint, Uniq
 from hwq.formats.ant import ANT_TYPES
@@ -331,7 +333,9 @@ def test_encoder_variants(tables, q_extra, index_bits, max_logic_words):
 def test_encoder_ports_and_latency():
     tables = [EncoderTable.of(FixedPoint(8)), EncoderTable.of(Esb(4, signed=False)), EncoderTable.of(Uniq(3))]
     enc = ThresholdEncoder(tables, q_width=63)
-    assert enc.index_bits == 8 and enc.latency == 10 and enc.table_bits == 2 and enc.code_bits == 8
+    # fxp8 is uniform (computed): the search is sized by Esb(4) (16 values) and Uniq(3)
+    assert enc.index_bits == 8 and enc.search_bits == 4 and enc.latency == 6
+    assert enc.table_bits == 2 and enc.code_bits == 8 and enc.searched == (1, 2)
     assert enc.compare_width == 9                                # [-256, 255]: [-255, 253], one below, two above
     assert enc.q.shape().signed and len(enc.q) == 63 and len(enc.low) == len(enc.high) == 8
     assert len(ThresholdEncoder(EncoderTable.of(FixedPoint(2)), q_width=4).table) == 1
@@ -440,14 +444,14 @@ def test_requantizer_is_the_reference(acc_width):
 def test_requantizer_ports_and_latency():
     dut = Requantizer([EncoderTable.of(FixedPoint(8)), EncoderTable.of(Uniq(4))], acc_width=MAX_ACC_WIDTH)
     assert dut.sum_width == 46 and dut.numerator_width == 62 and dut.compare_width == 9
-    assert dut.latency == 4 + 8 + 2 and dut.index_bits == 8 and dut.code_bits == 8
+    assert dut.latency == 4 + 4 + 2 and dut.index_bits == 8 and dut.search_bits == 4 and dut.code_bits == 8
     widths = {name: (len(getattr(dut, name)), getattr(dut, name).shape().signed)
               for name in ("acc", "bias", "multiplier", "shift", "table", "low", "high", "valid", "code", "code_valid")}
     assert widths == {"acc": (45, True), "bias": (32, True), "multiplier": (16, False), "shift": (6, False),
                       "table": (1, False), "low": (8, False), "high": (8, False), "valid": (1, False),
                       "code": (8, False), "code_valid": (1, False)}
     small = Requantizer(EncoderTable.of(FixedPoint(4)), acc_width=12)
-    assert small.sum_width == 33 and small.latency == 4 + 4 + 2
+    assert small.sum_width == 33 and small.latency == 4 + 1 + 2 and small.index_bits == 4
 
 
 def test_components_convert_to_verilog():
@@ -457,11 +461,17 @@ def test_components_convert_to_verilog():
     dut = Requantizer(tables, acc_width=24)
     text = verilog.convert(dut, name="requantizer", emit_src=False)
     assert "module requantizer(" in text and "module \\requantizer.encoder (" in text
-    memories = {name for name in ("codes", "thresholds_b0", "thresholds_b5", "thresholds_b6", "thresholds_b7")
+    memories = {name for name in ("codes", "thresholds_b0", "thresholds_b4", "thresholds_b5")
                 if f"{name} [" in text}
-    assert {"codes", "thresholds_b0"} <= memories and not {"thresholds_b6", "thresholds_b7"} & memories
+    # fxp8 is computed: the search (6 stages) and its lookups hold Esb(6) and Uniq(2) only
+    assert {"codes", "thresholds_b0"} <= memories and not {"thresholds_b4", "thresholds_b5"} & memories
+    assert "thresholds_b6" not in text
     text = verilog.convert(ThresholdEncoder(tables, q_width=12, max_logic_words=0), name="encoder", emit_src=False)
-    assert "module encoder(" in text and "thresholds_b6 [" in text
+    assert "module encoder(" in text and "thresholds_b5 [" in text
+    # all uniform: no memory at all, whatever the size
+    text = verilog.convert(ThresholdEncoder([EncoderTable.of(FixedPoint(16)), EncoderTable.of(FixedPoint(8))],
+                                            q_width=40, max_logic_words=0), name="encoder", emit_src=False)
+    assert "module encoder(" in text and "thresholds_b" not in text and "codes [" not in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,7 +489,9 @@ def test_components_convert_to_verilog():
     ({"q_width": 65}, "q_width must be between 1 and 64"),
     ({"q_width": 8.0}, "q_width must be an integer"),
     ({"index_bits": 7}, r"index_bits 7 holds 128 grid values, but tables\[0\].*has 256"),
-    ({"index_bits": 13}, "index_bits must be between 1 and 12"),
+    ({"index_bits": 33}, "index_bits must be between 1 and 32"),
+    ({"tables": [EncoderTable.of(FixedPoint(16, rounding="half_away"))]},
+     r"tables\[0\].*65536 grid values and is not uniform.*4096"),
     ({"max_logic_words": -1}, "max_logic_words must be between"),
 ])
 def test_encoder_refuses_bad_parameters(kwargs, match):
@@ -504,3 +516,172 @@ def test_requantizer_passes_encoder_checks_on():
         Requantizer([EncoderTable.of(FixedPoint(4))], acc_width=16, index_bits=2)
     with pytest.raises(InputError, match=r"tables\[1\] must be an EncoderTable"):
         Requantizer([EncoderTable.of(FixedPoint(4)), None], acc_width=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# uniform tables: computed, not searched (fxp16 scores)
+
+
+def _fxp(bits, signed, mode, frac=0):
+    return FixedPoint(bits, signed=signed, rounding=mode, frac=frac)
+
+
+def test_which_tables_are_uniform():
+    """Fixed point is uniform with half_even, half_up and floor, and unsigned with every mode;
+    signed half_away (tie flags change at zero) and toward_zero (no even spacing at zero) are not;
+    nor are the non-linear grids (ANT flint, UNIQ, ESB, AUSN)."""
+    for bits, signed, mode, frac in itertools.product((2, 4, 8, 12, 16), (True, False), ROUNDING_MODES, (0, 5, -3)):
+        expected = not (signed and mode in ("half_away", "toward_zero"))
+        assert (uniform_table(EncoderTable.of(_fxp(bits, signed, mode, frac))) is not None) == expected
+    u = uniform_table(EncoderTable.of(FixedPoint(16)))
+    assert u == UniformTable(first2=-65535, up_on_tie=(False, True), last=65535, code0=32768, code_bits=16)
+    for fmt in (Ant(4), Ant(8, type="flint", signed=False), Uniq(4), Esb(5), Ausn(5, signed=True)):
+        assert uniform_table(EncoderTable.of(fmt)) is None
+    # ANT's int type is a plain integer grid (ties up): uniform too
+    assert uniform_table(EncoderTable.of(Ant(8, type="int", signed=False))) is not None
+    assert uniform_table(EncoderTable.of(Ant(4, type="int", signed=True))) is not None
+    # hand-made: codes counting down, or a period-3 tie pattern, are not uniform; a wrapping count is
+    assert uniform_table(_table([1, 2], [3], [True], codes=[9, 8])) is None
+    assert uniform_table(_table([0, 1, 2, 3, 4], [1, 3, 5, 7], [True, False, False, True])) is None
+    assert uniform_table(_table([0, 1, 2], [1, 3], [True, True], codes=[3, 0, 1])) is not None
+
+
+@pytest.mark.parametrize("bits", [3, 8, 12])
+def test_uniform_arithmetic_is_the_table_index(bits):
+    """The encoder's formula (``uniform_table``) against ``EncoderTable.index`` on every quotient
+    of every uniform fxp table, both sticky bits (numpy, no simulation)."""
+    for signed, mode, frac in itertools.product((True, False), ROUNDING_MODES, (0, 5, -2)):
+        table = EncoderTable.of(_fxp(bits, signed, mode, frac))
+        u = uniform_table(table)
+        if u is None:
+            continue
+        lo, hi = int(table.thresholds2.min()), int(table.thresholds2.max())
+        q = np.arange(lo - 5, hi + 6, dtype=np.int64)
+        for sticky in (0, 1):
+            d = q - u.first2
+            m = d >> 1
+            up = np.where(m & 1, u.up_on_tie[1], u.up_on_tie[0])
+            index = np.where(d < 0, 0, np.minimum(m + ((d & 1) | sticky | up), u.last))
+            assert np.array_equal(index, table.index(2 * q + sticky, 2))
+            assert np.array_equal(table.codes, (u.code0 + np.arange(u.last + 1)) % (1 << u.code_bits))
+
+
+#: quotients tested exhaustively beyond each end of a wide table's thresholds
+END_SPAN = 48
+
+
+def sampled_quotients(table, q_lo, q_hi, rng, randoms=150, picks=60):
+    """Quotients for a wide table: every one within :data:`END_SPAN` of its first and last
+    threshold, ``randoms`` uniform over the whole range of its thresholds, and ``picks`` random
+    thresholds and grid values with their neighbourhood (``MARGIN``); small tables get
+    :func:`quotients`."""
+    t2 = table.thresholds2
+    if not t2.size or int(t2.max()) - int(t2.min()) <= 4 * END_SPAN:
+        return quotients(table, q_lo, q_hi)
+    lo, hi = int(t2.min()), int(t2.max())
+    ends = np.concatenate([np.arange(lo - END_SPAN, lo + END_SPAN), np.arange(hi - END_SPAN, hi + END_SPAN + 1)])
+    centres = np.concatenate([rng.choice(t2, picks), 2 * rng.choice(table.grid, picks // 3)])
+    near = (centres[:, None] + np.arange(-MARGIN, MARGIN + 1)[None, :]).ravel()
+    q = np.concatenate([ends, rng.integers(lo - 4, hi + 5, randoms), near, [q_lo, q_lo + 1, q_hi - 1, q_hi, -1, 0, 1]])
+    return np.unique(np.clip(q, q_lo, q_hi))
+
+
+def check_sampled_encoder(enc, seed):
+    """Every table of ``enc`` on its :func:`sampled_quotients`, sticky 0 and 1, shuffled so the
+    table changes nearly every cycle, random clamps, idle cycles."""
+    rng = np.random.default_rng(seed)
+    q_lo, q_hi = -(1 << (enc.q_width - 1)), (1 << (enc.q_width - 1)) - 1
+    table, q = [], []
+    for i, tab in enumerate(enc.tables):
+        qs = sampled_quotients(tab, q_lo, q_hi, rng)
+        table += [i] * len(qs)
+        q += [int(v) for v in qs]
+    table = np.array(table * 2, dtype=np.int64)
+    q = np.array(q * 2, dtype=object)
+    sticky = np.repeat([0, 1], len(table) // 2)
+    order = rng.permutation(len(table))
+    table, q, sticky = table[order], q[order], sticky[order]
+    low, high = random_clamps(rng, [len(enc.tables[i].grid) for i in table], enc.index_bits)
+    inputs = with_bubbles(rng, {"table": table, "q": q, "sticky": sticky, "low": low, "high": high})
+    v = inputs["valid"].astype(bool)
+    expected = expected_codes(enc.tables, inputs["table"][v].astype(np.int64), inputs["q"][v],
+                              inputs["sticky"][v].astype(np.int64), inputs["low"][v], inputs["high"][v])
+    check_stream(enc, inputs, expected)
+
+
+#: non-uniform tables mixed into the wide encoders (searched: 4 compare stages)
+MIXED = [Ant(4, type="flint", signed=False), Uniq(4), Esb(4, signed=True), Ant(4, type="pot", signed=True)]
+WIDE_UNIFORM = {
+    "fxp16": [_fxp(16, s, mode) for s in (True, False) for mode in ROUNDING_MODES
+              if not (s and mode in ("half_away", "toward_zero"))]
+    + [_fxp(16, True, "half_even", 8), _fxp(16, False, "floor", -3), _fxp(16, True, "half_up", 15)],
+    "fxp12": [_fxp(12, s, mode) for s in (True, False) for mode in ROUNDING_MODES
+              if not (s and mode in ("half_away", "toward_zero"))]
+    + [_fxp(12, False, "half_even", 6), _fxp(12, True, "floor", -2), _fxp(12, True, "half_even", 11)],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WIDE_UNIFORM))
+def test_encoder_computes_wide_uniform_tables(kind):
+    """fxp16 / fxp12 tables (every uniform rounding mode, signed and unsigned, several fraction
+    lengths) in one encoder with ANT, UNIQ and ESB tables: the latency is the searched tables'
+    (4 compare stages), not 16 or 12; quotients 3 bits wider than the compare width."""
+    tables = [EncoderTable.of(f) for f in WIDE_UNIFORM[kind] + MIXED]
+    width = ThresholdEncoder(tables, q_width=8).compare_width
+    enc = ThresholdEncoder(tables, q_width=width + 3)
+    bits = 16 if kind == "fxp16" else 12
+    assert enc.index_bits == bits and enc.search_bits == 4 and enc.latency == 6
+    assert enc.searched == tuple(range(len(WIDE_UNIFORM[kind]), len(tables)))
+    check_sampled_encoder(enc, bits)
+
+
+def test_encoder_searches_non_uniform_wide_tables():
+    """Signed fxp12 half_away / toward_zero are not uniform: searched (12 stages), beside uniform
+    fxp16 and a small table, all switching every cycle; a quotient port as wide as the
+    requantizer's."""
+    tables = [EncoderTable.of(f) for f in (_fxp(12, True, "half_away"), _fxp(12, True, "toward_zero", 4),
+                                            FixedPoint(16), Uniq(3))]
+    enc = ThresholdEncoder(tables, q_width=63)
+    assert enc.searched == (0, 1, 3) and enc.search_bits == 12 and enc.index_bits == 16 and enc.latency == 14
+    check_sampled_encoder(enc, 7)
+
+
+@pytest.mark.parametrize("tables, q_extra, index_bits, max_logic_words", [
+    ("uniform", 0, None, 0), ("uniform", 2, 20, 1 << 12), ("uniform_only", -1, None, 0), ("uniform_only", 5, 10, 4)])
+def test_encoder_uniform_variants(tables, q_extra, index_bits, max_logic_words):
+    """Uniform tables with thresholds next to the saturated quotients (the first at
+    ``-2**(W-1) + 1``), codes that wrap modulo ``2**k``, two grid values, and only uniform tables
+    (one compare stage of nothing to search); quotients as wide as the compare width or narrower."""
+    uniform = [_table([-64, -63, -62], [-127, -125], [True, False], codes=[6, 7, 0]),
+               _table([3, 4], [7], [False], codes=[1, 2]),
+               EncoderTable.of(FixedPoint(2, signed=True)), EncoderTable.of(_fxp(6, False, "toward_zero"))]
+    tables = uniform + ([EncoderTable.of(Ant(3, type="flint", signed=True))] if tables == "uniform" else [])
+    assert all(uniform_table(t) is not None for t in uniform)
+    width = ThresholdEncoder(tables, q_width=8).compare_width
+    enc = ThresholdEncoder(tables, q_width=min(width + q_extra, 64), index_bits=index_bits,
+                           max_logic_words=max_logic_words)
+    assert enc.search_bits == (3 if len(tables) > len(uniform) else 1)
+    check_encoder(enc, 200 + q_extra)
+
+
+@pytest.mark.parametrize("formats, search_bits", [
+    ([FixedPoint(8), FixedPoint(16)], 1), ([Ant(4), FixedPoint(16)], 4), ([FixedPoint(12), Esb(8, signed=False)], 8)])
+def test_latency_depends_on_searched_tables_only(formats, search_bits):
+    tables = [EncoderTable.of(f) for f in formats]
+    enc = ThresholdEncoder(tables, q_width=63)
+    rq = Requantizer(tables, acc_width=24)
+    assert enc.search_bits == rq.search_bits == search_bits
+    assert enc.latency == search_bits + 2 and rq.latency == 4 + search_bits + 2
+    assert enc.index_bits == rq.index_bits == max(ceil_log2(len(t.grid)) for t in tables)
+
+
+def test_requantizer_with_fxp16_scores():
+    """A Requantizer whose tables include fxp16 (the default output scores) and an unsigned
+    fxp16, beside ANT and fxp8: the reference's codes, with a 6-cycle encoder."""
+    tables = [EncoderTable.of(f) for f in (FixedPoint(16), FixedPoint(16, signed=False, frac=4, rounding="floor"),
+                                            Ant(4, type="flint", signed=False), FixedPoint(8, signed=False))]
+    dut = Requantizer(tables, acc_width=24)
+    assert dut.index_bits == 16 and dut.latency == 4 + 4 + 2 and dut.code_bits == 16
+    rng = np.random.default_rng(16)
+    inputs = requant_inputs(rng, tables, requant_vectors(rng, tables, 24))
+    check_stream(dut, inputs, requant_expected(tables, inputs))
