@@ -1,6 +1,8 @@
 """The accelerator generator: Amaranth hardware that runs an exported integer program
 (docs/integer-semantics.md) bit for bit, designed in docs/accelerator.md.
 
+- :mod:`hwq.accel.top`: :class:`Accelerator`, the whole model: activation memory, sequencer,
+  conv engine and vector unit, stream in and out.
 - :mod:`hwq.accel.schedule` (numpy only): the integer model compiled for an ``R x C`` PE array
   (memory map, weight and parameter images, loop nests, cycle counts), and run in numpy as the
   sequencer runs it.
@@ -19,8 +21,9 @@ from .array import PEArray, TableDecoder
 from .conv import ConvEngine
 from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, MAX_Q_WIDTH, SHIFT_BITS, Requantizer, ThresholdEncoder
 from .schedule import Array, Schedule, execute, schedule
+from .top import Accelerator
 from .vector import VectorUnit
 
-__all__ = ["Array", "Schedule", "schedule", "execute", "ConvAddressGenerator", "PEArray", "TableDecoder",
+__all__ = ["Accelerator", "Array", "Schedule", "schedule", "execute", "ConvAddressGenerator", "PEArray", "TableDecoder",
            "ConvEngine", "VectorUnit",
            "ThresholdEncoder", "Requantizer", "MAX_ACC_WIDTH", "MAX_INDEX_BITS", "MAX_Q_WIDTH", "SHIFT_BITS"]

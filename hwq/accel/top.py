@@ -1,0 +1,285 @@
+"""The accelerator's top level: the whole model in hardware (docs/accelerator.md, "Dataflow").
+
+:class:`Accelerator` is built from a :class:`~hwq.accel.schedule.Schedule` and holds
+
+- the **activation memory**: one :class:`amaranth.lib.memory.Memory` of ``sched.act_words`` words
+  with ``R`` synchronous read ports (latency 1) and one write port. ``R`` read ports of one
+  memory are what docs/accelerator.md calls ``R`` copies written together (on the iCE40 a
+  multi-read-port memory is inferred as that). The convolution engine's ``R`` rows use all ``R``
+  ports during a conv step; the vector unit and the output reader use port 0 during theirs (the
+  sequencer's state selects port 0's address: only one of them runs at a time), so no
+  ``R + 1``-th copy is needed. The write port is muxed the same way between the input writer, the
+  engine and the vector unit.
+- one :class:`~hwq.accel.conv.ConvEngine` (if the schedule has a conv step) and one
+  :class:`~hwq.accel.vector.VectorUnit` (if it has an add, pool or pad step);
+- the **sequencer**: a step counter and the **step ROM**, as per-step constants selected by the
+  step counter (a ``Switch`` on it: every descriptor port of the engine, or the unit's ``desc``
+  struct, gets the step's constant values from :meth:`ConvEngine.descriptor` /
+  :meth:`VectorUnit.descriptor`; synthesis turns the cases into LUT logic). It starts each step in
+  order, waits for the unit's ``done`` and moves on.
+
+Host I/O (``amaranth.lib.stream``, ``unsigned(act_bits)`` payloads): ``input`` takes the input
+tensor's ``sched.input.size`` codes in CHW order into the input region; then the steps run; then
+``output`` sends the output region's ``sched.output.size`` codes in order; then the next image is
+accepted. ``busy`` is high from the first input code taken until the last output code sent;
+``cycles`` counts the cycles of that interval, both ends included (held until the next image's
+first input code).
+
+Cycles: with a host that always has the next code and is always ready, one inference takes
+:attr:`Accelerator.expected_cycles` = ``input.size + output.size + 1 + sum(unit cycles + 1)``:
+the unit cycles of a step are its ``Step.cycles`` plus the unit's pipeline overhead
+(:meth:`ConvEngine.overhead`, :meth:`VectorUnit.overhead`), the ``+ 1`` per step is the
+sequencer's start cycle, the ``+ 1`` the output reader's first read.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..errors import InputError
+from .conv import ConvEngine
+from .schedule import ConvStep, Schedule
+from .vector import VectorUnit
+
+__all__ = ["Accelerator"]
+
+_VECTOR_KINDS = ("add", "avgpool", "maxpool", "pad")
+
+
+def _bits(value):
+    return max(1, int(value).bit_length())
+
+
+def _silence(elaboratable):
+    """No UnusedElaboratable warning for a sub-block of an accelerator that is never elaborated."""
+    elaboratable._MustUse__silence = True
+    return elaboratable
+
+
+class Accelerator(wiring.Component):
+    """The whole model of a :class:`~hwq.accel.schedule.Schedule` in hardware.
+
+    Parameters
+    ----------
+    sched : Schedule
+    cycle_bits : int, optional
+        Width of the :attr:`cycles` counter (default 32; it wraps).
+
+    Attributes
+    ----------
+    input : In(stream.Signature(unsigned(act_bits)))
+        The input tensor's codes, CHW order, ``sched.input.size`` per image.
+    output : Out(stream.Signature(unsigned(act_bits)))
+        The output tensor's codes, ``sched.output.size`` per image.
+    busy : Signal(1), out
+        From the first input code taken until the last output code sent.
+    cycles : Signal(cycle_bits), out
+        Cycles from the first input code taken to the last output code sent, both included
+        (counting while :attr:`busy`, held after).
+    step : Signal, out
+        The sequencer's step counter (for debugging).
+
+    Raises
+    ------
+    InputError
+        Before elaboration: ``sched`` not a Schedule, ``cycle_bits`` not a positive integer, or
+        whatever :class:`ConvEngine` / :class:`VectorUnit` refuse in the schedule.
+    """
+
+    def __init__(self, sched, *, cycle_bits=32):
+        if not isinstance(sched, Schedule):
+            raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
+        if isinstance(cycle_bits, bool) or not isinstance(cycle_bits, int) or cycle_bits < 1:
+            raise InputError(f"cycle_bits must be a positive integer, not {cycle_bits!r}")
+        if sched.input.size < 1 or sched.output.size < 1:
+            raise InputError("sched: the input and output tensors must have at least one code")
+        for step in sched.steps:
+            if step.kind != "conv" and step.kind not in _VECTOR_KINDS:
+                raise InputError(f"step {step.name!r}: kind {step.kind!r} has no unit in the accelerator")
+        self._sched = sched
+        self._rows = sched.array.rows
+        steps = list(sched.steps)
+        self._steps = steps
+        conv_steps = [s for s in steps if isinstance(s, ConvStep)]
+        vec_steps = [s for s in steps if s.kind in _VECTOR_KINDS]
+        self._conv = _silence(ConvEngine(sched)) if conv_steps else None
+        self._vec = _silence(VectorUnit(sched)) if vec_steps else None
+        # the step ROM's contents, checked now
+        self._rom = []
+        for step in steps:
+            if step.kind == "conv":
+                self._rom.append(("conv", self._conv.descriptor(step)))
+            else:
+                self._rom.append(("vector", self._vec.descriptor(step)))
+
+        self._act_bits = int(sched.act_bits)
+        self._mem_bits = max([self._act_bits] + ([self._conv.act_bits] if self._conv else []))
+        self._addr_bits = max([_bits(max(sched.act_words - 1, 1))] +
+                              ([self._conv.addr_width] if self._conv else []) +
+                              ([self._vec.addr_bits] if self._vec else []))
+        self._cycle_bits = cycle_bits
+        super().__init__({
+            "input": In(stream.Signature(unsigned(self._act_bits))),
+            "output": Out(stream.Signature(unsigned(self._act_bits))),
+            "busy": Out(1),
+            "cycles": Out(unsigned(cycle_bits)),
+            "step": Out(range(max(len(steps), 1))),
+        })
+
+    # --- properties ------------------------------------------------------------------------------
+
+    @property
+    def schedule(self):
+        return self._sched
+
+    @property
+    def conv(self):
+        """The :class:`ConvEngine` (None without conv steps)."""
+        return self._conv
+
+    @property
+    def vector(self):
+        """The :class:`VectorUnit` (None without add, pool or pad steps)."""
+        return self._vec
+
+    @property
+    def act_bits(self):
+        """Width of a stream payload (``sched.act_bits``)."""
+        return self._act_bits
+
+    @property
+    def addr_bits(self):
+        """Width of an activation memory address (the widest of the units')."""
+        return self._addr_bits
+
+    @property
+    def read_ports(self):
+        """Read ports of the activation memory: ``R`` (at least 1)."""
+        return max(1, self._rows if self._conv is not None else 1)
+
+    def step_cycles(self, step):
+        """Cycles from the unit's ``start`` to its ``done`` for ``step``."""
+        if step.kind == "conv":
+            return step.cycles + self._conv.overhead(step)
+        return self._vec.cycles(step)
+
+    @property
+    def expected_cycles(self):
+        """Cycles of one inference (:attr:`cycles`) with a host that never waits (module docstring)."""
+        s = self._sched
+        return s.input.size + s.output.size + 1 + sum(self.step_cycles(step) + 1 for step in self._steps)
+
+    # --- hardware --------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self._sched
+        conv, vec = self._conv, self._vec
+        n_steps = len(self._steps)
+
+        m.submodules.act = mem = Memory(shape=unsigned(self._mem_bits), depth=s.act_words, init=[])
+        rports = [mem.read_port(domain="sync") for _ in range(self.read_ports)]
+        wport = mem.write_port()
+        if conv is not None:
+            m.submodules.conv = conv
+            for r in range(self._rows):
+                m.d.comb += conv.act_data[r].eq(rports[r].data)
+            for r in range(1, self._rows):
+                m.d.comb += rports[r].addr.eq(conv.act_addr[r])
+        if vec is not None:
+            m.submodules.vector = vec
+            m.d.comb += vec.rd_data.eq(rports[0].data)
+
+        # --- the step ROM -------------------------------------------------------------------------
+        step = Signal(range(max(n_steps, 1)), name="step_index")
+        is_conv = Signal(name="step_is_conv")
+        m.d.comb += self.step.eq(step)
+        with m.Switch(step):
+            for i, (unit, desc) in enumerate(self._rom):
+                with m.Case(i):
+                    if unit == "conv":
+                        m.d.comb += is_conv.eq(1)
+                        m.d.comb += [getattr(conv, field).eq(value) for field, value in desc.items()]
+                    else:
+                        m.d.comb += vec.desc.eq(vec.desc_layout.const(desc))
+
+        # --- the sequencer ------------------------------------------------------------------------
+        count = Signal(range(max(s.input.size, s.output.size) + 1), name="io_count")
+        first_in = Signal(name="first_in")
+        counting = Signal(name="counting")
+        out_transfer = self.output.valid & self.output.ready
+        in_transfer = self.input.valid & self.input.ready
+        last_out = Signal(name="last_out")
+
+        port0 = rports[0].addr
+        with m.FSM(name="seq") as fsm:
+            with m.State("INPUT"):
+                m.d.comb += self.input.ready.eq(1)
+                m.d.comb += [wport.addr.eq(s.input.base + count), wport.data.eq(self.input.payload),
+                             wport.en.eq(self.input.valid)]
+                with m.If(self.input.valid):
+                    with m.If(count == s.input.size - 1):
+                        m.d.sync += [count.eq(0), step.eq(0)]
+                        m.next = "START" if n_steps else "PRIME"
+                    with m.Else():
+                        m.d.sync += count.eq(count + 1)
+            if n_steps:
+                with m.State("START"):
+                    if conv is not None:
+                        m.d.comb += conv.start.eq(is_conv)
+                    if vec is not None:
+                        m.d.comb += vec.start.eq(~is_conv)
+                    m.next = "WAIT"
+                with m.State("WAIT"):
+                    done = Signal(name="unit_done")
+                    if conv is not None and vec is not None:
+                        m.d.comb += done.eq(Mux(is_conv, conv.done, vec.done))
+                    else:
+                        m.d.comb += done.eq((conv if conv is not None else vec).done)
+                    with m.If(done):
+                        with m.If(step == n_steps - 1):
+                            m.next = "PRIME"
+                        with m.Else():
+                            m.d.sync += step.eq(step + 1)
+                            m.next = "START"
+            with m.State("PRIME"):                                  # the first output read
+                m.d.comb += port0.eq(s.output.base)
+                m.next = "OUTPUT"
+            with m.State("OUTPUT"):
+                m.d.comb += [self.output.valid.eq(1), self.output.payload.eq(rports[0].data),
+                             last_out.eq(count == s.output.size - 1)]
+                # the address of the word shown next cycle: the next one after a transfer
+                m.d.comb += port0.eq(s.output.base + count + (out_transfer & ~last_out))
+                with m.If(out_transfer):
+                    with m.If(last_out):
+                        m.d.sync += count.eq(0)
+                        m.next = "INPUT"
+                    with m.Else():
+                        m.d.sync += count.eq(count + 1)
+        in_steps = fsm.ongoing("START") | fsm.ongoing("WAIT") if n_steps else 0
+        if n_steps:
+            if conv is not None and vec is not None:
+                with m.If(in_steps & is_conv):
+                    m.d.comb += [port0.eq(conv.act_addr[0]), wport.addr.eq(conv.wr_addr),
+                                 wport.data.eq(conv.wr_data), wport.en.eq(conv.wr_en)]
+                with m.Elif(in_steps):
+                    m.d.comb += [port0.eq(vec.rd_addr), wport.addr.eq(vec.wr_addr),
+                                 wport.data.eq(vec.wr_data), wport.en.eq(vec.wr_en)]
+            else:
+                unit = conv if conv is not None else vec
+                with m.If(in_steps):
+                    m.d.comb += [port0.eq(conv.act_addr[0] if conv is not None else vec.rd_addr),
+                                 wport.addr.eq(unit.wr_addr), wport.data.eq(unit.wr_data),
+                                 wport.en.eq(unit.wr_en)]
+
+        # --- busy and the cycle counter -----------------------------------------------------------
+        m.d.comb += first_in.eq(fsm.ongoing("INPUT") & in_transfer & (count == 0))
+        with m.If(first_in):
+            m.d.sync += [counting.eq(1), self.cycles.eq(1)]
+        with m.Elif(counting):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(out_transfer & last_out):
+            m.d.sync += counting.eq(0)
+        m.d.comb += self.busy.eq(counting)
+        return m

@@ -1,0 +1,144 @@
+# amaranth: UnusedElaboratable=no
+"""amaranth.sim of the whole accelerator (hwq.accel.top.Accelerator) against the integer model.
+
+The digits CNN, quantized and compiled for a PE array (region reuse on, as deployed), runs two
+test images back to back: a producer process feeds both images' input codes through the
+``input`` stream (the second waits for the accelerator to take it), a consumer process keeps
+``output.ready`` high and collects the codes. Each image's output codes must equal
+``IntegerModel.run_codes`` exactly, and the ``cycles`` counter must equal
+``Accelerator.expected_cycles`` (the schedule's steady-state count plus the per-step pipeline
+overheads, the sequencer's start cycles and the input and output transfers).
+"""
+
+import time
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from hwq.accel.schedule import Array, schedule
+from hwq.accel.top import Accelerator
+from hwq.errors import InputError
+from hwq.quant import quantize
+from hwq.quant.integer import integer_model
+
+from .test_vector import _mixed
+
+
+@pytest.fixture(scope="module")
+def digits_sched(digits):
+    model, (x_train, _, x_test, _) = digits
+    cache = {}
+
+    def get(config, array):
+        key = (config, array)
+        if key not in cache:
+            imodel = integer_model(quantize(model, *config, calibration=[x_train[:64]]))
+            sched = schedule(imodel, (1, 8, 8), array)
+            cache[key] = imodel, sched, imodel.quantize_input(x_test[:4].numpy())
+        return cache[key]
+    return get
+
+
+def run_images(dut, images, limit, stall=None):
+    """Stream ``images`` (each an array of input codes) through ``dut`` back to back; return the
+    output codes of each image and the ``cycles`` value after each. With ``stall`` (a
+    numpy Generator) the host drops ``input.valid`` and ``output.ready`` for random spells."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    n_out = dut.schedule.output.size
+    outputs, cycles = [], []
+
+    async def pause(ctx):
+        if stall is not None and stall.random() < 0.3:
+            await ctx.tick().repeat(int(stall.integers(1, 4)))
+
+    async def producer(ctx):
+        for image in images:
+            for code in np.asarray(image).ravel():
+                await pause(ctx)
+                ctx.set(dut.input.valid, 1)
+                ctx.set(dut.input.payload, int(code))
+                await ctx.tick().until(dut.input.ready)
+                ctx.set(dut.input.valid, 0)
+
+    async def consumer(ctx):
+        for _ in images:
+            codes = []
+            for _ in range(n_out):
+                await pause(ctx)
+                ctx.set(dut.output.ready, 1)
+                payload, = await ctx.tick().sample(dut.output.payload).until(dut.output.valid)
+                ctx.set(dut.output.ready, 0)
+                codes.append(payload)
+            outputs.append(codes)
+            assert not ctx.get(dut.busy)
+            cycles.append(ctx.get(dut.cycles))
+
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run_until(limit * 1e-6)                                      # a hang stops here
+    assert len(outputs) == len(images), f"{len(outputs)} of {len(images)} images out after {limit} cycles"
+    return outputs, cycles
+
+
+@pytest.mark.parametrize("config, array", [
+    (("fxp8", "fxp8"), Array(1, 16)),
+    (("ant4", "ant4"), Array(2, 8)),
+], ids=["fxp8-1x16", "ant4-2x8"])
+def test_digits_cnn_images(digits_sched, config, array):
+    imodel, sched, codes = digits_sched(config, array)
+    dut = Accelerator(sched)
+    images = codes[:2]
+    start = time.time()
+    outputs, cycles = run_images(dut, images, limit=2 * (dut.expected_cycles + 1000))
+    elapsed = time.time() - start
+    for image, got in zip(images, outputs):
+        want = imodel.run_codes(image[None])[0].ravel()
+        assert np.array_equal(np.array(got), want), (got, want)
+    assert cycles == [dut.expected_cycles] * len(images), (cycles, dut.expected_cycles)
+    print(f"{config} {array}: {cycles[0]} cycles per inference, schedule {sched.cycles} "
+          f"(+{cycles[0] - sched.cycles}, {cycles[0] / sched.cycles - 1:.2%}), sim {elapsed:.1f}s")
+
+
+@pytest.mark.parametrize("config, array", [
+    (("fxp8", "fxp8"), Array(2, 3)),
+    (("ant4", "ant8"), Array(1, 4)),
+], ids=["fxp8-2x3", "ant4-ant8-1x4"])
+def test_every_op_kind_with_a_stalling_host(config, array):
+    """The Mixed model (every step kind, grouped/depthwise/strided/dilated convolutions, region
+    reuse) with random gaps in both streams: the codes must still match, and the counter counts
+    the stalls too."""
+    imodel, _ = _mixed(config)
+    sched = schedule(imodel, (3, 13, 11), array)
+    assert {s.kind for s in sched.steps} == {"conv", "add", "avgpool", "maxpool", "pad"}
+    rng = np.random.default_rng(0)
+    codes = len(imodel.tensors[imodel.input].format.int_values)
+    images = rng.integers(0, codes, size=(2,) + sched.input.shape)
+    dut = Accelerator(sched)
+    outputs, cycles = run_images(dut, images, limit=2 * (3 * dut.expected_cycles + 1000), stall=rng)
+    for image, got in zip(images, outputs):
+        assert np.array_equal(np.array(got), imodel.run_codes(image[None])[0].ravel())
+    assert all(n > dut.expected_cycles for n in cycles), (cycles, dut.expected_cycles)
+
+
+def test_verilog(digits_sched):
+    imodel, sched, _ = digits_sched(("ant4", "ant4"), Array(2, 8))
+    dut = Accelerator(sched)
+    text = verilog.convert(dut, name="accelerator")
+    assert "module accelerator" in text
+    for port in ("input__valid", "input__ready", "input__payload", "output__valid", "output__ready",
+                 "output__payload", "busy", "cycles"):
+        assert port in text, port
+
+
+def test_bad_parameters(digits_sched):
+    _, sched, _ = digits_sched(("ant4", "ant4"), Array(2, 8))
+    with pytest.raises(InputError, match="sched must be a Schedule"):
+        Accelerator("not a schedule")
+    with pytest.raises(InputError, match="sched must be a Schedule"):
+        Accelerator(None)
+    for bad in (0, -1, 1.5, True, "32"):
+        with pytest.raises(InputError, match="cycle_bits"):
+            Accelerator(sched, cycle_bits=bad)
