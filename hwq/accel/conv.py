@@ -165,6 +165,8 @@ class ConvEngine(wiring.Component):
         self._act_bits = max(int(sched.act_bits), self._requant.code_bits, self._a_bits)
         widths["addr_width"] = max(widths["addr_width"], _bits(max(sched.act_words - 1, 0)))
         self._gen_widths = widths
+        # the generator as elaborated (widened to the whole memory): its latency and descriptors
+        self._gen = _probe(ConvAddressGenerator(self._rows, **widths))
         self._weight_bits = int(sched.weight_bits)
         self._param_words = max(1, len(sched.bias))
         sb = widths["size_bits"]
@@ -254,8 +256,7 @@ class ConvEngine(wiring.Component):
         """The fixed part of :meth:`overhead`: :attr:`setup_cycles`, the address generator's
         latency, the memory read stage (1), the array's latency (2), the parameter read stage (1)
         and the requantizer's latency."""
-        gen = _probe(ConvAddressGenerator(self._rows, **self._gen_widths))
-        return self.setup_cycles + gen.latency + 1 + 2 + 1 + self._requant.latency
+        return self.setup_cycles + self._gen.latency + 1 + 2 + 1 + self._requant.latency
 
     def overhead(self, step):
         """Cycles from ``start`` (the cycle it is high) to ``done`` (the first cycle it is high)
@@ -281,8 +282,7 @@ class ConvEngine(wiring.Component):
         if step.array != self._sched.array:
             raise InputError(f"step {step.name!r} is scheduled on array {step.array}, the engine has "
                              f"{self._sched.array}")
-        gen = _probe(ConvAddressGenerator(self._rows, **self._gen_widths))
-        values = dict(gen.descriptor(step))
+        values = dict(self._gen.descriptor(step))
         for name, fmt, known in (("a_format", step.a_format, self._a_formats),
                                  ("w_format", step.w_format, self._w_formats)):
             found = [i for i, f in enumerate(known) if f == fmt]
