@@ -229,9 +229,16 @@ def encoder_vectors(rng, enc, span=EXHAUSTIVE_SPAN):
     q_lo, q_hi = -(1 << (enc.q_width - 1)), (1 << (enc.q_width - 1)) - 1
     padding = enc.padding
     extra = [padding - 2, padding - 1, padding, padding + 1, -padding - 2, -padding - 1, -padding]
+    return shuffled_vectors(rng, enc, lambda tab: np.unique(np.clip(
+        np.concatenate([quotients(tab, q_lo, q_hi, span, rng), extra]), q_lo, q_hi)))
+
+
+def shuffled_vectors(rng, enc, quotients_of):
+    """``quotients_of(table)`` of every table of ``enc`` with sticky 0 and 1, shuffled (so the
+    table changes nearly every cycle), with random clamps: the encoder's inputs by port name."""
     table, q = [], []
     for i, tab in enumerate(enc.tables):
-        qs = np.unique(np.clip(np.concatenate([quotients(tab, q_lo, q_hi, span, rng), extra]), q_lo, q_hi))
+        qs = quotients_of(tab)
         table += [i] * len(qs)
         q += [int(v) for v in qs]
     table = np.array(table * 2, dtype=np.int64)
@@ -239,8 +246,7 @@ def encoder_vectors(rng, enc, span=EXHAUSTIVE_SPAN):
     sticky = np.repeat([0, 1], len(table) // 2)
     order = rng.permutation(len(table))
     table, q, sticky = table[order], q[order], sticky[order]
-    sizes = np.array([len(enc.tables[i].grid) for i in table])
-    low, high = random_clamps(rng, sizes, enc.index_bits)
+    low, high = random_clamps(rng, np.array([len(enc.tables[i].grid) for i in table]), enc.index_bits)
     return {"table": table, "q": q, "sticky": sticky, "low": low, "high": high}
 
 
@@ -591,18 +597,7 @@ def check_sampled_encoder(enc, seed):
     table changes nearly every cycle, random clamps, idle cycles."""
     rng = np.random.default_rng(seed)
     q_lo, q_hi = -(1 << (enc.q_width - 1)), (1 << (enc.q_width - 1)) - 1
-    table, q = [], []
-    for i, tab in enumerate(enc.tables):
-        qs = sampled_quotients(tab, q_lo, q_hi, rng)
-        table += [i] * len(qs)
-        q += [int(v) for v in qs]
-    table = np.array(table * 2, dtype=np.int64)
-    q = np.array(q * 2, dtype=object)
-    sticky = np.repeat([0, 1], len(table) // 2)
-    order = rng.permutation(len(table))
-    table, q, sticky = table[order], q[order], sticky[order]
-    low, high = random_clamps(rng, [len(enc.tables[i].grid) for i in table], enc.index_bits)
-    inputs = with_bubbles(rng, {"table": table, "q": q, "sticky": sticky, "low": low, "high": high})
+    inputs = with_bubbles(rng, shuffled_vectors(rng, enc, lambda tab: sampled_quotients(tab, q_lo, q_hi, rng)))
     v = inputs["valid"].astype(bool)
     expected = expected_codes(enc.tables, inputs["table"][v].astype(np.int64), inputs["q"][v],
                               inputs["sticky"][v].astype(np.int64), inputs["low"][v], inputs["high"][v])
