@@ -362,17 +362,16 @@ def quantize(model, weights="fxp8", activations="fxp8", *, calibration, override
         if op.kind == "layer":
             plan = next(p for p in plans if p.name == op.target)
             layer = graph_module.get_submodule(op.target)
-            weight_q = calibrate(plan.weights, layer.weight.detach().cpu().double().numpy(), role="weight",
-                                 per_channel=per_channel)
-            weight_q = floor_weight_scales(op.target, weight_q, layer, inputs_q[0])
             weight = layer.weight.detach().cpu().double().numpy()
-            quantized = gptq(weight, hessians[op.target], weight_q.fake_quantize) if hessians \
-                else weight_q.fake_quantize(weight)
+            weight_q = calibrate(plan.weights, weight, role="weight", per_channel=per_channel)
+            weight_q = floor_weight_scales(op.target, weight_q, layer, inputs_q[0])
+            rounded = gptq(weight, hessians[op.target], weight_q.fake_quantize) if rounding == "gptq" else None
             if bias_correction:
-                correct_bias(layer, quantized, input_means[op.inputs[0]])
-            if hessians:
+                correct_bias(layer, weight_q.fake_quantize(weight) if rounded is None else rounded,
+                             input_means[op.inputs[0]])
+            if rounded is not None:                       # the layer's weights become the grid values
                 with torch.no_grad():
-                    layer.weight.copy_(torch.from_numpy(quantized))
+                    layer.weight.copy_(torch.from_numpy(rounded))
             module = QuantLayer(op.target, layer, weight_q, inputs_q[0], output_q, op.attrs, low, high)
             module.check_flush(module.program())
             layers[op.target] = module
