@@ -598,7 +598,7 @@ def _run_conv(sched, step, memory):
     entries = slice(step.param_base, step.param_base + step.out_shape[0])
     numerator = (values + sched.bias[entries, None]) * sched.multiplier[entries, None]
     table = sched.tables[sched.table_index[step.name]]
-    return requantize(numerator, sched.shift[entries, None], table, _clamp(step.clamp)).ravel()
+    return requantize(numerator, sched.shift[entries, None], table, Clamp(*step.clamp)).ravel()
 
 
 def _run_add(sched, step, memory):
@@ -606,7 +606,7 @@ def _run_add(sched, step, memory):
     for src, fmt, m in zip(step.srcs, step.in_formats, step.multipliers):
         numerator = numerator + fmt.int_values[memory[src.base:src.base + src.size]] * np.int64(m)
     table = sched.tables[sched.table_index[step.name]]
-    return requantize(np.asarray(numerator, dtype=np.int64), step.shift, table, _clamp(step.clamp))
+    return requantize(np.asarray(numerator, dtype=np.int64), step.shift, table, Clamp(*step.clamp))
 
 
 def _window_addresses(step, dilation=(1, 1)):
@@ -631,7 +631,7 @@ def _run_avgpool(sched, step, memory):
     entries = slice(step.param_base, step.param_base + sums.shape[1])
     table = sched.tables[sched.table_index[step.name]]
     return requantize(sums * sched.multiplier[None, entries], sched.shift[None, entries], table,
-                      _clamp(step.clamp)).ravel()
+                      Clamp(*step.clamp)).ravel()
 
 
 def _run_maxpool(sched, step, memory):
@@ -648,10 +648,6 @@ def _run_pad(sched, step, memory):
     plane = np.full((c, h + top + bottom, w + left + right), step.pad_code, dtype=np.int64)
     plane[:, top:top + h, left:left + w] = memory[step.src.base:step.src.base + step.src.size].reshape(c, h, w)
     return plane.ravel()
-
-
-def _clamp(bounds):
-    return Clamp(*bounds)
 
 
 _RUN = {"conv": _run_conv, "add": _run_add, "avgpool": _run_avgpool, "maxpool": _run_maxpool, "pad": _run_pad}
