@@ -20,13 +20,14 @@
 
 Host I/O (``amaranth.lib.stream``, ``unsigned(act_bits)`` payloads): ``input`` takes the input
 tensor's ``sched.input.size`` codes in CHW order into the input region; then the steps run; then
-``output`` sends the output region's ``sched.output.size`` codes in order; then the next image is
+``output`` sends the output region's ``sched.output.size`` codes in order (with ``dump``, the
+whole activation memory: the read-back the verification bench uses); then the next image is
 accepted. ``busy`` is high from the first input code taken until the last output code sent;
 ``cycles`` counts the cycles of that interval, both ends included (held until the next image's
 first input code).
 
 Cycles: with a host that always has the next code and is always ready, one inference takes
-:attr:`Accelerator.expected_cycles` = ``input.size + output.size + 1 + sum(unit cycles + 1)``:
+:attr:`Accelerator.expected_cycles` = ``input.size + output_words + 1 + sum(unit cycles + 1)``:
 the unit cycles of a step are its ``Step.cycles`` plus the unit's pipeline overhead
 (:meth:`ConvEngine.overhead`, :meth:`VectorUnit.overhead`), the ``+ 1`` per step is the
 sequencer's start cycle, the ``+ 1`` the output reader's first read.
@@ -65,13 +66,18 @@ class Accelerator(wiring.Component):
     sched : Schedule
     cycle_bits : int, optional
         Width of the :attr:`cycles` counter (default 32; it wraps).
+    dump : bool, optional
+        Read-back for verification: the output stream sends the whole activation memory,
+        words ``0 .. sched.act_words - 1``, instead of the output region, so that with a
+        ``keep_all`` schedule every tensor's codes can be checked (each at its
+        :attr:`~hwq.accel.schedule.Region.base`). Default False.
 
     Attributes
     ----------
     input : In(stream.Signature(unsigned(act_bits)))
         The input tensor's codes, CHW order, ``sched.input.size`` per image.
     output : Out(stream.Signature(unsigned(act_bits)))
-        The output tensor's codes, ``sched.output.size`` per image.
+        The output tensor's codes, ``sched.output.size`` per image (:attr:`output_words`).
     busy : Signal(1), out
         From the first input code taken until the last output code sent.
     cycles : Signal(cycle_bits), out
@@ -87,7 +93,7 @@ class Accelerator(wiring.Component):
         whatever :class:`ConvEngine` / :class:`VectorUnit` refuse in the schedule.
     """
 
-    def __init__(self, sched, *, cycle_bits=32):
+    def __init__(self, sched, *, cycle_bits=32, dump=False):
         if not isinstance(sched, Schedule):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         if isinstance(cycle_bits, bool) or not isinstance(cycle_bits, int) or cycle_bits < 1:
@@ -119,6 +125,8 @@ class Accelerator(wiring.Component):
                               ([self._conv.addr_width] if self._conv else []) +
                               ([self._vec.addr_bits] if self._vec else []))
         self._cycle_bits = cycle_bits
+        self._dump = bool(dump)
+        self._out_base, self._out_size = (0, sched.act_words) if dump else (sched.output.base, sched.output.size)
         super().__init__({
             "input": In(stream.Signature(unsigned(self._act_bits))),
             "output": Out(stream.Signature(unsigned(self._act_bits))),
@@ -142,6 +150,17 @@ class Accelerator(wiring.Component):
     def vector(self):
         """The :class:`VectorUnit` (None without add, pool or pad steps)."""
         return self._vec
+
+    @property
+    def dump(self):
+        """True if the output stream sends the whole activation memory (read-back)."""
+        return self._dump
+
+    @property
+    def output_words(self):
+        """Codes the output stream sends per image: ``sched.output.size``, or ``sched.act_words``
+        with :attr:`dump`."""
+        return self._out_size
 
     @property
     def act_bits(self):
@@ -168,7 +187,7 @@ class Accelerator(wiring.Component):
     def expected_cycles(self):
         """Cycles of one inference (:attr:`cycles`) with a host that never waits (module docstring)."""
         s = self._sched
-        return s.input.size + s.output.size + 1 + sum(self.step_cycles(step) + 1 for step in self._steps)
+        return s.input.size + self._out_size + 1 + sum(self.step_cycles(step) + 1 for step in self._steps)
 
     # --- hardware --------------------------------------------------------------------------------
 
@@ -205,7 +224,8 @@ class Accelerator(wiring.Component):
                         m.d.comb += vec.desc.eq(vec.desc_layout.const(desc))
 
         # --- the sequencer ------------------------------------------------------------------------
-        count = Signal(range(max(s.input.size, s.output.size) + 1), name="io_count")
+        out_base, out_size = self._out_base, self._out_size
+        count = Signal(range(max(s.input.size, out_size) + 1), name="io_count")
         first_in = Signal(name="first_in")
         counting = Signal(name="counting")
         out_transfer = self.output.valid & self.output.ready
@@ -244,13 +264,13 @@ class Accelerator(wiring.Component):
                             m.d.sync += step.eq(step + 1)
                             m.next = "START"
             with m.State("PRIME"):                                  # the first output read
-                m.d.comb += port0.eq(s.output.base)
+                m.d.comb += port0.eq(out_base)
                 m.next = "OUTPUT"
             with m.State("OUTPUT"):
                 m.d.comb += [self.output.valid.eq(1), self.output.payload.eq(rports[0].data),
-                             last_out.eq(count == s.output.size - 1)]
+                             last_out.eq(count == out_size - 1)]
                 # the address of the word shown next cycle: the next one after a transfer
-                m.d.comb += port0.eq(s.output.base + count + (out_transfer & ~last_out))
+                m.d.comb += port0.eq(out_base + count + (out_transfer & ~last_out))
                 with m.If(out_transfer):
                     with m.If(last_out):
                         m.d.sync += count.eq(0)

@@ -47,7 +47,7 @@ def run_images(dut, images, limit, stall=None):
     numpy Generator) the host drops ``input.valid`` and ``output.ready`` for random spells."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    n_out = dut.schedule.output.size
+    n_out = dut.output_words
     outputs, cycles = [], []
 
     async def pause(ctx):
@@ -121,6 +121,26 @@ def test_every_op_kind_with_a_stalling_host(config, array):
     for image, got in zip(images, outputs):
         assert np.array_equal(np.array(got), imodel.run_codes(image[None])[0].ravel())
     assert all(n > dut.expected_cycles for n in cycles), (cycles, dut.expected_cycles)
+
+
+def test_dump_reads_back_every_tensor():
+    """With ``dump`` and a ``keep_all`` schedule the output stream sends the whole activation
+    memory; every tensor's region in it must equal the integer model's codes of that tensor."""
+    imodel, _ = _mixed(("fxp8", "fxp8"))
+    sched = schedule(imodel, (3, 13, 11), Array(2, 3), keep_all=True)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, len(imodel.tensors[imodel.input].format.int_values), size=sched.input.shape)
+    dut = Accelerator(sched, dump=True)
+    assert dut.output_words == sched.act_words
+    (words,), (cycles,) = run_images(dut, [image], limit=2 * (dut.expected_cycles + 1000))
+    assert cycles == dut.expected_cycles
+    trace = {}
+    imodel.run_codes(image[None], trace=trace)
+    words = np.array(words)
+    for name, region in sched.regions.items():
+        want = np.asarray(trace[name])[0].ravel()
+        assert np.array_equal(words[region.base:region.base + region.size], want), name
+    assert len(sched.regions) >= 8
 
 
 def test_verilog(digits_sched):
