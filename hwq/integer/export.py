@@ -10,7 +10,8 @@ nothing of an earlier export survives, nothing is half-written) with:
     The bias per output channel in accumulator units, :data:`~hwq.integer.program.BIAS_BITS`
     bits, two's complement.
 ``model.json``
-    The tensors (format, parameters, scale and the encoder's threshold table), the ops in
+    The input sample's shape (``input_shape``, no batch dimension; version 3), the tensors
+    (format, parameters, scale and the encoder's threshold table), the ops in
     execution order with their geometry, multipliers, shifts and clamp bounds, the limits the
     arithmetic was built for, and the SHA-256 and size of every other file.
 
@@ -34,7 +35,7 @@ from .requant import MAX_SHIFT, MULTIPLIER_BITS, NUMERATOR_BITS, Clamp, EncoderT
 
 __all__ = ["EXPORT_VERSION", "MANIFEST", "LIMITS", "export", "load"]
 
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 MANIFEST = "model.json"
 #: the widths the arithmetic was built with; an export made with others is refused
 LIMITS = {"multiplier_bits": MULTIPLIER_BITS, "max_shift": MAX_SHIFT, "bias_bits": BIAS_BITS,
@@ -90,8 +91,12 @@ def export(model, out_dir):
     ------
     InputError
         Before writing anything, if ``out_dir`` cannot be replaced (it holds files hwq did not
-        write) or an op cannot be exported.
+        write), the model has no ``input_shape`` (hardware is compiled for one), or an op
+        cannot be exported.
     """
+    if model.input_shape is None:
+        raise InputError("the integer model has no input_shape; build it with hwq.quant.integer.integer_model "
+                         "(which records the calibration input's shape) or pass input_shape= to IntegerModel")
     files = {}
     ops = [_op_json(op, files) for op in model.ops]
     tensors = {}
@@ -99,7 +104,7 @@ def export(model, out_dir):
         tensors[name] = {**tensor.to_json(), "table": EncoderTable.of(tensor.format).to_json()}
     manifest = {
         "hwq_export": EXPORT_VERSION, "limits": LIMITS, "input": model.input, "output": model.output,
-        "tensors": tensors, "ops": ops,
+        "input_shape": list(model.input_shape), "tensors": tensors, "ops": ops,
         "files": {name: {"sha256": hashlib.sha256(text.encode()).hexdigest(), "bytes": len(text.encode())}
                   for name, text in sorted(files.items())},
     }
@@ -217,6 +222,9 @@ def load(out_dir):
         tensors = {name: _tensor(name, entry) for name, entry in manifest["tensors"].items()}
         reader = _Reader(out_dir, manifest["files"])
         ops = [_op(entry, tensors, reader) for entry in manifest["ops"]]
-        return IntegerModel(manifest["input"], manifest["output"], tensors, ops)
+        return IntegerModel(manifest["input"], manifest["output"], tensors, ops,
+                            input_shape=manifest["input_shape"])
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}; re-export the model") from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"{path} is malformed ({type(exc).__name__}: {exc}); re-export the model") from None

@@ -28,15 +28,28 @@ class IntegerModel:
     ops : list
         :mod:`hwq.integer.program` ops in execution order; each reads tensors named by its
         ``inputs`` and writes the tensor named by its ``name``.
+    input_shape : tuple of int or None, optional
+        The shape of one input sample, without the batch dimension (``(C, H, W)`` for an
+        image, ``(features,)`` for a vector): what the accelerator's memory map and loop
+        bounds are compiled for. ``None`` (default) when unknown; :func:`hwq.accel.schedule`
+        then needs it given.
 
     Raises
     ------
     InputError
-        If an op reads a tensor that nothing wrote before it, or the output is never written.
+        If an op reads a tensor that nothing wrote before it, the output is never written, or
+        ``input_shape`` is not a tuple of positive integers.
     """
 
-    def __init__(self, input, output, tensors, ops):
+    def __init__(self, input, output, tensors, ops, input_shape=None):
         self.input, self.output, self.tensors, self.ops = input, output, dict(tensors), list(ops)
+        if input_shape is not None:
+            shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+            if not shape or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in shape):
+                raise InputError(f"input_shape must be a tuple of positive integers (one sample, no batch "
+                                 f"dimension), not {input_shape!r}")
+            input_shape = tuple(int(v) for v in shape)
+        self.input_shape = input_shape
         known = {input}
         for op in self.ops:
             missing = [name for name in op.inputs if name not in known]

@@ -42,11 +42,12 @@ def integer_model(qmodel):
         raise InputError(f"layer name(s) {', '.join(sorted(clash))} equal the name of another node of the graph; "
                          "rename the module(s)")
     tensors, ops = {}, []
-    input_name = output_name = None
+    input_name = output_name = input_shape = None
     for op in qmodel.ops:
         inputs = [names[resolve(name)] for name in op.inputs]
         if op.kind == "input":
             input_name = op.name
+            input_shape = tuple(op.shape[1:]) if op.shape else None
             tensors[op.name] = _tensor_format(qmodel.tensors[op.name])
         elif op.kind == "output":
             output_name = inputs[0]
@@ -72,7 +73,7 @@ def integer_model(qmodel):
             else:
                 raise InputError(f"node {op.name!r}: op {op.kind!r} has no integer program")
             tensors[op.name] = source
-    return IntegerModel(input_name, output_name, tensors, ops)
+    return IntegerModel(input_name, output_name, tensors, ops, input_shape=input_shape)
 
 
 def _resolve(name, alias):

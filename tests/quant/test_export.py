@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hwq.errors import InputError
-from hwq.integer import export, load
+from hwq.integer import IntegerModel, export, load
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def exported(digits, quantized, tmp_path):
 def test_export_reloads_bit_exactly_and_holds_what_hardware_loads(exported):
     imodel, out, x = exported
     reloaded = load(out)
+    assert imodel.input_shape == reloaded.input_shape == (1, 8, 8)     # the digits images
     trace, again = {}, {}
     assert np.array_equal(reloaded.run_codes(reloaded.quantize_input(x), again),
                           imodel.run_codes(imodel.quantize_input(x), trace))
@@ -77,17 +78,31 @@ def test_export_is_deterministic_and_replaces_an_earlier_export(quantized, tmp_p
     (lambda out, m: (out / "model.json").write_text("{"), r"model\.json is not JSON"),
     (lambda out, m: (out / "model.json").unlink(), r"cannot read .*model\.json"),
     (lambda out, m: _edit(out, m, lambda d: d["ops"][0].update(weight_shape=[1, 2, 3, 3])), r"holds 144 words, the manifest says 18"),
-    (lambda out, m: _edit(out, m, lambda d: d.update(hwq_export=1)), r"not a version-2 hwq export"),
+    (lambda out, m: _edit(out, m, lambda d: d.update(hwq_export=1)), r"not a version-3 hwq export"),
     (lambda out, m: _edit(out, m, lambda d: d["limits"].update(multiplier_bits=31)), r"made for limits"),
     (lambda out, m: _edit(out, m, lambda d: d["tensors"].pop("x")), r"model\.json is malformed"),
     (lambda out, m: _edit(out, m, lambda d: d["ops"][0]["clamp"].update(high=999)), r"clamp indices outside"),
-], ids=["missing", "edited", "corrupt", "json", "no manifest", "shape", "version", "limits", "tensor", "clamp"])
+    (lambda out, m: _edit(out, m, lambda d: d.update(input_shape=[1, 0, 8])), r"model\.json: input_shape must be"),
+    (lambda out, m: _edit(out, m, lambda d: d.pop("input_shape")), r"model\.json is malformed"),
+], ids=["missing", "edited", "corrupt", "json", "no manifest", "shape", "version", "limits", "tensor", "clamp",
+        "input shape", "no input shape"])
 def test_load_refuses_damaged_exports_naming_the_file(exported, damage, match):
     _, out, _ = exported
     manifest = json.loads((out / "model.json").read_text())
     damage(out, manifest)
     with pytest.raises(InputError, match=match):
         load(out)
+
+
+def test_export_needs_the_input_shape(exported, tmp_path):
+    imodel, _, _ = exported
+    unshaped = IntegerModel(imodel.input, imodel.output, imodel.tensors, imodel.ops)
+    with pytest.raises(InputError, match="no input_shape"):
+        export(unshaped, tmp_path / "unshaped")
+    assert not (tmp_path / "unshaped").exists()
+    for bad in ((), (1, -8), (1.5,), "1x8x8", (True, 8)):
+        with pytest.raises(InputError, match="input_shape must be"):
+            IntegerModel(imodel.input, imodel.output, imodel.tensors, imodel.ops, input_shape=bad)
 
 
 def _edit(out, manifest, change):
