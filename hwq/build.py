@@ -24,6 +24,9 @@ Examples
     one PE, Verilog and manifest only.
 ``python -m hwq.build --quiet --no-cache --out build/all``
     everything, every job synthesized afresh, no output but the files.
+``python -m hwq.build --model exports/digits --array 1x16 --target up5k``
+    the accelerator of an exported model (:mod:`hwq.accel_build`): Verilog, manifest, a bench
+    run on the emitted Verilog, synthesis and the report, into ``accel_out/``.
 """
 
 import sys
@@ -36,6 +39,7 @@ from .fileio import check_output_dir, staged_output
 from .tools import find_tools
 from .pe import PE_CLASSES, pe_class, pe_variants, write_pe
 from .synth.targets import TARGETS
+from .accel_build import TARGETS as ACCEL_TARGETS
 
 __all__ = ["build", "plan_pes", "main"]
 
@@ -183,9 +187,19 @@ def _parser():
                         help=f"format to build (repeatable, or 'all'; default all): {', '.join(PE_CLASSES)}")
     parser.add_argument("--a-bits", type=int, metavar="N", help="activation code width (default: per format)")
     parser.add_argument("--w-bits", type=int, metavar="N", help="weight code width (default: per format)")
-    parser.add_argument("--out", default="rtl_out", metavar="DIR", help="output directory (default rtl_out)")
-    parser.add_argument("--target", action="append", dest="targets", choices=sorted(TARGETS),
-                        help="iCE40 part (repeatable; default up5k)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default rtl_out, with --model accel_out)")
+    parser.add_argument("--target", action="append", dest="targets", choices=sorted(set(TARGETS) | set(ACCEL_TARGETS)),
+                        help="iCE40 part (repeatable for PEs; default up5k); with --model also 'sim', "
+                             "an unconstrained simulation target (no fit check, no synthesis)")
+    accel = parser.add_argument_group("accelerator of an exported model")
+    accel.add_argument("--model", metavar="DIR", help="an export (hwq.integer.export): build its accelerator")
+    accel.add_argument("--array", default="1x16", metavar="RxC",
+                       help="PE array: rows (output positions) x columns (output channels); default 1x16")
+    accel.add_argument("--verify", type=int, default=2, metavar="N",
+                       help="inputs to run bit-exact on the cocotb bench (default 2; 0 skips it)")
+    accel.add_argument("--images", metavar="FILE.npy", help="real input samples to verify on (default: random codes)")
+    accel.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                       help="simulator of the bench (default verilator)")
     parser.add_argument("--mapping", choices=MAPPINGS, default="both",
                         help="multipliers in fabric, in SB_MAC16 DSPs (up5k only), or both (default)")
     parser.add_argument("--pipeline", type=int, default=0, metavar="N",
@@ -201,11 +215,38 @@ def _parser():
     return parser
 
 
+#: PE-only options: refused with --model (name, default)
+_PE_OPTIONS = (("formats", "--format", None), ("a_bits", "--a-bits", None), ("w_bits", "--w-bits", None),
+               ("mapping", "--mapping", "both"), ("pipeline", "--pipeline", 0), ("max_terms", "--max-terms", 1024),
+               ("jobs", "--jobs", None))
+#: accelerator-only options (name, default)
+_ACCEL_OPTIONS = (("array", "--array", "1x16"), ("verify", "--verify", 2), ("images", "--images", None),
+                  ("sim", "--sim", "verilator"))
+
+
+def _build_model(args):
+    from .accel_build import build_accelerator
+    given = [flag for name, flag, default in _PE_OPTIONS if getattr(args, name) != default]
+    if given:
+        raise InputError(f"{', '.join(given)} build single PEs; with --model the formats come from the export")
+    targets = list(dict.fromkeys(args.targets or ["up5k"]))
+    if len(targets) > 1:
+        raise InputError(f"--model builds for one target; got {', '.join(targets)}")
+    build_accelerator(args.model, array=args.array, target=targets[0], out=Path(args.out or "accel_out"),
+                      synth=not args.no_synth, verify=args.verify, images=args.images, simulator=args.sim,
+                      cache=None if args.no_cache else True, quiet=args.quiet)
+
+
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 for bad input or a missing tool)."""
     def call():
         args = _parser().parse_args(argv)
-        build(args.formats, args.a_bits, args.w_bits, out=Path(args.out), targets=args.targets or ["up5k"],
+        if args.model is not None:
+            return _build_model(args)
+        given = [flag for name, flag, default in _ACCEL_OPTIONS if getattr(args, name) != default]
+        if given:
+            raise InputError(f"{', '.join(given)}: for an exported model's accelerator, with --model DIR")
+        build(args.formats, args.a_bits, args.w_bits, out=Path(args.out or "rtl_out"), targets=args.targets or ["up5k"],
               synth=not args.no_synth, mapping=args.mapping, jobs=args.jobs, pipeline=args.pipeline,
               max_terms=args.max_terms, cache=None if args.no_cache else True, quiet=args.quiet)
     return run_command("hwq-build", call)

@@ -1,0 +1,170 @@
+"""``python -m hwq.build --model DIR``: an exported model's accelerator, checked, emitted, verified
+and synthesized.
+
+Wires :mod:`hwq.integer` (the export), :mod:`hwq.accel` (schedule, hardware, fit, manifest),
+:mod:`hwq.sim` (the cocotb bench) and :mod:`hwq.synth` (yosys and nextpnr). Steps, each timed:
+
+1. **check**, before anything is written: the export (every checksum and shape), the array, the
+   target, the output directory, the tools; the schedule (an op the accelerator cannot run is
+   refused naming the op and the parameter); the hardware's construction; the memories against
+   the target's (:func:`hwq.accel.fit.check_fit`, naming each memory and the shortfall).
+2. **emit**: ``hwq_accel.v`` and its manifest ``hwq_accel.json`` (:mod:`hwq.accel.emit`).
+3. **verify** (unless ``verify=0``): the emitted design on the cocotb bench, ``verify`` inputs
+   (real samples from ``images``, else seeded random codes), output codes bit-exact with the
+   integer model, and the cycles per inference measured.
+4. **synthesize** (unless ``synth=False`` or the target is ``sim``): yosys and nextpnr for the
+   part; logic cells, EBR, SPRAM, DSP, Fmax.
+5. **report**: ``report.json`` and ``report.md`` (:mod:`hwq.accel.report`).
+
+Output is staged and replaces ``out`` as a whole only when every step succeeded
+(:func:`hwq.fileio.staged_output`).
+"""
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .fileio import check_output_dir, staged_output
+
+__all__ = ["build_accelerator", "load_images", "TARGETS"]
+
+#: what ``--target`` may name for an accelerator
+TARGETS = ("up5k", "hx8k", "sim")
+MODULE = "hwq_accel"
+
+
+def load_images(path, model):
+    """Input codes of the samples in ``path`` (a ``.npy`` of float samples, ``(N, *input_shape)``).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read, or its samples do not have the model's input shape.
+    """
+    path = Path(path)
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--images {path}: cannot read it as a .npy array ({exc})") from None
+    shape = tuple(model.input_shape)
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+        raise InputError(f"--images {path}: holds an array of shape {x.shape}; expected (N, "
+                         f"{', '.join(map(str, shape))}) float samples for the model's input")
+    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+        raise InputError(f"--images {path}: samples must be finite floats (dtype {x.dtype})")
+    return model.quantize_input(x)
+
+
+def _random_codes(model, count, seed):
+    n_codes = len(model.tensors[model.input].format.int_values)
+    return np.random.default_rng(seed).integers(0, n_codes, size=(count,) + tuple(model.input_shape))
+
+
+def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out", synth=True, verify=2,
+                      images=None, simulator="verilator", seed=0, cache=True, quiet=False, log=print):
+    """Build the accelerator of the export in ``model_dir`` into ``out`` (module docstring).
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        An export written by :func:`hwq.integer.export` (version 3).
+    array : str or Array
+        PE array, ``"RxC"`` (rows: output positions, columns: output channels).
+    target : str
+        ``up5k``, ``hx8k`` or ``sim`` (no fit check, no synthesis).
+    out : str or Path
+        Output directory, replaced as a whole on success.
+    synth : bool
+        Synthesize (ignored for ``sim``).
+    verify : int
+        Inputs to run on the cocotb bench (0: none).
+    images : str or Path or None
+        ``.npy`` of real input samples to verify on; else seeded random codes.
+    simulator : str
+        ``verilator`` or ``icarus``.
+
+    Returns
+    -------
+    dict
+        ``manifest``, ``verification`` (or None), ``synthesis`` (or None), ``report``, ``timing``.
+
+    Raises
+    ------
+    InputError
+        Before anything is written, for every bad input (naming it), an op the accelerator
+        cannot run, or memories that do not fit the target.
+    """
+    from .accel.emit import accelerator_manifest, write_accelerator
+    from .accel.fit import check_fit
+    from .accel.report import accelerator_report, write_report
+    from .accel.schedule import Array, schedule
+    from .accel.top import Accelerator
+    from .integer import load
+    from .integer.export import MANIFEST
+
+    if quiet:
+        log = lambda *args, **kwargs: None
+    timing = {}
+    start = time.perf_counter()
+    if target not in TARGETS:
+        raise InputError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+    if isinstance(verify, bool) or not isinstance(verify, int) or verify < 0:
+        raise InputError(f"--verify must be a non-negative number of inputs, not {verify!r}")
+    array = array if isinstance(array, Array) else Array.parse(array)
+    model_dir = Path(model_dir)
+    model = load(model_dir)
+    export_sha = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()
+    out = check_output_dir(out)
+    codes = None
+    if verify:
+        from .sim.runner import check_simulator
+        check_simulator(simulator)
+        codes = load_images(images, model)[:verify] if images is not None else _random_codes(model, verify, seed)
+    elif images is not None:
+        raise InputError("--images needs --verify N (N > 0)")
+    do_synth = synth and target != "sim"
+    if do_synth:
+        from .synth import SYNTH_TOOLS
+        from .tools import find_tools
+        find_tools(*SYNTH_TOOLS)
+    sched = schedule(model, model.input_shape, array)
+    acc = Accelerator(sched)
+    memories, _ = check_fit(acc, target)
+    manifest = accelerator_manifest(acc, module=MODULE, target=target, memories=memories, export_sha256=export_sha)
+    timing["check_s"] = time.perf_counter() - start
+    log(f"checked {model_dir} in {timing['check_s']:.1f} s: {len(sched.steps)} steps on {array}, "
+        f"{sched.macs} MACs, {acc.expected_cycles} cycles per inference")
+
+    verification = synthesis = None
+    with staged_output(out) as stage:
+        t = time.perf_counter()
+        v_path, _ = write_accelerator(acc, stage, manifest)
+        timing["emit_s"] = time.perf_counter() - t
+        log(f"emitted {v_path.name} in {timing['emit_s']:.1f} s")
+        if verify:
+            from .sim.accel_runner import run_accel_bench
+            t = time.perf_counter()
+            verification = run_accel_bench(model, codes, input_shape=model.input_shape, array=array,
+                                           simulator=simulator, build_dir=stage / "sim", log=not quiet)
+            timing["verify_s"] = time.perf_counter() - t
+            log(f"verified {len(codes)} input(s) on {simulator} in {timing['verify_s']:.1f} s: bit-exact, "
+                f"{verification['cycles'][0]} cycles per inference")
+        if do_synth:
+            from .synth import synthesize_design
+            from .synth.cache import as_cache
+            t = time.perf_counter()
+            synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, dsp=True,
+                                          cache=as_cache(cache))
+            timing["synth_s"] = time.perf_counter() - t
+            log(f"synthesized in {timing['synth_s']:.1f} s")
+        report = accelerator_report(manifest, synthesis=synthesis, verification=verification)
+        write_report(report, stage)
+        log(report["summary"])
+    timing["total_s"] = time.perf_counter() - start
+    log(f"wrote {out}/ in {timing['total_s']:.1f} s")
+    return {"manifest": manifest, "verification": verification, "synthesis": synthesis, "report": report,
+            "timing": timing}

@@ -1,0 +1,138 @@
+"""``python -m hwq.build --model DIR``: the accelerator of an exported model, its manifest, report
+and every bad-input error (nothing written)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from hwq.accel.fit import ebr_blocks, spram_blocks
+from hwq.fileio import MARKER
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The digits CNN (hwq.quant.digits.DigitsCNN) on 8 x 8 images, by hand: conv1 1->16 3x3 pad 1 on
+# 8x8, conv2 16->32 3x3 pad 1 on 8x8, max pool to 4x4, conv3 32->32 3x3 pad 1 on 4x4 (+ residual),
+# global average pool, fc 32->10.
+DIGITS_MACS = {"conv1": 64 * 16 * 9, "conv2": 64 * 32 * 16 * 9, "conv3": 16 * 32 * 32 * 9, "fc": 32 * 10}
+
+
+@pytest.fixture(scope="module")
+def exports(digits, tmp_path_factory):
+    """Exports of the digits CNN at fxp4/fxp4 and fxp8/fxp8, and 3 test images (float, .npy)."""
+    from hwq.integer import export
+    from hwq.quant import quantize
+    from hwq.quant.integer import integer_model
+    model, (x_train, _, x_test, _) = digits
+    root = tmp_path_factory.mktemp("exports")
+    out = {}
+    for config in (("fxp4", "fxp4"), ("fxp8", "fxp8")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imodel = integer_model(quantize(model, *config, calibration=[x_train[:64]]))
+        out[config] = root / "_".join(config)
+        export(imodel, out[config])
+    np.save(root / "images.npy", x_test[:3].numpy())
+    out["images"] = root / "images.npy"
+    return out
+
+
+def run_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "hwq.build", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT}, cwd=ROOT)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_emits_the_accelerator_with_its_manifest_and_report(exports, tmp_path):
+    out = tmp_path / "acc"
+    code, stdout, stderr = run_cli("--model", exports["fxp4", "fxp4"], "--no-synth", "--verify", 0, "--out", out)
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir() if p.name != MARKER) == [
+        "hwq_accel.json", "hwq_accel.v", "report.json", "report.md"]
+    manifest = json.loads((out / "hwq_accel.json").read_text())
+    verilog = (out / "hwq_accel.v").read_text()
+    assert "module hwq_accel" in verilog
+    for port in ("input__valid", "input__ready", "input__payload", "output__valid", "output__ready", "output__payload"):
+        assert port in verilog
+    assert manifest["model"]["input"]["shape"] == [1, 8, 8] and manifest["model"]["output"]["shape"] == [10]
+    assert manifest["interfaces"]["input"]["words_per_image"] == 64
+    assert manifest["interfaces"]["output"]["words_per_image"] == 10
+    assert manifest["array"] == {"rows": 1, "cols": 16, "pes": 16}
+    assert {s["name"]: s["macs"] for s in manifest["steps"] if s["kind"] == "conv"} == DIGITS_MACS
+    assert manifest["latency"]["macs"] == sum(DIGITS_MACS.values())
+    # conv2 and conv3 fill the 16 columns every cycle: 16 MACs per cycle
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert steps["conv2"]["cycles"] == DIGITS_MACS["conv2"] // 16 and steps["conv3"]["cycles"] == DIGITS_MACS["conv3"] // 16
+    regions = manifest["memory_map"]["regions"]
+    assert all(r["size"] == int(np.prod(r["shape"])) for r in regions)
+    memories = {m["name"]: m for m in manifest["memories"]}
+    # 4-bit weights, 16 lanes: 64-bit words; 1024 x 4 EBRs -> 16 per 1024 words
+    assert memories["conv.weights"]["width"] == 64 and memories["conv.weights"]["kind"] == "ebr"
+    assert memories["conv.weights"]["blocks"] == 16 * -(-memories["conv.weights"]["depth"] // 1024)
+    assert memories["act"]["kind"] == "spram" and not memories["act"]["initialised"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["macs"] == sum(DIGITS_MACS.values())
+    assert report["macs_per_cycle"] == pytest.approx(report["macs"] / report["cycles"])
+    assert [l["name"] for l in report["layers"]] == ["conv1", "conv2", "conv3", "fc"]
+    assert report["layers"][1]["utilization"] == 1.0
+    assert "| conv2 | 294912 | 18432 | 16.00 | 100.0 % |" in (out / "report.md").read_text()
+    for path in out.iterdir():
+        assert str(tmp_path).encode() not in path.read_bytes() and ROOT.encode() not in path.read_bytes()
+    again = tmp_path / "again"
+    assert run_cli("--model", exports["fxp4", "fxp4"], "--no-synth", "--verify", 0, "--out", again)[0] == 0
+    for name in ("hwq_accel.json", "hwq_accel.v", "report.json", "report.md"):
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_block_counts():
+    assert ebr_blocks(16, 256) == ebr_blocks(8, 512) == ebr_blocks(2, 2048) == 1
+    assert ebr_blocks(128, 905) == 32                                    # 8 wide x 4 deep at 256 x 16
+    assert ebr_blocks(54, 91) == 4
+    assert ebr_blocks(64, 905) == 16                                     # 16 of 1024 x 4
+    assert spram_blocks(16, 16384) == 1 and spram_blocks(16, 16385) == 2 and spram_blocks(17, 10) == 2
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--array", "0x16"], r"array"),
+    (["--array", "banana"], r"array"),
+    (["--target", "ecp5"], r"invalid choice: 'ecp5'"),
+    (["--target", "up5k", "--target", "hx8k"], r"one target"),
+    (["--verify", "-1"], r"--verify"),
+    (["--format", "fxp"], r"--format build single PEs"),
+    (["--images", "missing.npy"], r"--images .*missing\.npy"),
+], ids=["array zero", "array text", "target", "two targets", "verify", "format", "images"])
+def test_bad_options_are_refused_before_anything_is_written(exports, tmp_path, args, match):
+    out = tmp_path / "acc"
+    code, stdout, stderr = run_cli("--model", exports["fxp4", "fxp4"], "--no-synth", "--out", out, *args)
+    assert code == 2, stderr
+    assert stderr.count("error") == 1 and len(stderr.strip().splitlines()) == 1
+    assert re.search(match, stderr), stderr
+    assert not out.exists()
+
+
+def test_a_model_too_large_for_the_part_names_the_memory_and_shortfall(exports, tmp_path):
+    """fxp8 weights on 16 lanes: 905 words x 128 bits = 32 EBR, plus 4 for the parameters, of 30."""
+    out = tmp_path / "acc"
+    code, _, stderr = run_cli("--model", exports["fxp8", "fxp8"], "--no-synth", "--verify", 0, "--out", out)
+    assert code == 2
+    assert "does not fit the iCE40UP5K" in stderr and "36 EBR blocks of the 30" in stderr and "6 short" in stderr
+    assert "conv.weights (905 x 128 bits" in stderr
+    assert not out.exists()
+    code, _, stderr = run_cli("--model", exports["fxp8", "fxp8"], "--target", "sim", "--verify", 0, "--out", out)
+    assert code == 0, stderr                                              # the simulation target takes it
+    assert json.loads((out / "hwq_accel.json").read_text())["target"] == "sim"
+
+
+def test_a_damaged_export_is_refused(exports, tmp_path):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(exports["fxp4", "fxp4"], broken)
+    (broken / "conv2.weights.mem").write_text("0\n")
+    code, _, stderr = run_cli("--model", broken, "--no-synth", "--verify", 0, "--out", tmp_path / "acc")
+    assert code == 2 and "conv2.weights.mem does not match its checksum" in stderr
+    assert not (tmp_path / "acc").exists()
