@@ -54,6 +54,12 @@ def _parser():
     parser.add_argument("--seed", type=int, default=1, metavar="N", help="stimulus seed (default 1)")
     parser.add_argument("--build-dir", default="build/board", metavar="DIR",
                         help="build directory (default build/board)")
+    demo = parser.add_argument_group("an exported model's accelerator on the board (hwq.boards.accel_demo)")
+    demo.add_argument("--model", metavar="DIR", help="an export (hwq.integer.export): run its accelerator instead of a PE")
+    demo.add_argument("--images", metavar="FILE.npy", help="test samples (float, (N, *input shape)) for the ROM")
+    demo.add_argument("--count", type=int, default=8, metavar="N", help="images in the ROM (default 8)")
+    demo.add_argument("--array", default="1x16", metavar="RxC", help="PE array (default 1x16)")
+    demo.add_argument("--baud", type=int, default=115200, metavar="N", help="UART baud rate (default 115200)")
     return parser
 
 
@@ -110,12 +116,47 @@ def _make_pe(args):
     return variants[0]
 
 
+def _build_demo(args, board):
+    from hwq.accel.schedule import Array, schedule
+    from hwq.accel.top import Accelerator
+    from hwq.accel_build import load_images
+    from hwq.integer import load
+
+    pe_options = [flag for flag, given in (("--format", args.format != "fxp"), ("--a-bits", args.a_bits is not None),
+                                           ("--w-bits", args.w_bits is not None), ("--pipeline", args.pipeline != 0),
+                                           ("--cycles", args.cycles != 512), ("--seed", args.seed != 1)) if given]
+    if pe_options:
+        raise InputError(f"{', '.join(pe_options)}: for a PE's self-test; with --model the export gives the formats")
+    if args.images is None:
+        raise InputError("--model needs --images FILE.npy: the test samples the bitstream's ROM holds")
+    if isinstance(args.count, bool) or args.count < 1:
+        raise InputError(f"--count must be at least 1, not {args.count}")
+    model = load(args.model)
+    codes = load_images(args.images, model)[:args.count]
+    acc = Accelerator(schedule(model, model.input_shape, Array.parse(args.array)))
+    from .accel_demo import build_demo
+    demo, result = build_demo(acc, codes, board, args.build_dir, baud=args.baud, log=print)
+    _print_result(result, board, hint="use a smaller --array")
+    print(f"UART: {args.baud} baud, 8N1; after reset it sends {demo.message().decode().strip()!r} "
+          f"(one character per image: its predicted class; then the verdict)")
+
+
 def _build(args):
     board = get_board(args.board)
+    if args.model is not None:
+        return _build_demo(args, board)
+    extra = [flag for flag, given in (("--images", args.images is not None), ("--count", args.count != 8),
+                                      ("--array", args.array != "1x16"), ("--baud", args.baud != 115200)) if given]
+    if extra:
+        raise InputError(f"{', '.join(extra)}: for an exported model's accelerator, with --model DIR")
     pe = _make_pe(args)
     # the options' own messages first; build_board checks the same again, naming its parameters
     check_build(pe, board, args.build_dir, cycles=args.cycles, seed=args.seed, names=OPTION_NAMES)
     result = build_board(pe, board, args.build_dir, cycles=args.cycles, seed=args.seed, log=print)
+    _print_result(result, board)
+
+
+def _print_result(result, board, hint="use --pipeline"):
     used = ", ".join(f"{bel} {u}/{n}" for bel, (u, n) in result.utilization.items()
                      if bel in ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP") or u)
     print(f"bitstream: {result.bitstream}")
@@ -124,7 +165,7 @@ def _build(args):
     print(f"Fmax: {fmax} (board clock {result.clock_mhz:g} MHz), build {result.build_s:.1f} s")
     if not result.timing_met:
         print(f"warning: nextpnr's Fmax ({fmax}) is below the {result.clock_mhz:g} MHz board clock: the "
-              "self-test may fail on the board from timing, not logic; use --pipeline", file=sys.stderr)
+              f"self-test may fail on the board from timing, not logic; {hint}", file=sys.stderr)
     print(f"program: iceprog {result.bitstream}")
     print(f"LEDs: {board.leds}")
 

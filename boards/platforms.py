@@ -31,7 +31,7 @@ from ..tools import TOOL_TIMEOUT_S, run_tool, tool_env
 
 from .self_test import SelfTest, check_args, rom_blocks
 
-__all__ = ["Board", "BOARDS", "get_board", "SelfTestTop", "BoardBuild", "build_board", "check_build",
+__all__ = ["Board", "BOARDS", "get_board", "SelfTestTop", "BoardBuild", "build_board", "build_top", "check_build",
            "parse_nextpnr_log", "BOARD_TOOLS"]
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +85,16 @@ def get_board(name):
 
 
 class SelfTestTop(Elaboratable):
-    """Board top level: a :class:`~hwq.boards.self_test.SelfTest` with its verdict on two LEDs.
+    """Board top level: a self-checking design with its verdict on two LEDs.
 
     Parameters
     ----------
-    selftest : hwq.boards.self_test.SelfTest
-        The self-test (with its PE) to run after power-on.
+    selftest : Elaboratable
+        With ``passed`` and ``failed`` signals (a :class:`~hwq.boards.self_test.SelfTest`, an
+        :class:`~hwq.boards.accel_demo.AcceleratorDemo`); if it also has ``tx``, that drives the
+        board's UART transmit pin.
     board : Board
-        Which LEDs (and button) to use.
+        Which LEDs (and button, which re-runs the test while held) to use.
     """
 
     def __init__(self, selftest, board):
@@ -112,6 +114,10 @@ class SelfTestTop(Elaboratable):
         m.submodules.pass_led = pass_led = io.Buffer("o", platform.request(*self.board.pass_led, dir="-"))
         m.submodules.fail_led = fail_led = io.Buffer("o", platform.request(*self.board.fail_led, dir="-"))
         m.d.comb += [pass_led.o.eq(self.selftest.passed), fail_led.o.eq(self.selftest.failed)]
+        if hasattr(self.selftest, "tx"):
+            uart = platform.request("uart", 0, dir={"tx": "-", "rx": "-"})
+            m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+            m.d.comb += tx.o.eq(self.selftest.tx)
         return m
 
 
@@ -296,12 +302,28 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
         the tool's last error line and names its log, :attr:`~hwq.errors.ToolError.log`.
     """
     board = check_build(pe, board, build_dir, cycles=cycles, seed=seed)
-    env = tool_env(*BOARD_TOOLS)
     selftest = SelfTest(pe, cycles=cycles, seed=seed)
     name = name or f"selftest_{board.name}_{pe.module_name}"
+    return build_top(SelfTestTop(selftest, board), board, build_dir, name, log=log)
+
+
+def build_top(top, board, build_dir, name, *, synth_opts=(), log=None):
+    """Build a bitstream of board top level ``top`` (an elaboratable that requests the board's
+    resources) in ``build_dir``, as :func:`build_board` does; return a :class:`BoardBuild`.
+    ``synth_opts`` are extra ``synth_ice40`` options (``-dsp``, ``-spram``).
+
+    Raises
+    ------
+    InputError
+        If a tool is missing.
+    ToolError
+        If a tool fails or runs longer than :data:`hwq.tools.TOOL_TIMEOUT_S`.
+    """
+    board = board if isinstance(board, Board) else get_board(board)
+    env = tool_env(*BOARD_TOOLS)
     build_dir = Path(build_dir)
     platform = board.platform()
-    plan = platform.prepare(SelfTestTop(selftest, board), name=name)
+    plan = platform.prepare(top, name=name, **({"synth_opts": list(synth_opts)} if synth_opts else {}))
     if log is not None:
         log(f"building {name} for the {board.part} in {build_dir} ...")
     start = time.monotonic()
