@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .errors import InputError, ToolError
 
-__all__ = ["MARKER", "write_atomic", "check_writable_dir", "check_output_dir", "staged_output"]
+__all__ = ["MARKER", "write_atomic", "save_npy", "check_writable_dir", "check_output_dir", "staged_output"]
 
 #: the file that marks a directory as hwq output, which the next run may replace as a whole
 MARKER = ".hwq-output"
@@ -47,11 +47,13 @@ KEPT_PATTERNS = ("README*", ".git*")
 
 
 def write_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    """Write ``text`` (str, as UTF-8, or bytes) to ``path`` through a temporary file in the same
+    directory and a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else
+              os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as f:
             f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -59,6 +61,16 @@ def write_atomic(path, text):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def save_npy(path, array):
+    """Write ``array`` as a ``.npy`` file (no pickles), atomically (:func:`write_atomic`)."""
+    import io
+
+    import numpy as np
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    write_atomic(path, buffer.getvalue())
 
 
 def _nearest_existing(path):

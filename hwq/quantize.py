@@ -7,7 +7,9 @@ SQNR, BOPs, and accuracy after training (straight-through QAT; UNIQ's gradual no
 for uniq); and the cost of that format's PE at those widths on an iCE40UP5K (``hwq.synth``): the
 emitted variant closest to the model (ESB's ``k`` chosen for the largest layer, UNIQ's loadable
 table, ANT's unified PE). Writes ``report.md``, ``report.json``,
-``accuracy_vs_luts.png`` and per-run histograms into ``--out``, and prints the table with the time
+``accuracy_vs_luts.png``, per-run histograms, every run's integer model (``exports/<format>_wNaM/``,
+:func:`hwq.integer.export`, for ``hwq-build --model``) and the test images (``test_images.npy``)
+into ``--out``, and prints the table with the time
 each step took. Progress bars (float training, the runs) go to stderr; ``--quiet`` prints
 nothing but errors.
 
@@ -26,11 +28,15 @@ import torch
 from .cli import ArgumentParser, positive_int, run_command
 from .errors import InputError, ToolError
 from .formats.base import check_int
-from .fileio import check_output_dir, staged_output, write_atomic
+from .fileio import check_output_dir, save_npy, staged_output, write_atomic
 from .tools import find_tools
 from .pe import PE_CLASSES, check_pe, discard, pe_variants, write_pe
 
-__all__ = ["CONFIGS", "run", "main"]
+__all__ = ["CONFIGS", "TEST_IMAGES", "run", "main"]
+
+#: the digits test images (float, (N, 1, 8, 8)) the run writes beside its exports, for
+#: ``hwq-build --model DIR --images`` and ``hwq-board --model DIR --images``
+TEST_IMAGES = "test_images.npy"
 
 #: default (weight bits, activation bits) configurations
 CONFIGS = ("w8a8", "w4a8", "w4a4")
@@ -97,7 +103,7 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress=F
     qat = copy.deepcopy(qmodel)
     _timed(timing, "qat_s", lambda: quantization_aware_training(qat, x_train, y_train, epochs=qat_epochs, seed=seed,
                                                                           progress=progress))
-    return qmodel, {
+    return qmodel, integer, {
         "format": fmt, "weights": weights, "activations": activations, "w_bits": w_bits, "a_bits": a_bits,
         "ptq_accuracy": _accuracy(fake_logits, y_test),
         "integer_accuracy": _accuracy(int_logits, y_test),
@@ -295,13 +301,16 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
     float_accuracy = evaluate(model, data[2], data[3])
     log(f"trained the digits CNN in {timing['train_float_s']:.1f} s: {100 * float_accuracy:.2f} % test accuracy")
     runs, weight_formats = [], []
+    from .integer import export
     with staged_output(out) as stage, tqdm(total=len(formats) * len(configs), desc="format × config runs",
                                            unit="run", disable=not progress) as bar:
         for fmt in formats:
             for w_bits, a_bits in configs:
                 bar.set_postfix_str(f"{fmt} w{w_bits}a{a_bits}")
-                qmodel, result = _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress)
+                qmodel, integer, result = _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress)
                 runs.append(result)
+                result["export"] = f"exports/{fmt}_w{w_bits}a{a_bits}"
+                export(integer, stage / result["export"])
                 largest = max(qmodel.layers.values(), key=lambda layer: layer.layer.weight.numel())
                 weight_formats.append(largest.weight_quantizer.format)
                 log(f"{fmt} w{w_bits}a{a_bits}: PTQ {100 * result['ptq_accuracy']:.2f} %, "
@@ -311,6 +320,7 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
                     plot_histograms(qmodel, data[2][:256], stage / "histograms" / f"{fmt}_w{w_bits}a{a_bits}.png")
                 bar.update()
         bar.close()
+        save_npy(stage / TEST_IMAGES, data[2].numpy())
         failures = []
         if synth:
             failures = _pe_costs(runs, weight_formats, stage, out, jobs, log)

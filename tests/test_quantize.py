@@ -2,9 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from hwq import quantize as example
+
+
+def digits_labels():
+    """The test split's labels, as hwq.quant.digits.load_digits_tensors makes it."""
+    from hwq.quant.digits import load_digits_tensors
+    return load_digits_tensors()[3].numpy()
 
 
 def test_worked_example_end_to_end(tmp_path):
@@ -21,6 +28,13 @@ def test_worked_example_end_to_end(tmp_path):
     assert "| fxp | w4a4 | fxp4 | fxp4 |" in table
     for png in (out / "accuracy_vs_luts.png", out / "histograms" / "fxp_w4a4.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the run's integer model and the test images, for hwq-build --model / hwq-board --model
+    from hwq.integer import load
+    exported = load(out / run["export"])
+    images = np.load(out / example.TEST_IMAGES)
+    assert images.shape == (450, 1, 8, 8) and images.dtype == np.float32
+    logits = exported.run(images)
+    assert np.mean(np.argmax(logits, axis=1) == digits_labels()) == pytest.approx(run["integer_accuracy"])
     # the per-layer analysis: a row per layer with the numbers of report.json
     section = table[table.index("## Per-layer analysis"):]
     assert "### fxp w4a4" in section and "![accuracy vs PE LUT4](accuracy_vs_luts.png)" in table
