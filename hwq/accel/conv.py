@@ -72,6 +72,11 @@ class ConvEngine(wiring.Component):
     a_formats, w_formats : sequence of NumberFormat, optional
         The activation and weight formats the array decodes (default: those of the schedule's
         conv steps, in first-use order).
+    requant : Requantizer, optional
+        A requantizer shared with another unit (the :class:`~hwq.accel.top.Accelerator`'s, one
+        for its conv engine and vector unit, which never run at once), built by the caller from
+        tables that start with the engine's own :attr:`tables`, in order (more may follow): the
+        engine builds none and drives it through the port ``rq``. Default: its own.
 
     Attributes
     ----------
@@ -107,6 +112,8 @@ class ConvEngine(wiring.Component):
         A step is running.
     done : Signal(1), out
         The step's last output code has been written; held until the next ``start`` (reset: 0).
+    rq : Out(requant.signature.flip())
+        Only with a shared ``requant``: the requantizer's inputs (out) and outputs (in).
 
     Timing: one step takes ``step.cycles + overhead(step)`` cycles from ``start`` to ``done``
     (:meth:`overhead`; a few dozen cycles).
@@ -116,10 +123,11 @@ class ConvEngine(wiring.Component):
     InputError
         Before elaboration, naming the parameter: ``sched`` not a Schedule or without conv steps
         (or none whose output format the encoder can search),
-        formats the array cannot decode, an accumulator wider than the requantizer takes.
+        formats the array cannot decode, an accumulator wider than the requantizer takes, a shared
+        ``requant`` whose tables do not start with the engine's or narrower than its accumulator.
     """
 
-    def __init__(self, sched, *, a_formats=None, w_formats=None):
+    def __init__(self, sched, *, a_formats=None, w_formats=None, requant=None):
         if not isinstance(sched, Schedule):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         steps = [s for s in sched.steps if isinstance(s, ConvStep)]
@@ -159,7 +167,17 @@ class ConvEngine(wiring.Component):
             raise InputError(f"sched: no conv step has a uniform output format or one of at most "
                              f"{1 << MAX_INDEX_BITS} grid values (what the requantizer's encoder searches)")
         self._tables = tuple(tables)
-        self._requant = _probe(Requantizer(self._tables, acc_width=self._acc_width))
+        self._shared = requant
+        if requant is None:
+            self._requant = _probe(Requantizer(self._tables, acc_width=self._acc_width))
+        elif not isinstance(requant, Requantizer):
+            raise InputError(f"requant must be a Requantizer (hwq.accel.requant), not {type(requant).__name__}")
+        elif len(requant.tables) < len(tables) or any(a is not b for a, b in zip(requant.tables, tables)):
+            raise InputError("requant: its tables must start with the engine's own (ConvEngine.tables), in order")
+        elif requant.acc_width < self._acc_width:
+            raise InputError(f"requant takes {requant.acc_width}-bit accumulators, the engine needs {self._acc_width}")
+        else:
+            self._requant = requant
         gen = _probe(ConvAddressGenerator.for_steps(steps, rows=self._rows))
         widths = gen.widths
         self._act_bits = max(int(sched.act_bits), self._requant.code_bits, self._a_bits)
@@ -196,6 +214,8 @@ class ConvEngine(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
         })
+        if requant is not None:
+            ports["rq"] = Out(requant.signature.flip())
         super().__init__(ports)
 
     # --- properties ------------------------------------------------------------------------------
@@ -336,7 +356,10 @@ class ConvEngine(wiring.Component):
         A = self.addr_width
         m.submodules.gen = gen = ConvAddressGenerator(R, **self._gen_widths)
         m.submodules.array = array = PEArray(**self._array_args)
-        m.submodules.requant = rq = Requantizer(self._tables, acc_width=self._acc_width)
+        if self._shared is not None:
+            rq = self.rq
+        else:
+            m.submodules.requant = rq = Requantizer(self._tables, acc_width=self._acc_width)
 
         words = self.weight_words()
         m.submodules.weights = wmem = Memory(shape=unsigned(self._weight_bits * C), depth=len(words), init=words)
@@ -458,7 +481,7 @@ class ConvEngine(wiring.Component):
                      rq.multiplier.eq(word[BIAS_BITS:BIAS_BITS + MULTIPLIER_BITS]),
                      rq.shift.eq(word[BIAS_BITS + MULTIPLIER_BITS:]), rq.table.eq(self.table),
                      rq.low.eq(self.clamp_low), rq.high.eq(self.clamp_high), rq.valid.eq(d_valid)]
-        for i in range(rq.latency):
+        for i in range(self._requant.latency):
             nxt = {"real": Signal(name=f"w{i}_real"), "final": Signal(name=f"w{i}_final"),
                    "addr": Signal(A, name=f"w{i}_addr", reset_less=True)}
             m.d.sync += [nxt[k].eq(tail[k]) for k in nxt]

@@ -6,7 +6,10 @@ what the hardware's sequencer steps through (docs/accelerator.md):
 - **Memory map.** Every tensor lives in the activation memory in CHW order, one code per word, in
   a region of its own (:class:`Region`). Regions are reused once no later step reads their tensor,
   unless ``keep_all`` (verification reads every tensor back). A reshape is an alias: CHW order
-  makes a flatten free.
+  makes a flatten free. With ``banks > 1`` the memory is split into banks of
+  :attr:`Schedule.bank_words` words (a power of two: the bank is the address's top bits) and a
+  step's output never shares a bank with its inputs, so each bank is read or written in a cycle,
+  never both: a single-port RAM (the UP5K's SPRAM) can hold it.
 - **Weight image.** A :class:`ConvStep` runs on an ``R x C`` output-stationary array: ``R``
   output positions (rows, sharing each weight) times ``C`` output channels (columns, sharing each
   activation). Its weights are one memory word per cycle: ``C`` codes, the weights of the tile's
@@ -253,6 +256,11 @@ class Schedule:
         of every average pool.
     tables : list of EncoderTable
         Every distinct output format's encoder, in first-use order; ``table_index[step.name]``.
+    banks : int
+        Banks of the activation memory (1: one memory, no bank rule).
+    bank_words : int
+        Words per bank: with ``banks > 1`` a power of two, bank ``b`` holding words
+        ``b * bank_words ...``; with one bank, ``act_words``.
     """
 
     model: object
@@ -270,6 +278,12 @@ class Schedule:
     shift: np.ndarray
     tables: list
     table_index: dict
+    banks: int = 1
+    bank_words: int = 0
+
+    def bank_of(self, region):
+        """The bank of ``region`` (a Region of this schedule)."""
+        return region.base // self.bank_words if self.banks > 1 else 0
 
     @property
     def macs(self):
@@ -361,6 +375,10 @@ class _Allocator:
         self.free = []          # (base, size), sorted
         self.top = 0
 
+    def peek(self, size):
+        """The base :meth:`take` would return, without taking it."""
+        return next((base for base, room in self.free if room >= size), self.top)
+
     def take(self, size):
         for i, (base, room) in enumerate(self.free):
             if room >= size:
@@ -381,7 +399,7 @@ class _Allocator:
         self.free = merged
 
 
-def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False):
+def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1):
     """Compile ``model`` for an ``array`` (docs/accelerator.md).
 
     Parameters
@@ -394,6 +412,11 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False):
     keep_all : bool
         Give every tensor its own region for the whole inference (so all can be read back),
         instead of reusing the regions of tensors no later step reads.
+    banks : int, optional
+        Banks of the activation memory (default 1). With more, each step's output goes to a
+        bank none of its inputs is in (the one where it ends lowest, the lowest such bank on a
+        tie; the input tensor in bank 0), regions are reused within a bank, and bank ``b``
+        starts at word ``b * bank_words`` (:class:`Schedule`).
 
     Returns
     -------
@@ -407,6 +430,8 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False):
     """
     if not isinstance(array, Array):
         raise InputError(f"array must be an Array, not {array!r}")
+    if isinstance(banks, bool) or not isinstance(banks, int) or banks < 1:
+        raise InputError(f"banks must be a positive integer, not {banks!r}")
     _check_supported(model)
     shapes = tensor_shapes(model, input_shape)
     last_read = {}
@@ -425,11 +450,18 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False):
             last_read[root(name)] = max(last_read[root(name)], last_read[name])
     last_read[root(model.output)] = len(model.ops)
 
-    allocator, regions = _Allocator(), {}
+    allocators, regions, bank = [_Allocator() for _ in range(banks)], {}, {}
 
-    def place(name):
+    def place(name, sources=()):
         size = int(np.prod(shapes[name]))
-        regions[name] = Region(name, allocator.take(size), size, shapes[name])
+        busy = {bank[root(n)] for n in sources} if banks > 1 else set()
+        free = [b for b in range(banks) if b not in busy]
+        if not free:
+            raise InputError(f"banks: op {name!r} reads {len(busy)} banks; its output needs another, so banks "
+                             f"must be at least {len(busy) + 1}")
+        b = min(free, key=lambda b: (allocators[b].peek(size) + size, b))
+        bank[name] = b
+        regions[name] = Region(name, allocators[b].take(size), size, shapes[name])   # bank-local base
 
     place(model.input)
     tables, table_index = [], {}
@@ -450,7 +482,7 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False):
             source = regions[root(op.name)]
             regions[op.name] = dataclasses.replace(source, tensor=op.name, shape=shapes[op.name])
             continue
-        place(op.name)
+        place(op.name, op.inputs)
         out, srcs = regions[op.name], [regions[name] for name in op.inputs]
         if op.op == "layer":
             step, words = _conv_step(op, srcs[0], out, shapes, array, weight_words, param_entries)
@@ -488,15 +520,36 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False):
         if not keep_all:
             for name in set(root(n) for n in op.inputs):
                 if last_read.get(name) == index and name != root(model.output):
-                    allocator.give(regions[name].base, regions[name].size)
+                    allocators[bank[name]].give(regions[name].base, regions[name].size)
 
+    if banks > 1:                  # bank-local bases to addresses: bank b from b * bank_words
+        bank_words = 1 << max(1, max(a.top for a in allocators) - 1).bit_length()
+        act_words = max(b * bank_words + a.top for b, a in enumerate(allocators) if a.top)
+        moved = {name: dataclasses.replace(r, base=r.base + bank[root(name)] * bank_words)
+                 for name, r in regions.items()}
+        steps = [_relocate(step, moved) for step in steps]
+        regions = moved
+    else:
+        act_words = bank_words = allocators[0].top
     formats = [model.tensors[name].format for name in regions]
     w_formats = [op.w_format for op in model.ops if op.op == "layer"]
-    return Schedule(model, array, regions[model.input], regions[model.output], regions, steps, allocator.top,
+    return Schedule(model, array, regions[model.input], regions[model.output], regions, steps, act_words,
                     max(f.bits for f in formats),
                     np.concatenate(weights) if weights else np.zeros((0, array.cols), np.int64),
                     max((f.bits for f in w_formats), default=1),
-                    _cat(bias), _cat(multiplier), _cat(shift), tables, table_index)
+                    _cat(bias), _cat(multiplier), _cat(shift), tables, table_index, banks, bank_words)
+
+
+def _relocate(step, moved):
+    """``step`` with every Region it holds (alone or in a tuple) replaced by ``moved[tensor]``."""
+    def swap(value):
+        if isinstance(value, Region):
+            return moved[value.tensor]
+        if isinstance(value, tuple) and value and all(isinstance(v, Region) for v in value):
+            return tuple(moved[v.tensor] for v in value)
+        return value
+    return dataclasses.replace(step, **{f.name: swap(getattr(step, f.name)) for f in dataclasses.fields(step)
+                                        if f.init})
 
 
 def _cat(parts):

@@ -2,16 +2,18 @@
 
 :class:`Accelerator` is built from a :class:`~hwq.accel.schedule.Schedule` and holds
 
-- the **activation memory**: one :class:`amaranth.lib.memory.Memory` of ``sched.act_words`` words
-  with ``R`` synchronous read ports (latency 1) and one write port. ``R`` read ports of one
-  memory are what docs/accelerator.md calls ``R`` copies written together (on the iCE40 a
-  multi-read-port memory is inferred as that). The convolution engine's ``R`` rows use all ``R``
+- the **activation memory** (:class:`~hwq.accel.memory.ActivationMemory`): ``sched.act_words``
+  words with ``R`` synchronous read ports (latency 1) and one write port; one memory (``R``
+  copies written together, block RAM on the iCE40), or, for a schedule with ``banks > 1``,
+  single-port banks (SPRAM on the UP5K, ``spram``). The convolution engine's ``R`` rows use all ``R``
   ports during a conv step; the vector unit and the output reader use port 0 during theirs (the
   sequencer's state selects port 0's address: only one of them runs at a time), so no
   ``R + 1``-th copy is needed. The write port is muxed the same way between the input writer, the
   engine and the vector unit.
 - one :class:`~hwq.accel.conv.ConvEngine` (if the schedule has a conv step) and one
-  :class:`~hwq.accel.vector.VectorUnit` (if it has an add, pool or pad step);
+  :class:`~hwq.accel.vector.VectorUnit` (if it has an add, pool or pad step), sharing one
+  :class:`~hwq.accel.requant.Requantizer` (``share_requant``): its inputs come from the unit
+  whose step runs;
 - the **sequencer**: a step counter and the **step ROM**, as per-step constants selected by the
   step counter (a ``Switch`` on it: every descriptor port of the engine, or the unit's ``desc``
   struct, gets the step's constant values from :meth:`ConvEngine.descriptor` /
@@ -35,11 +37,12 @@ sequencer's start cycle, the ``+ 1`` the output reader's first read.
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import InputError
 from .conv import ConvEngine
+from .memory import ActivationMemory
+from .requant import Requantizer
 from .schedule import ConvStep, Schedule
 from .vector import VectorUnit
 
@@ -71,6 +74,14 @@ class Accelerator(wiring.Component):
         words ``0 .. sched.act_words - 1``, instead of the output region, so that with a
         ``keep_all`` schedule every tensor's codes can be checked (each at its
         :attr:`~hwq.accel.schedule.Region.base`). Default False.
+    spram : bool or None, optional
+        Mark the activation memory's banks for the UP5K's SPRAM (:mod:`hwq.accel.memory`);
+        None (default): when the schedule has more than one bank. Needs ``sched.banks > 1``.
+    share_requant : bool, optional
+        One :class:`~hwq.accel.requant.Requantizer` for the conv engine and the vector unit
+        (default True): they never run at once, and a requantizer (a 32 x 16 multiplier, two
+        SB_MAC16, and the encoder) is the largest block after the array. Its tables are both
+        units' (the engine's first), so a step's requantizer latency may be the deeper of the two.
 
     Attributes
     ----------
@@ -89,11 +100,12 @@ class Accelerator(wiring.Component):
     Raises
     ------
     InputError
-        Before elaboration: ``sched`` not a Schedule, ``cycle_bits`` not a positive integer, or
-        whatever :class:`ConvEngine` / :class:`VectorUnit` refuse in the schedule.
+        Before elaboration: ``sched`` not a Schedule, ``cycle_bits`` not a positive integer,
+        ``spram`` with a one-bank schedule, or whatever :class:`ConvEngine` / :class:`VectorUnit`
+        refuse in the schedule.
     """
 
-    def __init__(self, sched, *, cycle_bits=32, dump=False):
+    def __init__(self, sched, *, cycle_bits=32, dump=False, spram=None, share_requant=True):
         if not isinstance(sched, Schedule):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         if isinstance(cycle_bits, bool) or not isinstance(cycle_bits, int) or cycle_bits < 1:
@@ -109,8 +121,19 @@ class Accelerator(wiring.Component):
         self._steps = steps
         conv_steps = [s for s in steps if isinstance(s, ConvStep)]
         vec_steps = [s for s in steps if s.kind in _VECTOR_KINDS]
+        if share_requant not in (True, False):
+            raise InputError(f"share_requant must be True or False, not {share_requant!r}")
         self._conv = _silence(ConvEngine(sched)) if conv_steps else None
         self._vec = _silence(VectorUnit(sched)) if vec_steps else None
+        self._requant = None
+        if share_requant and self._conv is not None and self._vec is not None and self._vec.tables:
+            # one requantizer for both units (they never run at once): the engine's tables first
+            tables = list(self._conv.tables)
+            tables += [t for t in self._vec.tables if not any(t is known for known in tables)]
+            acc = max(self._conv.acc_width, self._vec.acc_width)
+            self._requant = _silence(Requantizer(tables, acc_width=acc))
+            self._conv = _silence(ConvEngine(sched, requant=self._requant))
+            self._vec = _silence(VectorUnit(sched, requant=self._requant))
         # the step ROM's contents, checked now
         self._rom = []
         for step in steps:
@@ -126,6 +149,12 @@ class Accelerator(wiring.Component):
                               ([self._vec.addr_bits] if self._vec else []))
         self._cycle_bits = cycle_bits
         self._dump = bool(dump)
+        if spram not in (None, True, False):
+            raise InputError(f"spram must be None, True or False, not {spram!r}")
+        if spram and sched.banks == 1:
+            raise InputError("spram: the schedule has one activation bank; SPRAM is single-ported, schedule "
+                             "with banks >= 3 (hwq.accel.schedule.schedule(..., banks=...))")
+        self._spram = sched.banks > 1 if spram is None else bool(spram)
         self._out_base, self._out_size = (0, sched.act_words) if dump else (sched.output.base, sched.output.size)
         super().__init__({
             "input": In(stream.Signature(unsigned(self._act_bits))),
@@ -150,6 +179,11 @@ class Accelerator(wiring.Component):
     def vector(self):
         """The :class:`VectorUnit` (None without add, pool or pad steps)."""
         return self._vec
+
+    @property
+    def spram(self):
+        """True if the activation memory's banks are marked for SPRAM."""
+        return self._spram
 
     @property
     def dump(self):
@@ -197,22 +231,33 @@ class Accelerator(wiring.Component):
         conv, vec = self._conv, self._vec
         n_steps = len(self._steps)
 
-        m.submodules.act = mem = Memory(shape=unsigned(self._mem_bits), depth=s.act_words, init=[])
-        rports = [mem.read_port(domain="sync") for _ in range(self.read_ports)]
-        wport = mem.write_port()
+        m.submodules.act = act = ActivationMemory(s.act_words, self._mem_bits, self.read_ports, self._addr_bits,
+                                                  banks=s.banks, bank_words=s.bank_words if s.banks > 1 else None,
+                                                  spram=self._spram)
+        raddr, rdata = act.raddr, act.rdata
         if conv is not None:
             m.submodules.conv = conv
             for r in range(self._rows):
-                m.d.comb += conv.act_data[r].eq(rports[r].data)
+                m.d.comb += conv.act_data[r].eq(rdata[r])
             for r in range(1, self._rows):
-                m.d.comb += rports[r].addr.eq(conv.act_addr[r])
+                m.d.comb += raddr[r].eq(conv.act_addr[r])
         if vec is not None:
             m.submodules.vector = vec
-            m.d.comb += vec.rd_data.eq(rports[0].data)
+            m.d.comb += vec.rd_data.eq(rdata[0])
+        is_conv = Signal(name="step_is_conv")
+        if self._requant is not None:                  # the shared requantizer, driven by the unit running
+            m.submodules.requant = rq = self._requant
+            for name, member in rq.signature.members.items():
+                ours, theirs = getattr(rq, name), (getattr(conv.rq, name), getattr(vec.rq, name))
+                if member.flow == In:
+                    m.d.comb += ours.eq(Mux(is_conv, *theirs))
+                elif name == "code_valid":                # each unit sees only its own results
+                    m.d.comb += [theirs[0].eq(ours & is_conv), theirs[1].eq(ours & ~is_conv)]
+                else:
+                    m.d.comb += [theirs[0].eq(ours), theirs[1].eq(ours)]
 
         # --- the step ROM -------------------------------------------------------------------------
         step = Signal(range(max(n_steps, 1)), name="step_index")
-        is_conv = Signal(name="step_is_conv")
         m.d.comb += self.step.eq(step)
         with m.Switch(step):
             for i, (unit, desc) in enumerate(self._rom):
@@ -232,12 +277,12 @@ class Accelerator(wiring.Component):
         in_transfer = self.input.valid & self.input.ready
         last_out = Signal(name="last_out")
 
-        port0 = rports[0].addr
+        port0 = raddr[0]
         with m.FSM(name="seq") as fsm:
             with m.State("INPUT"):
                 m.d.comb += self.input.ready.eq(1)
-                m.d.comb += [wport.addr.eq(s.input.base + count), wport.data.eq(self.input.payload),
-                             wport.en.eq(self.input.valid)]
+                m.d.comb += [act.waddr.eq(s.input.base + count), act.wdata.eq(self.input.payload),
+                             act.wen.eq(self.input.valid)]
                 with m.If(self.input.valid):
                     with m.If(count == s.input.size - 1):
                         m.d.sync += [count.eq(0), step.eq(0)]
@@ -267,7 +312,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += port0.eq(out_base)
                 m.next = "OUTPUT"
             with m.State("OUTPUT"):
-                m.d.comb += [self.output.valid.eq(1), self.output.payload.eq(rports[0].data),
+                m.d.comb += [self.output.valid.eq(1), self.output.payload.eq(rdata[0]),
                              last_out.eq(count == out_size - 1)]
                 # the address of the word shown next cycle: the next one after a transfer
                 m.d.comb += port0.eq(out_base + count + (out_transfer & ~last_out))
@@ -281,17 +326,17 @@ class Accelerator(wiring.Component):
         if n_steps:
             if conv is not None and vec is not None:
                 with m.If(in_steps & is_conv):
-                    m.d.comb += [port0.eq(conv.act_addr[0]), wport.addr.eq(conv.wr_addr),
-                                 wport.data.eq(conv.wr_data), wport.en.eq(conv.wr_en)]
+                    m.d.comb += [port0.eq(conv.act_addr[0]), act.waddr.eq(conv.wr_addr),
+                                 act.wdata.eq(conv.wr_data), act.wen.eq(conv.wr_en)]
                 with m.Elif(in_steps):
-                    m.d.comb += [port0.eq(vec.rd_addr), wport.addr.eq(vec.wr_addr),
-                                 wport.data.eq(vec.wr_data), wport.en.eq(vec.wr_en)]
+                    m.d.comb += [port0.eq(vec.rd_addr), act.waddr.eq(vec.wr_addr),
+                                 act.wdata.eq(vec.wr_data), act.wen.eq(vec.wr_en)]
             else:
                 unit = conv if conv is not None else vec
                 with m.If(in_steps):
                     m.d.comb += [port0.eq(conv.act_addr[0] if conv is not None else vec.rd_addr),
-                                 wport.addr.eq(unit.wr_addr), wport.data.eq(unit.wr_data),
-                                 wport.en.eq(unit.wr_en)]
+                                 act.waddr.eq(unit.wr_addr), act.wdata.eq(unit.wr_data),
+                                 act.wen.eq(unit.wr_en)]
 
         # --- busy and the cycle counter -----------------------------------------------------------
         m.d.comb += first_in.eq(fsm.ongoing("INPUT") & in_transfer & (count == 0))

@@ -71,6 +71,12 @@ class VectorUnit(wiring.Component):
         parameter memory, initialised: :attr:`param_words`) and every width.
     max_logic_words : int, optional
         As for :class:`~hwq.accel.requant.Requantizer`.
+    requant : Requantizer, optional
+        A requantizer shared with another unit (the :class:`~hwq.accel.top.Accelerator`'s, one
+        for its conv engine and vector unit, which never run at once), built by the caller with
+        ``max_logic_words`` and tables that include this unit's: the unit builds none, its
+        :attr:`tables` are the shared one's, and it drives the requantizer through the port
+        ``rq``. Default: its own.
 
     Attributes
     ----------
@@ -83,16 +89,20 @@ class VectorUnit(wiring.Component):
     wr_addr : Signal(unsigned(addr_bits)), out
     wr_data : Signal(unsigned(act_bits)), out
     wr_en : Signal(1), out
+    rq : Out(requant.signature.flip())
+        Only with a shared ``requant`` (and an add or average pool step): the requantizer's
+        inputs (out) and outputs (in).
 
     Raises
     ------
     InputError
         Before elaboration: ``sched`` not a :class:`Schedule`, or without an add, pool or pad
         step; a step whose input format is wider than 8 bits; a numerator wider than the
-        requantizer takes.
+        requantizer takes; a shared ``requant`` without one of the unit's tables, narrower than
+        its numerators, or built with another ``max_logic_words``.
     """
 
-    def __init__(self, sched, *, max_logic_words=DEFAULT_MAX_LOGIC_WORDS):
+    def __init__(self, sched, *, max_logic_words=DEFAULT_MAX_LOGIC_WORDS, requant=None):
         if not isinstance(sched, Schedule):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         steps = [s for s in sched.steps if isinstance(s, _VECTOR_STEPS)]
@@ -143,16 +153,28 @@ class VectorUnit(wiring.Component):
         self._max_logic_words = max_logic_words
         # the encoder tables of the add and average pool steps, in first-use order
         self._tables, self._table_index = [], {}
+        self._shared = requant if self._needs_requant else None
+        if requant is not None:
+            if not isinstance(requant, Requantizer):
+                raise InputError(f"requant must be a Requantizer (hwq.accel.requant), not {type(requant).__name__}")
+            if requant.acc_width < self._acc_width:
+                raise InputError(f"requant takes {requant.acc_width}-bit numerators, the unit needs {self._acc_width}")
+            self._tables = list(requant.tables)
         for step in steps:
             if step.kind in ("add", "avgpool"):
                 table = sched.tables[sched.table_index[step.name]]
                 if not any(table is t for t in self._tables):
+                    if requant is not None:
+                        raise InputError(f"requant has no table for step {step.name!r} ({table.format})")
                     self._tables.append(table)
                 self._table_index[step.name] = next(i for i, t in enumerate(self._tables) if t is table)
         # the requantizer is checked now and built in elaborate(), so that an unelaborated unit
         # leaves no unused elaboratable behind
         if self._needs_requant:
             self._rq_layout = _layout(self._tables, None, max_logic_words)
+            if self._shared is not None and (self._shared.latency != 4 + self._rq_layout.latency or
+                                             self._shared.table_bits != self._rq_layout.table_bits):
+                raise InputError("requant was built with another max_logic_words than the unit's")
             table_bits, index_bits = self._rq_layout.table_bits, self._rq_layout.index_bits
         else:
             self._rq_layout = None
@@ -201,7 +223,7 @@ class VectorUnit(wiring.Component):
             "pad_code": unsigned(self._act_bits),
         })
         self._dim_bits = dim_bits
-        super().__init__({
+        ports = {
             "start": In(1),
             "desc": In(self._layout),
             "busy": Out(1),
@@ -211,7 +233,10 @@ class VectorUnit(wiring.Component):
             "wr_addr": Out(unsigned(self._addr_bits)),
             "wr_data": Out(unsigned(self._act_bits)),
             "wr_en": Out(1),
-        })
+        }
+        if self._shared is not None:
+            ports["rq"] = Out(self._shared.signature.flip())
+        super().__init__(ports)
 
     @staticmethod
     def _in_formats(step):
@@ -304,7 +329,7 @@ class VectorUnit(wiring.Component):
     @property
     def tables(self):
         """The requantizer's encoder tables, in ``table`` field order: those of the schedule's add
-        and average pool steps, in first-use order (tuple)."""
+        and average pool steps, in first-use order, or a shared ``requant``'s tables (tuple)."""
         return tuple(self._tables)
 
     @property
@@ -451,9 +476,12 @@ class VectorUnit(wiring.Component):
                      direct_code.eq(Mux(is_pad, Mux(in2, code2, d.pad_code), best_c_next))]
         wr_code, wr_valid = direct_code, direct_valid
         if self._rq_layout is not None:
-            m.submodules.requant = rq = Requantizer(self._tables, acc_width=self._acc_width,
-                                                    max_logic_words=self._max_logic_words)
-            assert rq.latency == self.requant_latency
+            if self._shared is not None:
+                rq = self.rq
+            else:
+                m.submodules.requant = rq = Requantizer(self._tables, acc_width=self._acc_width,
+                                                        max_logic_words=self._max_logic_words)
+                assert rq.latency == self.requant_latency
             mult = param2[:MULTIPLIER_BITS]
             shift = param2[MULTIPLIER_BITS:]
             m.d.sync += [rq.acc.eq(acc_next), rq.bias.eq(0), rq.multiplier.eq(Mux(is_add, 1, mult)),

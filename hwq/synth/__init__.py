@@ -9,6 +9,7 @@ Amaranth); tools are found and run by :mod:`hwq.tools`. One module per concern:
 * :mod:`~hwq.synth.nextpnr` -- place and route, Fmax and utilisation;
 * :mod:`~hwq.synth.power` -- a first-order iCE40UP5K power estimate;
 * :mod:`~hwq.synth.flow` -- one job and parallel batches of jobs;
+* :mod:`~hwq.synth.design` -- a whole design (e.g. the accelerator), ``fits`` or not;
 * :mod:`~hwq.synth.report` -- ``report.json``, ``report.md`` and the console table.
 
 Example::
@@ -22,6 +23,7 @@ Example::
 
 from .flow import (SYNTH_TOOLS, DEFAULT_FREQ_MHZ, DEFAULT_SEED, POWER_FREQ_MHZ, SynthJob, SynthResults,
                    synthesize, synthesize_all)
+from .design import synthesize_design
 from .harness import harness_name, harness_verilog
 from .power import estimate_power
 from .report import format_table, report_json, report_markdown, write_report
@@ -29,6 +31,6 @@ from .targets import TARGETS, Target, get_target
 
 __all__ = [
     "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults",
-    "synthesize", "synthesize_all", "harness_name", "harness_verilog", "estimate_power", "format_table",
+    "synthesize", "synthesize_all", "synthesize_design", "harness_name", "harness_verilog", "estimate_power", "format_table",
     "report_json", "report_markdown", "write_report", "TARGETS", "Target", "get_target", "SYNTH_TOOLS",
 ]

@@ -1,5 +1,9 @@
 """One synthesis job (harness, yosys, nextpnr, parse, power) and a parallel batch of them.
 
+The tool chain (:func:`run_chain`), the job directory (:func:`fresh_job_dir`) and the cache
+look-up and store (:func:`cached_result`, :func:`store_result`) are shared with the whole-design
+flow, :func:`hwq.synth.design.synthesize_design`.
+
 Every job runs in its own directory ``<build_dir>/<module>-<target>[-dsp]-f<MHz>-s<seed>/`` with
 ``yosys/`` (harness and PE Verilog, ``yosys.log``, ``stat.json``, ``netlist.json``) and
 ``nextpnr/`` (``nextpnr.log``, ``report.json``). Everything is checked (tools on PATH, targets,
@@ -59,13 +63,14 @@ from ..manifest import read_manifest, verilog_path
 from ..tools import find_tools, tool_versions
 from .cache import CACHE_FORMAT, as_cache, cache_key, source_digest
 from .harness import harness_name, harness_verilog
-from .nextpnr import nextpnr_args, parse_report, run_nextpnr
+from .nextpnr import DoesNotFit, nextpnr_args, parse_report, run_nextpnr
 from .power import UNCERTAINTY, estimate_power
 from .targets import get_target
 from .yosys import NETLIST, parse_stat, run_yosys, yosys_script
 
-__all__ = ["SYNTH_TOOLS", "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "SynthJob", "SynthResults",
-           "synthesize", "synthesize_all"]
+__all__ = ["SYNTH_TOOLS", "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "RUN_KEYS", "SynthJob",
+           "SynthResults", "synthesize", "synthesize_all", "run_chain", "fresh_job_dir", "cached_result",
+           "store_result", "usable_cpus"]
 
 #: the tools a synthesis job runs (keys of :data:`hwq.tools.TOOLS`)
 SYNTH_TOOLS = ("yosys", "nextpnr-ice40")
@@ -191,24 +196,79 @@ def _notes(pe, fmax, dsp_path_ns, job, target, power):
     return notes
 
 
+def run_chain(tools, sources, top, job_dir, target, *, dsp, spram=False, freq_mhz, seed):
+    """yosys, then nextpnr, in ``job_dir/yosys`` and ``job_dir/nextpnr``: the tool chain every job runs.
+
+    Parameters
+    ----------
+    tools : dict
+        :func:`hwq.tools.find_tools` of :data:`SYNTH_TOOLS`.
+    sources : list of str
+        Verilog file names already in ``job_dir/yosys``.
+    top : str
+        The top module.
+    job_dir : pathlib.Path
+    target : hwq.synth.targets.Target
+    dsp, spram : bool
+        :func:`hwq.synth.yosys.yosys_script`.
+    freq_mhz : float
+        nextpnr ``--freq``.
+    seed : int
+        nextpnr ``--seed``.
+
+    Returns
+    -------
+    dict
+        ``stat`` (yosys ``stat -json``), ``yosys_s``; then either ``timing``
+        (:func:`hwq.synth.nextpnr.parse_report`) and ``nextpnr_s``, with ``does_not_fit`` None,
+        or ``does_not_fit``, the :class:`~hwq.synth.nextpnr.DoesNotFit` nextpnr stopped with
+        (``timing`` None).
+
+    Raises
+    ------
+    ToolError
+        If a tool fails for any other reason than a design too big for the part.
+    """
+    job_dir = Path(job_dir)
+    synth = run_yosys(tools["yosys"], sources, top, job_dir / "yosys", device=target.yosys_device, dsp=dsp,
+                      spram=spram)
+    start = time.perf_counter()
+    try:
+        pnr = run_nextpnr(tools["nextpnr-ice40"], Path("..") / "yosys" / synth["netlist"].name, target,
+                          job_dir / "nextpnr", freq_mhz=freq_mhz, seed=seed)
+    except DoesNotFit as exc:
+        return {"stat": synth["stat"], "yosys_s": synth["seconds"], "timing": None,
+                "nextpnr_s": time.perf_counter() - start, "does_not_fit": exc}
+    return {"stat": synth["stat"], "yosys_s": synth["seconds"], "timing": parse_report(pnr["report"]),
+            "nextpnr_s": pnr["seconds"], "does_not_fit": None}
+
+
+def fresh_job_dir(job_dir):
+    """Empty ``job_dir`` and create ``job_dir/yosys`` (``nextpnr/`` is made by its run); return
+    the yosys directory."""
+    job_dir = Path(job_dir)
+    shutil.rmtree(job_dir, ignore_errors=True)
+    ydir = job_dir / "yosys"
+    ydir.mkdir(parents=True)
+    return ydir
+
+
 def _run_job(plan, build_dir, tools):
     """Run one checked job; return its result dict."""
     job, target, manifest = plan["job"], plan["target"], plan["manifest"]
     start = time.perf_counter()
     job_dir = Path(build_dir) / plan["dirname"]
-    shutil.rmtree(job_dir, ignore_errors=True)
-    ydir, pdir = job_dir / "yosys", job_dir / "nextpnr"
-    ydir.mkdir(parents=True)
+    ydir = fresh_job_dir(job_dir)
     top = harness_name(manifest)
     shutil.copyfile(plan["verilog"], ydir / plan["verilog"].name)
     (ydir / f"{top}.v").write_text(plan["harness"], encoding="utf-8")
 
-    synth = run_yosys(tools["yosys"], [plan["verilog"].name, f"{top}.v"], top, ydir,
-                      device=target.yosys_device, dsp=job.dsp)
-    cells = parse_stat(synth["stat"], top, manifest["module"])
-    pnr = run_nextpnr(tools["nextpnr-ice40"], Path("..") / "yosys" / synth["netlist"].name, target, pdir,
+    chain = run_chain(tools, [plan["verilog"].name, f"{top}.v"], top, job_dir, target, dsp=job.dsp,
                       freq_mhz=job.freq_mhz, seed=job.seed)
-    timing = parse_report(pnr["report"])
+    if chain["does_not_fit"] is not None:
+        raise chain["does_not_fit"]
+    cells = parse_stat(chain["stat"], top, manifest["module"])
+    timing = chain["timing"]
 
     fmax = timing["fmax_mhz"]
     dsp_path_ns = timing["dsp_path_ns"] if cells["total"]["dsp"] else None
@@ -244,7 +304,7 @@ def _run_job(plan, build_dir, tools):
         "power_mw_12mhz": power["points"][0]["power_mw"] if power else None,
         "power_mw_fmax": power["points"][1]["power_mw"] if power and len(power["points"]) > 1 else None,
         "notes": _notes(cells["pe"], fmax, dsp_path_ns, job, target, power),
-        "timing": {"yosys_s": round(synth["seconds"], 2), "nextpnr_s": round(pnr["seconds"], 2),
+        "timing": {"yosys_s": round(chain["yosys_s"], 2), "nextpnr_s": round(chain["nextpnr_s"], 2),
                    "wall_s": round(time.perf_counter() - start, 2)},
     }
     return result
@@ -271,32 +331,62 @@ def _cache_inputs(plan, versions, source):
     }
 
 
-def _from_cache(plan, build_dir, cache, key):
-    """The cached result of a planned job (``cached: True``), or ``None`` on a miss."""
+def cached_result(cache, key, required, job_dir, accept=None):
+    """The cached result of a job (``cached: True``), or ``None`` on a miss.
+
+    Parameters
+    ----------
+    cache : hwq.synth.cache.SynthCache
+    key : str
+        The job's :func:`~hwq.synth.cache.cache_key`.
+    required : tuple of str
+        Keys the stored result must have (they come first in the returned dict).
+    job_dir : pathlib.Path
+        The job's directory: on a hit it is emptied and holds only ``CACHED``, naming the entry.
+    accept : callable, optional
+        ``accept(stored) -> bool``, a last check of the stored result against the job.
+
+    Returns
+    -------
+    dict or None
+        The stored result with ``timing`` of the look-up (tool times 0) and ``cached`` True.
+    """
     start = time.perf_counter()
-    stored = cache.get(key, DESIGN_KEYS)
-    if stored is None or stored["module"] != plan["manifest"]["module"] or \
-            stored["target"] != plan["target"].name or stored["use_dsp"] != bool(plan["job"].dsp):
+    stored = cache.get(key, required)
+    if stored is None or (accept is not None and not accept(stored)):
         return None
-    job_dir = Path(build_dir) / plan["dirname"]
+    job_dir = Path(job_dir)
     shutil.rmtree(job_dir, ignore_errors=True)
     job_dir.mkdir(parents=True)
     (job_dir / "CACHED").write_text(f"Result from the hwq synthesis cache, entry {key} (hwq.synth.cache);\n"
                                     "no tool ran. Run without the cache (hwq.build --no-cache) for the "
                                     "tool logs.\n", encoding="utf-8")
-    result = {k: stored[k] for k in DESIGN_KEYS}
+    result = {k: stored[k] for k in required}
     result.update((k, v) for k, v in stored.items() if k not in result and k not in RUN_KEYS)
     result["timing"] = {"yosys_s": 0.0, "nextpnr_s": 0.0, "wall_s": round(time.perf_counter() - start, 2)}
     result["cached"] = True
     return result
 
 
+def store_result(cache, key, inputs, result):
+    """Store a tool run's ``result`` (without its :data:`RUN_KEYS`) under ``key``, if ``cache``."""
+    if cache is not None:
+        cache.put(key, inputs, {k: v for k, v in result.items() if k not in RUN_KEYS})
+
+
+def _from_cache(plan, build_dir, cache, key):
+    """The cached result of a planned job (``cached: True``), or ``None`` on a miss."""
+    def accept(stored):
+        return (stored["module"] == plan["manifest"]["module"] and stored["target"] == plan["target"].name
+                and stored["use_dsp"] == bool(plan["job"].dsp))
+    return cached_result(cache, key, DESIGN_KEYS, Path(build_dir) / plan["dirname"], accept)
+
+
 def _run_and_store(plan, build_dir, tools, cache, key, inputs):
     """Run a job with the tools (``cached: False``) and store its result in ``cache``."""
     result = _run_job(plan, build_dir, tools)
     result["cached"] = False
-    if cache is not None:
-        cache.put(key, inputs, {k: v for k, v in result.items() if k not in RUN_KEYS})
+    store_result(cache, key, inputs, result)
     return result
 
 
@@ -308,7 +398,7 @@ def _estimated_cost(plan):
     return (plan["verilog"].stat().st_size + 64 * bits) * (0.8 if plan["job"].dsp else 1.0)
 
 
-def _usable_cpus():
+def usable_cpus():
     """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else all."""
     try:
         return len(os.sched_getaffinity(0)) or 1
@@ -435,7 +525,7 @@ def synthesize_all(specs, build_dir, jobs=None, *, cache=None, progress=None):
                     report(found[i], done, len(plans))
         todo = sorted((i for i, result in enumerate(found) if result is None),
                       key=lambda i: -_estimated_cost(plans[i]))
-        workers = min(jobs or _usable_cpus(), max(len(todo), 1))
+        workers = min(jobs or usable_cpus(), max(len(todo), 1))
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(_run_and_store, plans[i], build_dir, tools, cache, keys[i], inputs[i]): i
                        for i in todo}

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import InputError, ToolError
 from ..tools import run_tool
 
-__all__ = ["REPORT", "DoesNotFit", "nextpnr_args", "run_nextpnr", "parse_report", "overfull"]
+__all__ = ["REPORT", "DoesNotFit", "nextpnr_args", "run_nextpnr", "parse_report", "log_utilization", "overfull"]
 
 REPORT = "report.json"
 LOG = "nextpnr"
@@ -28,6 +28,9 @@ FAKE_CLOCK = "$PACKER_GND_NET"
 
 #: report utilisation keys -> result keys
 UTILIZATION = {"ICESTORM_LC": "lc", "SB_IO": "io", "ICESTORM_DSP": "dsp", "ICESTORM_RAM": "ram"}
+
+#: report utilisation keys given only when the part has them
+OPTIONAL_UTILIZATION = {"ICESTORM_SPRAM": "spram"}
 
 
 #: a utilisation line of nextpnr's log, e.g. ``Info:          ICESTORM_LC:    7330/   5280   138%``
@@ -44,20 +47,26 @@ class DoesNotFit(ToolError):
     ----------
     overfull : dict
         ``{bel: (used, available)}`` of every cell type over capacity.
+    utilization : dict
+        ``{bel: (used, available)}`` of every cell type the log lists (:func:`log_utilization`).
     """
 
-    def __init__(self, message, log=None, overfull=None):
+    def __init__(self, message, log=None, overfull=None, utilization=None):
         super().__init__(message, log)
         self.overfull = dict(overfull or {})
+        self.utilization = dict(utilization or {})
+
+
+def log_utilization(log_text):
+    """``{bel: (used, available)}`` of every cell type in nextpnr's "Device utilisation" lines
+    (the last figure of a bel wins)."""
+    return {bel: (int(used), int(available)) for bel, used, available in _UTIL_LINE.findall(log_text)}
 
 
 def overfull(log_text):
     """``{bel: (used, available)}`` of every cell type nextpnr's log shows over capacity."""
-    found = {}
-    for bel, used, available in _UTIL_LINE.findall(log_text):
-        if int(used) > int(available):
-            found[bel] = (int(used), int(available))
-    return found
+    return {bel: (used, available) for bel, (used, available) in log_utilization(log_text).items()
+            if used > available}
 
 
 def nextpnr_args(netlist, target, *, freq_mhz, seed):
@@ -107,11 +116,13 @@ def run_nextpnr(nextpnr, netlist, target, work_dir, *, freq_mhz, seed):
         seconds = run_tool(argv, work_dir, LOG, f"nextpnr ({target.name})")
     except ToolError:
         log = work_dir / f"{LOG}.log"
-        over = overfull(log.read_text(errors="replace")) if log.exists() else {}
+        text = log.read_text(errors="replace") if log.exists() else ""
+        over = overfull(text)
         if not over:
             raise
         cells = ", ".join(f"{bel} {used}/{available}" for bel, (used, available) in over.items())
-        raise DoesNotFit(f"the design does not fit the {target.part}: {cells}; see {log}", log, over) from None
+        raise DoesNotFit(f"the design does not fit the {target.part}: {cells}; see {log}", log, over,
+                         log_utilization(text)) from None
     path = work_dir / REPORT
     if not path.exists():
         raise InputError(f"nextpnr wrote no report; see {work_dir / (LOG + '.log')}")
@@ -144,7 +155,8 @@ def parse_report(report, clock="clk"):
         ``fmax_mhz`` (achieved Fmax of ``clock``, or the slowest real clock; ``None`` when the
         design has no register-to-register path), ``dsp_path_ns`` (``None`` unless a path
         crosses nextpnr's fake DSP clock domain, see the module docstring) and ``utilization``
-        ``{"lc"|"io"|"dsp"|"ram": {"used": n, "available": m}}``.
+        ``{"lc"|"io"|"dsp"|"ram": {"used": n, "available": m}}``, plus ``"spram"`` when the
+        report lists SPRAM (UP5K).
     """
     fmax = {name: entry["achieved"] for name, entry in report.get("fmax", {}).items()
             if FAKE_CLOCK not in name and "achieved" in entry}
@@ -161,6 +173,7 @@ def parse_report(report, clock="clk"):
     util = report.get("utilization", {})
     utilization = {key: {"used": util.get(name, {}).get("used", 0),
                          "available": util.get(name, {}).get("available", 0)}
-                   for name, key in UTILIZATION.items()}
+                   for name, key in {**UTILIZATION, **OPTIONAL_UTILIZATION}.items()
+                   if name in UTILIZATION or name in util}
     return {"fmax_mhz": min(achieved) if achieved else None, "dsp_path_ns": dsp_path_ns,
             "utilization": utilization}

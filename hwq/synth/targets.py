@@ -25,6 +25,11 @@ class Target:
         Whether the part has SB_MAC16 DSP blocks (``synth_ice40 -dsp`` is allowed).
     power_calibrated : bool
         Whether :mod:`hwq.synth.power` has measurements for this part.
+    has_spram : bool
+        Whether the part has SB_SPRAM256KA single-port RAMs (``synth_ice40 -spram`` is allowed).
+    io_pins : int
+        User I/O pins of the package (a design with more port bits is synthesized inside a
+        harness, :func:`hwq.synth.design.synthesize_design`).
     """
 
     name: str
@@ -33,12 +38,14 @@ class Target:
     yosys_device: str
     has_dsp: bool
     power_calibrated: bool
+    has_spram: bool
+    io_pins: int
 
 
 #: supported targets by name
 TARGETS = {
-    "up5k": Target("up5k", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"), "u", True, True),
-    "hx8k": Target("hx8k", "iCE40HX8K-CT256", ("--hx8k", "--package", "ct256"), "hx", False, False),
+    "up5k": Target("up5k", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"), "u", True, True, True, 39),
+    "hx8k": Target("hx8k", "iCE40HX8K-CT256", ("--hx8k", "--package", "ct256"), "hx", False, False, False, 206),
 }
 
 

