@@ -35,6 +35,49 @@ __all__ = ["build_accelerator", "load_images", "TARGETS"]
 #: what ``--target`` may name for an accelerator
 TARGETS = ("up5k", "hx8k", "sim")
 MODULE = "hwq_accel"
+#: SB_MAC16 left to yosys's inference on a part with DSPs, outside the PE array: the shared
+#: requantizer's 32 x 16 product takes 2, the vector unit's multiplier 1 (measured with
+#: benchmarks/accelerator_synth.py --blocks)
+DSP_RESERVED = 3
+
+
+def hardware(model, array, target):
+    """The schedule and the :class:`~hwq.accel.top.Accelerator` for ``target`` (a part name).
+
+    - **Activations**: on a part with SPRAM, in single-port banks (``schedule(..., banks=n)``,
+      the fewest banks the model schedules in) when ``n x R`` SPRAM blocks are available;
+      else one memory with ``R`` read ports (EBR).
+    - **Products**: on a part with SB_MAC16, two 8 x 8 products per block (``mapping="dsp"``),
+      at most ``dsp - DSP_RESERVED`` blocks, when every decoded operand fits 8 bits; else fabric.
+
+    Returns
+    -------
+    (Schedule, Accelerator)
+
+    Raises
+    ------
+    InputError
+        What :func:`~hwq.accel.schedule.schedule` and :class:`~hwq.accel.top.Accelerator` refuse.
+    """
+    from .accel.fit import PARTS
+    from .accel.schedule import schedule
+    from .accel.top import Accelerator
+    part = PARTS[target]
+    sched = None
+    if target != "sim" and part.spram:
+        for banks in range(2, int(part.spram // array.rows) + 1):
+            try:
+                sched = schedule(model, model.input_shape, array, banks=banks)
+                break
+            except InputError:
+                continue
+    sched = sched or schedule(model, model.input_shape, array)
+    if target != "sim" and part.dsp > DSP_RESERVED:
+        try:
+            return sched, Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED)
+        except InputError:
+            pass                                             # operands wider than 8 bits: fabric
+    return sched, Accelerator(sched)
 
 
 def load_images(path, model):
@@ -101,8 +144,7 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
     from .accel.emit import accelerator_manifest, write_accelerator
     from .accel.fit import check_fit
     from .accel.report import accelerator_report, write_report
-    from .accel.schedule import Array, schedule
-    from .accel.top import Accelerator
+    from .accel.schedule import Array
     from .integer import load
     from .integer.export import MANIFEST
 
@@ -131,8 +173,7 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
         from .synth import SYNTH_TOOLS
         from .tools import find_tools
         find_tools(*SYNTH_TOOLS)
-    sched = schedule(model, model.input_shape, array)
-    acc = Accelerator(sched)
+    sched, acc = hardware(model, array, target)
     memories, _ = check_fit(acc, target)
     manifest = accelerator_manifest(acc, module=MODULE, target=target, memories=memories, export_sha256=export_sha)
     timing["check_s"] = time.perf_counter() - start
@@ -146,10 +187,15 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
         timing["emit_s"] = time.perf_counter() - t
         log(f"emitted {v_path.name} in {timing['emit_s']:.1f} s")
         if verify:
+            import tempfile
+
             from .sim.accel_runner import run_accel_bench
             t = time.perf_counter()
-            verification = run_accel_bench(model, codes, input_shape=model.input_shape, array=array,
-                                           simulator=simulator, build_dir=stage / "sim", log=not quiet)
+            with tempfile.TemporaryDirectory(prefix="hwq-accel-sim-") as sim_dir:
+                verification = run_accel_bench(model, codes, input_shape=model.input_shape, array=array,
+                                               simulator=simulator, build_dir=Path(sim_dir) / "build", dump=False,
+                                               banks=sched.banks, mapping=acc.conv.mapping if acc.conv else "fabric",
+                                               max_dsp=acc.conv.max_dsp if acc.conv else None)
             timing["verify_s"] = time.perf_counter() - t
             log(f"verified {len(codes)} input(s) on {simulator} in {timing['verify_s']:.1f} s: bit-exact, "
                 f"{verification['cycles'][0]} cycles per inference")
@@ -157,8 +203,7 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
             from .synth import synthesize_design
             from .synth.cache import as_cache
             t = time.perf_counter()
-            synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, dsp=True,
-                                          cache=as_cache(cache))
+            synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, cache=as_cache(cache))
             timing["synth_s"] = time.perf_counter() - t
             log(f"synthesized in {timing['synth_s']:.1f} s")
         report = accelerator_report(manifest, synthesis=synthesis, verification=verification)

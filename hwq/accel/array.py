@@ -460,6 +460,10 @@ class PEArray(wiring.Component):
         ``"fabric"`` (default: every product in LUTs, behavioural, simulated by amaranth.sim) or
         ``"dsp"`` (pairs of products in SB_MAC16 blocks; one more pipeline stage), one of
         :data:`MAPPINGS`.
+    max_dsp : int or None
+        With ``mapping="dsp"``, at most this many SB_MAC16 (the first pairs, row-major); the
+        other products are registered fabric multipliers, with the same latency. ``None``
+        (default): every pair of columns.
     uniq_tables : str
         ``"fixed"`` (default): an operand's UNIQ tables are constants, as every table;
         ``"loadable"``: an operand with a UNIQ format among its formats decodes by a
@@ -519,9 +523,10 @@ class PEArray(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, a_formats, w_formats, acc_width, mapping="fabric", decoders="auto",
-                 uniq_tables="fixed"):
+                 uniq_tables="fixed", max_dsp=None):
         self._rows = check_int("rows", rows, 1, MAX_ROWS)
         self._cols = check_int("cols", cols, 1, MAX_COLS)
+        self._max_dsp = None if max_dsp is None else check_int("max_dsp", max_dsp, 0, MAX_ROWS * MAX_COLS)
         self._a_formats = _check_formats("a_formats", a_formats)
         self._w_formats = _check_formats("w_formats", w_formats)
         if not isinstance(mapping, str) or mapping not in MAPPINGS:
@@ -643,7 +648,10 @@ class PEArray(wiring.Component):
     def dsp_blocks(self):
         """Number of SB_MAC16 the array instantiates: ``R * floor(C / 2)`` with ``mapping="dsp"``,
         else 0."""
-        return self._rows * (self._cols // 2) if self._mapping == "dsp" else 0
+        if self._mapping != "dsp":
+            return 0
+        pairs = self._rows * (self._cols // 2)
+        return pairs if self._max_dsp is None else min(pairs, self._max_dsp)
 
     @property
     def latency(self):
@@ -654,9 +662,17 @@ class PEArray(wiring.Component):
         return 3 if self._mapping == "dsp" else 2
 
     def _dsp_products(self, m, en, a_vals, w_vals):
-        """``products[r][c]``: registered products, pairs of columns in SB_MAC16 blocks, an odd
-        last column in a fabric register; each register loads when ``en`` is high."""
+        """``products[r][c]``: registered products, pairs of columns in SB_MAC16 blocks (the first
+        :attr:`dsp_blocks` pairs, row-major), the other columns (an odd last one, pairs past
+        ``max_dsp``) in fabric registers; each register loads when ``en`` is high."""
         R, C = self._rows, self._cols
+        blocks = self.dsp_blocks
+
+        def fabric(r, c):
+            product = Signal(signed(self._product_width), name=f"product_{r}_{c}", reset_less=True)
+            with m.If(en):
+                m.d.sync += product.eq(a_vals[r] * w_vals[c])
+            return product
         a_signed, w_signed = self._dsp_signed
         operand = lambda is_signed: signed(DSP_OPERAND_BITS) if is_signed else unsigned(DSP_OPERAND_BITS)  # noqa: E731
         products = [[None] * C for _ in range(R)]
@@ -665,6 +681,9 @@ class PEArray(wiring.Component):
             a8 = Signal(operand(a_signed), name=f"dsp_a{r}")
             m.d.comb += a8.eq(a_vals[r])
             for j in range(C // 2):
+                if r * (C // 2) + j >= blocks:
+                    products[r][2 * j], products[r][2 * j + 1] = fabric(r, 2 * j), fabric(r, 2 * j + 1)
+                    continue
                 w8 = [Signal(operand(w_signed), name=f"dsp_w{r}_{2 * j + i}") for i in range(2)]
                 m.d.comb += [w8[i].eq(w_vals[2 * j + i]) for i in range(2)]
                 out = Signal(32, name=f"dsp_o{r}_{j}")
@@ -682,10 +701,7 @@ class PEArray(wiring.Component):
                 for i, half in enumerate((out[:16], out[16:])):     # bottom: column 2j, top: 2j + 1
                     products[r][2 * j + i] = half.as_signed() if a_signed or w_signed else half.as_unsigned()
             if C % 2:
-                product = Signal(signed(self._product_width), name=f"product_{r}_{C - 1}", reset_less=True)
-                with m.If(en):
-                    m.d.sync += product.eq(a_vals[r] * w_vals[C - 1])
-                products[r][C - 1] = product
+                products[r][C - 1] = fabric(r, C - 1)
         return products
 
     def _shift_add_products(self, m, a_vals, w_codes):

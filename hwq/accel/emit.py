@@ -14,13 +14,15 @@ Manifest keys (version :data:`MANIFEST_VERSION`)
     ``export_sha256`` (of ``model.json``, or None), ``input`` / ``output``: tensor name, shape
     (one sample, CHW), format name and parameters.
 ``array``, ``target``
-    ``{"rows", "cols", "pes"}`` and the target name.
+    ``{"rows", "cols", "pes", "mapping", "dsp_blocks"}`` (the products in fabric or in SB_MAC16
+    blocks, and how many blocks) and the target name.
 ``interfaces``
     The ports: ``clk`` (rising edge), ``rst`` (synchronous, active high), ``input`` and
     ``output`` (``amaranth.lib.stream``: a transfer is a cycle with ``valid`` and ``ready``
     high; ``payload_bits``, ``words_per_image``, order), ``busy`` and ``cycles``.
 ``memory_map``
-    ``act_words`` and every tensor's region ``{"tensor", "base", "size", "shape"}`` in words of
+    ``act_words``, ``act_bits``, ``banks`` (activation banks, :mod:`hwq.accel.memory`) and every
+    tensor's region ``{"tensor", "base", "size", "shape"}`` in words of
     the activation memory (CHW order inside a region).
 ``memories``
     Every memory (:mod:`hwq.accel.fit`): name, width, depth, ports, initialised, block kind and
@@ -71,7 +73,9 @@ def accelerator_manifest(acc, *, module="hwq_accel", target="sim", memories=(), 
         "model": {"export_sha256": export_sha256,
                   "input": _tensor(model, model.input, s.input),
                   "output": _tensor(model, model.output, s.output)},
-        "array": {"rows": s.array.rows, "cols": s.array.cols, "pes": s.array.pes},
+        "array": {"rows": s.array.rows, "cols": s.array.cols, "pes": s.array.pes,
+                  "mapping": acc.conv.mapping if acc.conv is not None else "fabric",
+                  "dsp_blocks": acc.conv.dsp_blocks if acc.conv is not None else 0},
         "target": target,
         "interfaces": {
             "clk": "clock, rising edge",
@@ -81,7 +85,7 @@ def accelerator_manifest(acc, *, module="hwq_accel", target="sim", memories=(), 
             "busy": "high from the first input word taken to the last output word sent",
             "cycles": {"bits": len(acc.cycles), "meaning": "cycles of the last inference, both ends included"},
         },
-        "memory_map": {"act_words": s.act_words, "act_bits": acc.act_bits,
+        "memory_map": {"act_words": s.act_words, "act_bits": acc.act_bits, "banks": s.banks,
                        "regions": [{"tensor": r.tensor, "base": r.base, "size": r.size, "shape": list(r.shape)}
                                    for r in sorted(s.regions.values(), key=lambda r: (r.base, r.tensor))]},
         "memories": [{"name": m.name, "width": m.width, "depth": m.depth, "read_ports": m.read_ports,

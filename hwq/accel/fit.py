@@ -16,8 +16,10 @@ Devices" and TN1314 "iCE40 SPRAM Usage Guide"):
   read port, written together). Memories with initial contents (weights, parameters) must be
   EBR: they are initialised in the bitstream.
 - **SPRAM** (``SB_SPRAM256KA``, 16 K x 16, single port, *not* initialised at configuration):
-  memories without initial contents (activations) go here on a part that has SPRAM,
-  ``ceil(W / 16) * ceil(D / 16384)`` blocks per read port; elsewhere they are EBR too.
+  the memories the design marks for it (attribute ``ram_style = "huge"``: the activation banks
+  of :mod:`hwq.accel.memory`, single-ported, written before they are read) go here on a part
+  that has SPRAM, ``ceil(W / 16) * ceil(D / 16384)`` blocks per read port; elsewhere they are
+  EBR too.
 - A memory of fewer than :data:`LOGIC_BITS` bits is left to yosys, which builds it from
   flip-flops and LUTs; it is listed but counts against no block memory.
 
@@ -84,6 +86,8 @@ class MemoryUse:
     read_ports, write_ports : int
     initialised : bool
         Whether any word has a non-zero initial value (it must be initialised in the bitstream).
+    spram : bool
+        Whether the design marks it for SPRAM (``ram_style = "huge"``).
     kind : str
         ``"ebr"``, ``"spram"`` or ``"logic"``.
     blocks : int
@@ -96,6 +100,7 @@ class MemoryUse:
     read_ports: int
     write_ports: int
     initialised: bool
+    spram: bool = False
     kind: str = "logic"
     blocks: int = 0
 
@@ -136,8 +141,10 @@ def memories(design):
         if isinstance(fragment, MemoryInstance):
             data = fragment._data
             width = data.shape.width if hasattr(data.shape, "width") else int(data.shape)
+            attrs = fragment._attrs or {}
             found.append(MemoryUse(".".join(path), width, data.depth, len(fragment._read_ports),
-                                   len(fragment._write_ports), any(int(v) for v in data.init)))
+                                   len(fragment._write_ports), any(int(v) for v in data.init),
+                                   spram=attrs.get("ram_style") == "huge"))
         for sub, name, *_ in fragment.subfragments:
             walk(sub, path + (str(name),))
 
@@ -173,7 +180,7 @@ def memory_budget(uses, target):
         copies = max(1, use.read_ports)
         if use.bits < LOGIC_BITS:
             kind, blocks = "logic", 0
-        elif not use.initialised and part.spram:
+        elif use.spram and not use.initialised and part.spram:
             kind, blocks = "spram", copies * spram_blocks(use.width, use.depth)
         else:
             kind, blocks = "ebr", copies * ebr_blocks(use.width, use.depth)

@@ -82,6 +82,10 @@ class Accelerator(wiring.Component):
         (default True): they never run at once, and a requantizer (a 32 x 16 multiplier, two
         SB_MAC16, and the encoder) is the largest block after the array. Its tables are both
         units' (the engine's first), so a step's requantizer latency may be the deeper of the two.
+    mapping, max_dsp : optional
+        The PE array's products in fabric (``"fabric"``, default: amaranth.sim runs it) or in
+        SB_MAC16 blocks, two 8 x 8 products each (``"dsp"``, at most ``max_dsp`` blocks; Verilog
+        simulation needs yosys's ``ice40/cells_sim.v``), :class:`~hwq.accel.array.PEArray`.
 
     Attributes
     ----------
@@ -105,7 +109,8 @@ class Accelerator(wiring.Component):
         refuse in the schedule.
     """
 
-    def __init__(self, sched, *, cycle_bits=32, dump=False, spram=None, share_requant=True):
+    def __init__(self, sched, *, cycle_bits=32, dump=False, spram=None, share_requant=True, mapping="fabric",
+                 max_dsp=None):
         if not isinstance(sched, Schedule):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         if isinstance(cycle_bits, bool) or not isinstance(cycle_bits, int) or cycle_bits < 1:
@@ -123,7 +128,8 @@ class Accelerator(wiring.Component):
         vec_steps = [s for s in steps if s.kind in _VECTOR_KINDS]
         if share_requant not in (True, False):
             raise InputError(f"share_requant must be True or False, not {share_requant!r}")
-        self._conv = _silence(ConvEngine(sched)) if conv_steps else None
+        array = {"mapping": mapping, "max_dsp": max_dsp}
+        self._conv = _silence(ConvEngine(sched, **array)) if conv_steps else None
         self._vec = _silence(VectorUnit(sched)) if vec_steps else None
         self._requant = None
         if share_requant and self._conv is not None and self._vec is not None and self._vec.tables:
@@ -132,7 +138,7 @@ class Accelerator(wiring.Component):
             tables += [t for t in self._vec.tables if not any(t is known for known in tables)]
             acc = max(self._conv.acc_width, self._vec.acc_width)
             self._requant = _silence(Requantizer(tables, acc_width=acc))
-            self._conv = _silence(ConvEngine(sched, requant=self._requant))
+            self._conv = _silence(ConvEngine(sched, requant=self._requant, **array))
             self._vec = _silence(VectorUnit(sched, requant=self._requant))
         # the step ROM's contents, checked now
         self._rom = []
