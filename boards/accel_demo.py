@@ -224,6 +224,12 @@ def build_demo(acc, codes, board, build_dir, *, baud=BAUD, name=None, log=None):
     demo = AcceleratorDemo(acc, codes, clk_hz=board.platform().default_clk_frequency, baud=baud)
     check_fit(demo, "up5k" if board.part.startswith("iCE40UP") else "hx8k")
     check_writable_dir(build_dir, "build_dir")
-    opts = ("-dsp", "-spram") if board.part.startswith("iCE40UP") else ()
+    overrides = {}
+    if board.part.startswith("iCE40UP"):
+        # as hwq.synth.yosys does: the activation banks lose their (zero) initial contents, so
+        # that synth_ice40 -spram maps them to SB_SPRAM256KA; products go to SB_MAC16
+        from hwq.synth.yosys import SPRAM_MARK
+        overrides = {"synth_opts": ["-dsp", "-spram"],
+                     "script_after_read": f"delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i"}
     return demo, build_top(SelfTestTop(demo, board), board, build_dir, name or f"accel_demo_{board.name}",
-                           synth_opts=opts, log=log)
+                           overrides=overrides, log=log)

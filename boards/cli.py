@@ -117,9 +117,8 @@ def _make_pe(args):
 
 
 def _build_demo(args, board):
-    from hwq.accel.schedule import Array, schedule
-    from hwq.accel.top import Accelerator
-    from hwq.accel_build import load_images
+    from hwq.accel.schedule import Array
+    from hwq.accel_build import hardware, load_images
     from hwq.integer import load
 
     pe_options = [flag for flag, given in (("--format", args.format != "fxp"), ("--a-bits", args.a_bits is not None),
@@ -133,7 +132,7 @@ def _build_demo(args, board):
         raise InputError(f"--count must be at least 1, not {args.count}")
     model = load(args.model)
     codes = load_images(args.images, model)[:args.count]
-    acc = Accelerator(schedule(model, model.input_shape, Array.parse(args.array)))
+    _, acc = hardware(model, Array.parse(args.array), "up5k" if board.part.startswith("iCE40UP") else "hx8k")
     from .accel_demo import build_demo
     demo, result = build_demo(acc, codes, board, args.build_dir, baud=args.baud, log=print)
     _print_result(result, board, hint="use a smaller --array")

@@ -307,10 +307,11 @@ def build_board(pe, board, build_dir="build/board", *, cycles=512, seed=1, name=
     return build_top(SelfTestTop(selftest, board), board, build_dir, name, log=log)
 
 
-def build_top(top, board, build_dir, name, *, synth_opts=(), log=None):
+def build_top(top, board, build_dir, name, *, overrides=None, log=None):
     """Build a bitstream of board top level ``top`` (an elaboratable that requests the board's
     resources) in ``build_dir``, as :func:`build_board` does; return a :class:`BoardBuild`.
-    ``synth_opts`` are extra ``synth_ice40`` options (``-dsp``, ``-spram``).
+    ``overrides`` are Amaranth's iCE40 build-script overrides (``synth_opts``,
+    ``script_after_read``, ...).
 
     Raises
     ------
@@ -323,7 +324,7 @@ def build_top(top, board, build_dir, name, *, synth_opts=(), log=None):
     env = tool_env(*BOARD_TOOLS)
     build_dir = Path(build_dir)
     platform = board.platform()
-    plan = platform.prepare(top, name=name, **({"synth_opts": list(synth_opts)} if synth_opts else {}))
+    plan = platform.prepare(top, name=name, **(overrides or {}))
     if log is not None:
         log(f"building {name} for the {board.part} in {build_dir} ...")
     start = time.monotonic()

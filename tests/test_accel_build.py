@@ -146,3 +146,38 @@ def test_a_damaged_export_is_refused(exports, tmp_path):
     code, _, stderr = run_cli("--model", broken, "--no-synth", "--verify", 0, "--out", tmp_path / "acc")
     assert code == 2 and "conv2.weights.mem does not match its checksum" in stderr
     assert not (tmp_path / "acc").exists()
+
+
+class _Small(__import__("torch").nn.Module):
+    def __init__(self, mode):
+        import torch
+        super().__init__()
+        self.c = torch.nn.Conv2d(2, 4, 3, padding=1, padding_mode=mode)
+        self.fc = torch.nn.Linear(64, 3)
+
+    def forward(self, x):
+        import torch
+        return self.fc(torch.flatten(torch.relu(self.c(x)), 1))
+
+
+@pytest.mark.parametrize("config, mode, match", [
+    (("fxp8", "fxp16"), "zeros", r"layer 'c': its input \(activation\) format .*16-bit codes; the PE array's "
+                                 r"edge decoders take at most 8"),
+    (("fxp12", "fxp8"), "zeros", r"layer 'c': its weight format .*12-bit codes"),
+    (("fxp8", "fxp8"), "reflect", r"layer 'c': padding_mode 'reflect' is not supported"),
+], ids=["16-bit activations", "12-bit weights", "reflect padding"])
+def test_a_model_the_generator_cannot_run_is_refused_naming_the_layer(tmp_path, config, mode, match):
+    import torch
+
+    from hwq.integer import export
+    from hwq.quant import quantize
+    from hwq.quant.integer import integer_model
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imodel = integer_model(quantize(_Small(mode).eval(), *config, calibration=[torch.rand(8, 2, 4, 4)]))
+    export(imodel, tmp_path / "model")
+    out = tmp_path / "acc"
+    code, _, stderr = run_cli("--model", tmp_path / "model", "--target", "sim", "--verify", 0, "--out", out)
+    assert code == 2 and re.search(match, stderr), stderr
+    assert len(stderr.strip().splitlines()) == 1 and not out.exists()

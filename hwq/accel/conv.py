@@ -32,7 +32,7 @@ from ..integer.program import BIAS_BITS
 from ..integer.requant import MULTIPLIER_BITS
 from .address import DESCRIPTOR_FIELDS as ADDRESS_FIELDS
 from .address import ConvAddressGenerator
-from .array import PEArray, _check_formats
+from .array import MAX_TABLE_BITS, PEArray, _check_formats
 from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, SHIFT_BITS, Requantizer, uniform_table
 from .schedule import ConvStep, Schedule
 
@@ -142,7 +142,13 @@ class ConvEngine(wiring.Component):
         if acc_width > MAX_ACC_WIDTH:
             raise InputError(f"sched: a conv step needs a {acc_width}-bit accumulator, the requantizer takes at "
                              f"most {MAX_ACC_WIDTH}")
-        # checked before any elaboratable is built
+        # checked before any elaboratable is built: each layer's formats first, so that a refusal
+        # names the layer
+        for step in steps:
+            for what, fmt in (("input (activation)", step.a_format), ("weight", step.w_format)):
+                if fmt.bits > MAX_TABLE_BITS:
+                    raise InputError(f"layer {step.name!r}: its {what} format {fmt} has {fmt.bits}-bit codes; "
+                                     f"the PE array's edge decoders take at most {MAX_TABLE_BITS}")
         self._a_formats = _check_formats("a_formats", _unique(s.a_format for s in steps) if a_formats is None
                                          else a_formats)
         self._w_formats = _check_formats("w_formats", _unique(s.w_format for s in steps) if w_formats is None
