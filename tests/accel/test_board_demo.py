@@ -122,3 +122,31 @@ def test_bad_arguments(tiny):
     with pytest.raises(InputError, match="% off"):
         UARTTransmitter(10_000_000, 1_500_000)                   # 7 cycles per bit: 4.8 % slow
     assert UARTTransmitter(12_000_000, 115_200).divisor == 104   # 0.16 % fast
+
+
+def test_icebreaker_bitstream_of_the_digits_cnn(digits, tmp_path):
+    """CI builds the board demo (it does not flash it): the digits CNN at W4A4 on the default
+    1x16 array, 8 test images in ROM; the UART message it will send holds the integer model's
+    predicted classes."""
+    import os
+    import subprocess
+    import sys
+
+    from hwq.fileio import save_npy
+    from hwq.integer import export
+    model, (x_train, _, x_test, _) = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imodel = integer_model(quantize(model, "fxp4", "fxp4", calibration=[x_train[:64]]))
+    export(imodel, tmp_path / "model")
+    save_npy(tmp_path / "images.npy", x_test[:8].numpy())
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-m", "hwq.boards", "--board", "icebreaker", "--model", str(tmp_path / "model"),
+                           "--images", str(tmp_path / "images.npy"), "--build-dir", str(tmp_path / "build")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    bitstream = tmp_path / "build" / "accel_demo_icebreaker.bin"
+    assert bitstream.stat().st_size > 100_000                   # an UP5K bitstream is about 104 kB
+    classes = expected_classes(imodel, imodel.quantize_input(x_test[:8].numpy()))
+    assert f"sends '{''.join(map(str, classes))} PASS'" in proc.stdout
+    assert "ICESTORM_SPRAM 3/4" in proc.stdout and "ICESTORM_DSP 8/8" in proc.stdout
