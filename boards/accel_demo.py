@@ -228,7 +228,7 @@ def build_demo(acc, codes, board, build_dir, *, baud=BAUD, name=None, log=None):
     if board.part.startswith("iCE40UP"):
         # as hwq.synth.yosys does: the activation banks lose their (zero) initial contents, so
         # that synth_ice40 -spram maps them to SB_SPRAM256KA; products go to SB_MAC16
-        from hwq.synth.yosys import SPRAM_MARK
+        from hwq.accel.memory import SPRAM_MARK
         overrides = {"synth_opts": ["-dsp", "-spram"],
                      "script_after_read": f"delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i"}
     return demo, build_top(SelfTestTop(demo, board), board, build_dir, name or f"accel_demo_{board.name}",

@@ -26,10 +26,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import InputError
 
-__all__ = ["ActivationMemory", "SPRAM_WORDS", "SPRAM_BITS"]
+__all__ = ["ActivationMemory", "SPRAM_WORDS", "SPRAM_BITS", "SPRAM_MARK"]
 
 #: words and bits of one SB_SPRAM256KA
 SPRAM_WORDS, SPRAM_BITS = 16384, 16
+#: in the name of every memory marked for SPRAM: the synthesis scripts drop these memories'
+#: initial contents (hwq.synth.yosys.SPRAM_MARK, the same convention on the tool side)
+SPRAM_MARK = "spram"
 
 
 def _positive(name, value):
@@ -129,7 +132,7 @@ class ActivationMemory(wiring.Component):
             write = Signal(name=f"bank{b}_write")
             m.d.comb += write.eq(self.wen & (wbank == b))
             for r in range(R):
-                name = f"bank{b}_copy{r}" + ("_spram" if self._spram else "")
+                name = f"bank{b}_copy{r}" + (f"_{SPRAM_MARK}" if self._spram else "")
                 mem = Memory(shape=unsigned(self._width), depth=words, init=[],
                              attrs={"ram_style": "huge"} if self._spram else None)
                 m.submodules[name] = mem
