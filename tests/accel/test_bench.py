@@ -22,6 +22,7 @@ from hwq.accel.schedule import Array, execute, schedule
 from hwq.errors import InputError
 from hwq.sim import runner
 from hwq.sim.accel_runner import run_accel_bench
+from tests.sim.test_inputs import require
 
 #: W8A8 in every format (UNIQ: fxp8 activations)
 FORMATS = [("fxp8", "fxp8"), ("ant8", "ant8"), ("esb8", "esb8"), ("ausn8", "ausn8"), ("uniq8", "fxp8")]
@@ -34,14 +35,6 @@ ICARUS_IMAGES = 2
 INPUT_SHAPE = (1, 8, 8)
 CASES = [pytest.param(config, Array(1, 16), id=f"{'/'.join(config)}-1x16") for config in FORMATS]
 CASES.append(pytest.param(("ant8", "ant8"), Array(2, 8), id="ant8/ant8-2x8"))
-
-
-def require(simulator):
-    """Fail (never skip) when a simulator is missing."""
-    try:
-        runner.check_simulator(simulator)
-    except runner.SimulatorMissing as e:
-        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture(scope="module")
