@@ -14,16 +14,24 @@
 - :mod:`hwq.accel.vector`: :class:`VectorUnit`, its add, average-pool, max-pool and pad steps.
 - :mod:`hwq.accel.requant`: :class:`Requantizer` (exact accumulator, bias, multiplier and
   shift to the output format's code through a pipelined :class:`ThresholdEncoder`).
+- :mod:`hwq.accel.memory`: :class:`ActivationMemory`, one memory with ``R`` read ports or
+  single-port banks (the UP5K's SPRAM).
+- :mod:`hwq.accel.fit`: the design's memories mapped onto a part's EBR and SPRAM, before
+  synthesis.
+- :mod:`hwq.accel.emit`: the Verilog and its manifest; :mod:`hwq.accel.report`: the report.
+- :mod:`hwq.accel.verify` (numpy only): the expected read-back of every tensor and mismatches
+  named by layer, channel, position and operands.
 """
 
 from .address import ConvAddressGenerator
 from .array import PEArray, TableDecoder
 from .conv import ConvEngine
+from .memory import ActivationMemory
 from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, MAX_Q_WIDTH, SHIFT_BITS, Requantizer, ThresholdEncoder
 from .schedule import Array, Schedule, execute, schedule
 from .top import Accelerator
 from .vector import VectorUnit
 
 __all__ = ["Accelerator", "Array", "Schedule", "schedule", "execute", "ConvAddressGenerator", "PEArray", "TableDecoder",
-           "ConvEngine", "VectorUnit",
+           "ConvEngine", "VectorUnit", "ActivationMemory",
            "ThresholdEncoder", "Requantizer", "MAX_ACC_WIDTH", "MAX_INDEX_BITS", "MAX_Q_WIDTH", "SHIFT_BITS"]
