@@ -4,16 +4,21 @@ Trains a small CNN on scikit-learn's digits (ships offline), then, for every for
 configuration (``w8a8``, ``w4a8``, ``w4a4`` by default): post-training quantization with the
 format's own calibration, accuracy of the fake-quantized and of the integer-only model, output
 SQNR, BOPs, and accuracy after training (straight-through QAT; UNIQ's gradual noise injection
-for uniq); and the cost of that format's PE at those widths on an iCE40UP5K (``hwq.synth``): the
-emitted variant closest to the model (ESB's ``k`` chosen for the largest layer, UNIQ's loadable
-table, ANT's unified PE). Writes ``report.md``, ``report.json``,
-``accuracy_vs_luts.png``, per-run histograms, every run's integer model (``exports/<format>_wNaM/``,
+for uniq). Then each format's **accelerator** (:mod:`hwq.accel_build`, the whole CNN on a 1x16
+PE array) at one configuration (w4a4 if it ran; ``--accel-all``: every one) is built from the
+run's export, verified bit-exact on 20 test images on Verilator and synthesized for the
+iCE40UP5K: the table's cost columns are its logic cells, EBR, DSP, Fmax and inferences/s, and
+the plot shows accuracy against them with the FP32 line. The cost of each run's closest single
+PE (ESB's ``k`` chosen for the largest layer, UNIQ's loadable table, ANT's unified PE) follows
+in a second table. Writes ``report.md``, ``report.json``,
+``accuracy_vs_cells.png``, per-run histograms, every run's integer model (``exports/<format>_wNaM/``,
 :func:`hwq.integer.export`, for ``hwq-build --model``) and the test images (``test_images.npy``)
 into ``--out``, and prints the table with the time
 each step took. Progress bars (float training, the runs) go to stderr; ``--quiet`` prints
 nothing but errors.
 
-Like :mod:`hwq.build`, this module wires the parts together (quant, pe, synth); nothing else does.
+Like :mod:`hwq.build`, this module wires the parts together (quant, pe, synth, accel); nothing else
+does.
 """
 
 import copy
@@ -32,7 +37,10 @@ from .fileio import check_output_dir, save_npy, staged_output, write_atomic
 from .tools import find_tools
 from .pe import PE_CLASSES, check_pe, discard, pe_variants, write_pe
 
-__all__ = ["CONFIGS", "TEST_IMAGES", "run", "main"]
+__all__ = ["CONFIGS", "TEST_IMAGES", "PLOT", "run", "main"]
+
+#: the report's plot: accuracy against the accelerator's logic cells
+PLOT = "accuracy_vs_cells.png"
 
 #: the digits test images (float, (N, 1, 8, 8)) the run writes beside its exports, for
 #: ``hwq-build --model DIR --images`` and ``hwq-board --model DIR --images``
@@ -163,23 +171,93 @@ def _pe_costs(runs, weight_formats, stage, out, jobs, log):
     return [result for result in results if result.get("failed")]
 
 
+#: test images each accelerator runs bit-exact on the Verilator bench
+ACCEL_IMAGES = 20
+#: the configuration whose accelerator the example builds by default (else the first given)
+ACCEL_CONFIG = (4, 4)
+
+
+def _accelerator_costs(runs, stage, out, synth, every, log):
+    """Build, verify and (with ``synth``) synthesize the accelerator of each run at one
+    configuration (:data:`ACCEL_CONFIG` if it ran, else the first; every one with ``every``),
+    from the run's export, on :data:`ACCEL_IMAGES` test images (:mod:`hwq.accel_build`). A
+    model whose memories do not fit the part is a result (``fits: false`` and the reason);
+    returns the runs whose build failed for another reason."""
+    from .accel_build import build_accelerator
+    configs = list(dict.fromkeys((r["w_bits"], r["a_bits"]) for r in runs))
+    chosen = configs if every else [ACCEL_CONFIG if ACCEL_CONFIG in configs else configs[0]]
+    failed = []
+    for r in runs:
+        if (r["w_bits"], r["a_bits"]) not in chosen:
+            continue
+        name = f"accel/{r['format']}_w{r['w_bits']}a{r['a_bits']}"
+        start = time.perf_counter()
+        try:
+            result = build_accelerator(stage / r["export"], out=stage / name, synth=synth, verify=ACCEL_IMAGES,
+                                       images=stage / TEST_IMAGES, quiet=True)
+        except InputError as exc:
+            text = str(exc).replace(str(stage), str(out))
+            r["accelerator"] = {"fits": False, "error": text} if "does not fit" in text else \
+                {"failed": True, "error": text}
+        except ToolError as exc:
+            r["accelerator"] = {"failed": True, "error": str(exc).replace(str(stage), str(out)),
+                                "log": str(exc.log).replace(str(stage), str(out)) if exc.log else None}
+        else:
+            report = result["report"]
+            r["accelerator"] = {"dir": name, **{k: report.get(k) for k in (
+                "array", "lcs", "ebr", "spram", "dsp", "fmax_mhz", "fits", "cycles", "macs_per_cycle", "utilization",
+                "inferences_per_s", "verified_inputs")}}
+        if r["accelerator"].get("failed"):
+            failed.append(r["accelerator"])
+        log(f"accelerator {r['format']} w{r['w_bits']}a{r['a_bits']}: "
+            + (r["accelerator"].get("error") or report["summary"]) + f" ({time.perf_counter() - start:.1f} s)")
+    return failed
+
+
+def _accel_cells(r):
+    """The accelerator columns of one run's table row."""
+    acc = r.get("accelerator")
+    if acc is None:
+        return ["-"] * 5
+    if "error" in acc:
+        return ["does not fit the iCE40UP5K" if acc.get("fits") is False else "failed, see report.json"] + ["-"] * 4
+    fmax = acc.get("fmax_mhz")
+    return [str(acc.get("lcs") if acc.get("lcs") is not None else "-"), str(acc.get("ebr", "-")),
+            str(acc.get("dsp", "-")), "-" if fmax is None else f"{fmax:.1f}",
+            "-" if not acc.get("inferences_per_s") else f"{acc['inferences_per_s']:.0f}"]
+
+
 def _table(runs, float_accuracy):
     headers = ["format", "config", "weights", "activations", "PTQ acc", "int acc", "QAT acc", "SQNR dB",
-               "MBOPs", "PE", "LUT4", "FF", "Fmax MHz"]
+               "MBOPs", "accel LCs", "EBR", "DSP", "Fmax MHz", "inf/s"]
     rows = []
     for r in runs:
-        pe = r.get("pe", {})
         rows.append([r["format"], f"w{r['w_bits']}a{r['a_bits']}", r["weights"], r["activations"],
                      f"{100 * r['ptq_accuracy']:.2f}", f"{100 * r['integer_accuracy']:.2f}",
                      f"{100 * r['qat_accuracy']:.2f}", f"{r['output_sqnr_db']:.1f}", f"{r['bops'] / 1e6:.2f}",
-                     pe.get("module", "-") + ("" if "error" not in pe else " (does not fit the iCE40UP5K)"
-                                             if not pe.get("fits", True) else " (failed, see report.json)"),
-                     str(pe.get("lut4", "-")), str(pe.get("ff", "-")),
-                     "-" if pe.get("fmax_mhz") is None else f"{pe['fmax_mhz']:.1f}"])
+                     *_accel_cells(r)])
     lines = [f"FP32 accuracy: {100 * float_accuracy:.2f} %", "",
-             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 4 or i == 9 else "---:"
+             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 4 else "---:"
                                                              for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "Accelerator columns: the whole digits CNN on the iCE40UP5K (`hwq-build --model`, 1x16 PE array), "
+              f"verified bit-exact on {ACCEL_IMAGES} test images on Verilator; `-`: not built for this configuration."]
+    return "\n".join(lines) + "\n"
+
+
+def _pe_table(runs):
+    """The single PE closest to each run (its iCE40UP5K cost), as before the accelerator."""
+    headers = ["format", "config", "PE", "LUT4", "FF", "Fmax MHz"]
+    lines = ["## Single PEs", "", "The emitted PE closest to each run, synthesized alone (`hwq.pe`, `hwq.synth`).", "",
+             "| " + " | ".join(headers) + " |", "|---|---|---|---:|---:|---:|"]
+    for r in runs:
+        pe = r.get("pe", {})
+        lines.append("| " + " | ".join([
+            r["format"], f"w{r['w_bits']}a{r['a_bits']}",
+            pe.get("module", "-") + ("" if "error" not in pe else " (does not fit the iCE40UP5K)"
+                                     if not pe.get("fits", True) else " (failed, see report.json)"),
+            str(pe.get("lut4", "-")), str(pe.get("ff", "-")),
+            "-" if pe.get("fmax_mhz") is None else f"{pe['fmax_mhz']:.1f}"]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,34 +265,34 @@ def _table(runs, float_accuracy):
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def _plot(runs, path):
-    """Accuracy vs PE LUT4: a colour per format, a marker per configuration, QAT filled and PTQ
-    hollow (joined by a line), legends outside the axes; runs without a PE cost are left out and
-    counted in the title."""
+def _plot(runs, float_accuracy, path):
+    """Accuracy against the accelerator's logic cells: a colour per format, a marker per
+    configuration; the integer path's accuracy filled, after QAT hollow (joined by a line); the
+    FP32 model's accuracy as a dashed line; legends outside the axes. Runs without a synthesized
+    accelerator are left out and counted in the title."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     formats = list(dict.fromkeys(r["format"] for r in runs))
     configs = list(dict.fromkeys(f"w{r['w_bits']}a{r['a_bits']}" for r in runs))
-    plotted = [r for r in runs if "lut4" in r.get("pe", {})]
+    plotted = [r for r in runs if (r.get("accelerator") or {}).get("lcs")]
     fig, ax = plt.subplots(figsize=(10, 6))
+    ax.axhline(100 * float_accuracy, color="black", linestyle="--", linewidth=1, zorder=1)
     for r in plotted:
         color = f"C{formats.index(r['format']) % 10}"
         marker = _MARKERS[configs.index(f"w{r['w_bits']}a{r['a_bits']}") % len(_MARKERS)]
-        luts, ptq, qat = r["pe"]["lut4"], 100 * r["ptq_accuracy"], 100 * r["qat_accuracy"]
-        ax.plot([luts, luts], [ptq, qat], color=color, linewidth=1, alpha=0.5, zorder=2)
-        ax.scatter([luts], [qat], marker=marker, s=80, color=color, edgecolors="black", linewidths=0.6, zorder=3)
-        ax.scatter([luts], [ptq], marker=marker, s=80, facecolors="white", edgecolors=color, linewidths=1.6,
+        cells, integer, qat = r["accelerator"]["lcs"], 100 * r["integer_accuracy"], 100 * r["qat_accuracy"]
+        ax.plot([cells, cells], [integer, qat], color=color, linewidth=1, alpha=0.5, zorder=2)
+        ax.scatter([cells], [integer], marker=marker, s=80, color=color, edgecolors="black", linewidths=0.6,
                    zorder=3)
-    luts = [r["pe"]["lut4"] for r in plotted]
-    if luts and min(luts) > 0 and max(luts) / min(luts) > 8:
-        ax.set_xscale("log")
-    ax.set_xlabel("PE LUT4 (iCE40UP5K, fabric)" + (", log scale" if ax.get_xscale() == "log" else ""), fontsize=11)
+        ax.scatter([cells], [qat], marker=marker, s=80, facecolors="white", edgecolors=color, linewidths=1.6,
+                   zorder=3)
+    ax.set_xlabel("accelerator logic cells (iCE40UP5K, nextpnr; whole digits CNN, 1x16 PE array)", fontsize=11)
     ax.set_ylabel("top-1 accuracy on digits (%)", fontsize=11)
     missing = len(runs) - len(plotted)
-    ax.set_title("Accuracy vs PE cost" + (f" ({missing} run(s) without a PE cost not shown)" if missing else ""),
-                 fontsize=12)
+    ax.set_title("Accuracy vs accelerator cost" + (f" ({missing} run(s) without a synthesized accelerator not "
+                                                   "shown)" if missing else ""), fontsize=12)
     ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3, which="both")
     legends = [
@@ -223,9 +301,10 @@ def _plot(runs, path):
         ("configuration", [Line2D([], [], color="gray", marker=_MARKERS[i % len(_MARKERS)], linestyle="",
                                   markersize=9, label=config) for i, config in enumerate(configs)]),
         ("accuracy", [Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle="",
-                             markersize=9, label="after QAT"),
+                             markersize=9, label="integer path (the hardware's)"),
                       Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
-                             markersize=9, markeredgewidth=1.6, label="PTQ")]),
+                             markersize=9, markeredgewidth=1.6, label="after QAT"),
+                      Line2D([], [], color="black", linestyle="--", label=f"FP32 ({100 * float_accuracy:.1f} %)")]),
     ]
     top = 1.0
     for title, handles in legends:
@@ -269,11 +348,14 @@ def _layer_tables(runs):
 
 
 def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_epochs=2, synth=True, jobs=None,
-        seed=0, histograms=True, log=print, progress=False):
+        seed=0, histograms=True, log=print, progress=False, accelerators=True, every_accelerator=False):
     """Run the worked example; returns the report dict. Checks every input before any work.
 
     ``log`` gets a line per step and the final table; ``progress=True`` shows progress bars (tqdm,
     on stderr) of the float training's epochs and of the format/configuration runs.
+    ``accelerators`` builds and verifies each format's accelerator at one configuration
+    (``every_accelerator``: at every one), synthesized with ``synth``
+    (:func:`_accelerator_costs`).
     """
     from tqdm import tqdm
     from .quant.analysis import plot_histograms
@@ -324,17 +406,23 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
         failures = []
         if synth:
             failures = _pe_costs(runs, weight_formats, stage, out, jobs, log)
-            _plot(runs, stage / "accuracy_vs_luts.png")
+        if accelerators:
+            start = time.perf_counter()
+            failures += _accelerator_costs(runs, stage, out, synth, every_accelerator, log)
+            timing["accelerators_s"] = time.perf_counter() - start
+        if synth:
+            _plot(runs, float_accuracy, stage / PLOT)
         table = _table(runs, float_accuracy)
         report = {"float_accuracy": float_accuracy, "timing": timing, "runs": runs}
-        plot_link = "![accuracy vs PE LUT4](accuracy_vs_luts.png)\n\n" if synth else ""
+        plot_link = f"![accuracy vs accelerator logic cells]({PLOT})\n\n" if synth else ""
         write_atomic(stage / "report.md", "# hwq worked example: digits CNN in every format\n\n" + table + "\n"
-                     + plot_link + _layer_tables(runs))
+                     + plot_link + (_pe_table(runs) + "\n" if synth else "") + _layer_tables(runs))
         write_atomic(stage / "report.json", json.dumps(report, indent=2, default=float) + "\n")
     log(table)
     if failures:
         # the report is written (it names every failure); the exit status still says a tool failed
-        raise ToolError(f"synthesis of {len(failures)} PE(s) failed: {failures[0]['error']}", failures[0]["log"])
+        what = "PE(s)" if all("module" in f for f in failures) else "PE(s) or accelerator(s)"
+        raise ToolError(f"synthesis of {len(failures)} {what} failed: {failures[0]['error']}", failures[0].get("log"))
     return report
 
 
@@ -348,7 +436,10 @@ def _parser():
                         help="output directory, replaced as a whole on success (default build/quantize)")
     parser.add_argument("--epochs", type=positive_int, default=30, help="float training epochs (default 30)")
     parser.add_argument("--qat-epochs", type=positive_int, default=2, help="QAT epochs (default 2)")
-    parser.add_argument("--no-synth", action="store_true", help="skip the PE synthesis")
+    parser.add_argument("--no-synth", action="store_true", help="skip the PE and accelerator synthesis")
+    parser.add_argument("--no-accel", action="store_true",
+                        help="build no accelerator (default: each format's at w4a4, else the first --config)")
+    parser.add_argument("--accel-all", action="store_true", help="build each format's accelerator at every --config")
     parser.add_argument("--jobs", type=positive_int, help="parallel synthesis jobs (default: one per CPU)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars, step lines or final table (errors still print)")
@@ -364,7 +455,8 @@ def main(argv=None):
         # tqdm.write prints a line above the progress bars instead of through them
         log = (lambda *_: None) if args.quiet else tqdm.write
         run(args.formats, args.configs or CONFIGS, out=Path(args.out), epochs=args.epochs,
-            qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs, log=log, progress=not args.quiet)
+            qat_epochs=args.qat_epochs, synth=not args.no_synth, jobs=args.jobs, log=log, progress=not args.quiet,
+            accelerators=not args.no_accel, every_accelerator=args.accel_all)
     return run_command("hwq-quantize", call)
 
 

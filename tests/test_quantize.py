@@ -22,11 +22,20 @@ def test_worked_example_end_to_end(tmp_path):
     assert 0.5 < run["ptq_accuracy"] <= 1 and 0.5 < run["qat_accuracy"] <= 1
     assert run["integer_accuracy"] == pytest.approx(run["ptq_accuracy"], abs=0.02)
     assert run["pe"]["module"] == "fxp_pe_a4_w4" and run["pe"]["lut4"] > 0
+    # the accelerator: built from the run's export, verified on Verilator, synthesized
+    acc = run["accelerator"]
+    assert acc["fits"] is True and acc["verified_inputs"] == example.ACCEL_IMAGES
+    assert 0 < acc["lcs"] <= 5280 and acc["ebr"] <= 30 and acc["fmax_mhz"] > 0
+    assert acc["inferences_per_s"] == pytest.approx(acc["fmax_mhz"] * 1e6 / acc["cycles"])
     assert run["bops"] > 0 and set(run["timing"]) == {"ptq_s", "integer_s", "qat_s"}
     assert json.loads((out / "report.json").read_text())["runs"][0]["pe"]["lut4"] == run["pe"]["lut4"]
     table = (out / "report.md").read_text()
     assert "| fxp | w4a4 | fxp4 | fxp4 |" in table
-    for png in (out / "accuracy_vs_luts.png", out / "histograms" / "fxp_w4a4.png"):
+    row = next(line for line in table.splitlines() if line.startswith("| fxp | w4a4 |"))
+    assert row.split("|")[10].strip() == str(acc["lcs"])                # the cost column is the accelerator's
+    assert f"| fxp | w4a4 | fxp_pe_a4_w4 | {run['pe']['lut4']} |" in table  # the single PE's table
+    assert (out / acc["dir"] / "hwq_accel.v").is_file()
+    for png in (out / example.PLOT, out / "histograms" / "fxp_w4a4.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the run's integer model and the test images, for hwq-build --model / hwq-board --model
     from hwq.integer import load
@@ -37,7 +46,7 @@ def test_worked_example_end_to_end(tmp_path):
     assert np.mean(np.argmax(logits, axis=1) == digits_labels()) == pytest.approx(run["integer_accuracy"])
     # the per-layer analysis: a row per layer with the numbers of report.json
     section = table[table.index("## Per-layer analysis"):]
-    assert "### fxp w4a4" in section and "![accuracy vs PE LUT4](accuracy_vs_luts.png)" in table
+    assert "### fxp w4a4" in section and f"![accuracy vs accelerator logic cells]({example.PLOT})" in table
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
     assert len(rows) == len(run["layers"]) == 4
     for row, layer in zip(rows, run["layers"]):
@@ -96,8 +105,9 @@ def test_a_failed_synthesis_is_reported_and_exits_1(tmp_path, capsys, monkeypatc
     monkeypatch.setenv("YOSYS", str(fake))
     monkeypatch.setenv("HWQ_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "example"
+    # (--no-accel: amaranth's Verilog backend would run the broken $YOSYS too)
     status = example.main(["--format", "fxp", "--config", "w4a4", "--epochs", "1", "--qat-epochs", "1",
-                           "--out", str(out), "--quiet"])
+                           "--no-accel", "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert status == 1, err
     assert err.startswith("hwq-quantize: error: synthesis of 1 PE(s) failed: yosys on ") and "broken" in err
