@@ -49,6 +49,8 @@ def hardware(model, array, target):
       else one memory with ``R`` read ports (EBR).
     - **Products**: on a part with SB_MAC16, two 8 x 8 products per block (``mapping="dsp"``),
       at most ``dsp - DSP_RESERVED`` blocks, when every decoded operand fits 8 bits; else fabric.
+      AUSN weights always stay in fabric: their code fields drive shift-add cells, no decoder
+      and no multiplier (the format's point, :class:`~hwq.accel.array.PEArray`).
 
     Returns
     -------
@@ -72,7 +74,8 @@ def hardware(model, array, target):
             except InputError:
                 continue
     sched = sched or schedule(model, model.input_shape, array)
-    if target != "sim" and part.dsp > DSP_RESERVED:
+    ausn = all(step.w_format.name == "ausn" for step in sched.steps if step.kind == "conv")
+    if target != "sim" and part.dsp > DSP_RESERVED and not ausn:
         try:
             return sched, Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED)
         except InputError:

@@ -31,7 +31,7 @@ def exports(digits, tmp_path_factory):
     model, (x_train, _, x_test, _) = digits
     root = tmp_path_factory.mktemp("exports")
     out = {}
-    for config in (("fxp4", "fxp4"), ("fxp8", "fxp8")):
+    for config in (("fxp4", "fxp4"), ("fxp8", "fxp8"), ("ausn4", "fxp4")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imodel = integer_model(quantize(model, *config, calibration=[x_train[:64]]))
@@ -97,6 +97,16 @@ def test_emits_the_accelerator_with_its_manifest_and_report(exports, tmp_path):
     assert run_cli("--model", exports["fxp4", "fxp4"], "--no-synth", "--verify", 0, "--out", again)[0] == 0
     for name in ("hwq_accel.json", "hwq_accel.v"):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_ausn_weights_stay_shift_add_on_a_part_with_dsps(exports, tmp_path):
+    """AUSN's point is no multiplier: its weights drive shift-add cells even where SB_MAC16 exist."""
+    out = tmp_path / "acc"
+    code, _, stderr = run_cli("--model", exports["ausn4", "fxp4"], "--no-synth", "--verify", 0, "--out", out)
+    assert code == 0, stderr
+    manifest = json.loads((out / "hwq_accel.json").read_text())
+    assert manifest["array"]["mapping"] == "fabric" and manifest["array"]["dsp_blocks"] == 0
+    assert "SB_MAC16" not in (out / "hwq_accel.v").read_text()
 
 
 def test_block_counts():
