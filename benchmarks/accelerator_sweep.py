@@ -84,8 +84,9 @@ def _table(points):
              "| MAC/s per LC |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         if not p.get("fits"):
-            lines.append(f"| {p['format']} | {p['config']} | {p['array']} | does not fit: {p.get('reason', '')[:120]} "
-                         "| | | | | | | | | |")
+            what = f"{p['lcs']} of 5280: does not fit" if p.get("lcs") else f"does not fit: {p.get('reason', '')[:120]}"
+            lines.append(f"| {p['format']} | {p['config']} | {p['array']} | {what} | {p.get('ebr', '')} | "
+                         f"{p.get('spram', '')} | {p.get('dsp', '')} | | {p.get('cycles', '')} | | | | |")
             continue
         lines.append(f"| {p['format']} | {p['config']} | {p['array']} | {p['lcs']} | {p['ebr']} | {p['spram']} | "
                      f"{p['dsp']} | {p['fmax_mhz']:.1f} | {p['cycles']} | {p['macs_per_cycle']:.2f} | "
@@ -108,8 +109,7 @@ def _plot(points, path):
             for p in mine:
                 ax.annotate(p["array"], (p["lcs"], p["inferences_per_s"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
-    ax.axvline(5280, color="gray", linestyle="--", linewidth=1)
-    ax.text(5280, ax.get_ylim()[0], " UP5K: 5280 LCs", rotation=90, va="bottom", fontsize=8, color="gray")
+    ax.axvline(5280, color="gray", linestyle="--", linewidth=1, label="iCE40UP5K: 5 280 logic cells")
     ax.set_xlabel("logic cells (iCE40UP5K, nextpnr)")
     ax.set_ylabel("inferences/s at nextpnr's Fmax (cycles measured on Verilator)")
     ax.set_title("Digits CNN accelerator: throughput against logic cells, by PE array")
