@@ -17,8 +17,10 @@
 - the **sequencer**: a step counter and the **step ROM**, as per-step constants selected by the
   step counter (a ``Switch`` on it: every descriptor port of the engine, or the unit's ``desc``
   struct, gets the step's constant values from :meth:`ConvEngine.descriptor` /
-  :meth:`VectorUnit.descriptor`; synthesis turns the cases into LUT logic). It starts each step in
-  order, waits for the unit's ``done`` and moves on.
+  :meth:`VectorUnit.descriptor`; synthesis turns the cases into LUT logic). The descriptors are
+  registers, loaded from the ROM at the step the counter takes on the same clock edge, so the
+  ROM is off the units' paths and no cycle is added. It starts each step in order, waits for the
+  unit's ``done`` and moves on.
 
 Host I/O (``amaranth.lib.stream``, ``unsigned(act_bits)`` payloads): ``input`` takes the input
 tensor's ``sched.input.size`` codes in CHW order into the input region; then the steps run; then
@@ -263,16 +265,21 @@ class Accelerator(wiring.Component):
                     m.d.comb += [theirs[0].eq(ours), theirs[1].eq(ours)]
 
         # --- the step ROM -------------------------------------------------------------------------
+        # Registered: the ROM is read at the step the counter takes at this clock edge
+        # (``step_next``), so the descriptors are registers (off the units' critical paths)
+        # holding the current step's values, with no cycle added.
         step = Signal(range(max(n_steps, 1)), name="step_index")
-        m.d.comb += self.step.eq(step)
-        with m.Switch(step):
+        step_next = Signal.like(step, name="step_next")
+        m.d.comb += [self.step.eq(step), step_next.eq(step)]
+        m.d.sync += step.eq(step_next)
+        with m.Switch(step_next):
             for i, (unit, desc) in enumerate(self._rom):
                 with m.Case(i):
                     if unit == "conv":
-                        m.d.comb += is_conv.eq(1)
-                        m.d.comb += [getattr(conv, field).eq(value) for field, value in desc.items()]
+                        m.d.sync += is_conv.eq(1)
+                        m.d.sync += [getattr(conv, field).eq(value) for field, value in desc.items()]
                     else:
-                        m.d.comb += vec.desc.eq(vec.desc_layout.const(desc))
+                        m.d.sync += [is_conv.eq(0), vec.desc.eq(vec.desc_layout.const(desc))]
 
         # --- the sequencer ------------------------------------------------------------------------
         out_base, out_size = self._out_base, self._out_size
@@ -291,7 +298,8 @@ class Accelerator(wiring.Component):
                              act.wen.eq(self.input.valid)]
                 with m.If(self.input.valid):
                     with m.If(count == s.input.size - 1):
-                        m.d.sync += [count.eq(0), step.eq(0)]
+                        m.d.sync += count.eq(0)
+                        m.d.comb += step_next.eq(0)
                         m.next = "START" if n_steps else "PRIME"
                     with m.Else():
                         m.d.sync += count.eq(count + 1)
@@ -312,7 +320,7 @@ class Accelerator(wiring.Component):
                         with m.If(step == n_steps - 1):
                             m.next = "PRIME"
                         with m.Else():
-                            m.d.sync += step.eq(step + 1)
+                            m.d.comb += step_next.eq(step + 1)
                             m.next = "START"
             with m.State("PRIME"):                                  # the first output read
                 m.d.comb += port0.eq(out_base)
