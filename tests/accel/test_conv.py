@@ -46,6 +46,22 @@ class Bench(Elaboratable):
         return m
 
 
+async def run_unit(ctx, unit, limit, name):
+    """Pulse ``unit.start``, wait for ``done`` (``busy`` high until then, low after); return the
+    cycles from ``start`` to ``done``. Fails after ``limit`` cycles."""
+    ctx.set(unit.start, 1)
+    await ctx.tick()
+    ctx.set(unit.start, 0)
+    cycles = 1
+    while not ctx.get(unit.done):
+        assert ctx.get(unit.busy)
+        await ctx.tick()
+        cycles += 1
+        assert cycles < limit, f"{name}: no done after {cycles} cycles"
+    assert not ctx.get(unit.busy)
+    return cycles
+
+
 def final_memory(sched, codes):
     """The activation memory after :func:`execute` (keep_all: nothing overwritten)."""
     memory = np.zeros(sched.act_words, dtype=np.int64)
@@ -77,16 +93,7 @@ def run_steps(sched, codes, names, engine=None):
         async def testbench(ctx, step=step, values=values):
             for field, value in values.items():
                 ctx.set(getattr(engine, field), value)
-            ctx.set(engine.start, 1)
-            await ctx.tick()
-            ctx.set(engine.start, 0)
-            cycles = 1
-            while not ctx.get(engine.done):
-                assert ctx.get(engine.busy)
-                await ctx.tick()
-                cycles += 1
-                assert cycles < limit, f"{step.name}: no done after {cycles} cycles"
-            assert not ctx.get(engine.busy)
+            cycles = await run_unit(ctx, engine, limit, step.name)
             out = [ctx.get(bench.memory.data[step.out.base + i]) for i in range(step.out.size)]
             whole = [ctx.get(bench.memory.data[i]) for i in range(len(image))]
             results[step.name] = (np.array(out), cycles, np.array(whole))

@@ -35,6 +35,7 @@ from hwq.integer.ops import pool_output_size
 from hwq.quant import quantize
 from hwq.quant.integer import integer_model
 
+from .test_conv import run_unit
 from .test_schedule import Mixed
 
 VECTOR_KINDS = tuple(KINDS)
@@ -78,16 +79,7 @@ def run_vector_steps(sched, image, expected=None):
     async def bench(ctx):
         for step in steps:
             ctx.set(dut.desc, dut.descriptor(step))
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            cycles = 1
-            while not ctx.get(dut.done):
-                assert ctx.get(dut.busy)
-                await ctx.tick()
-                cycles += 1
-                assert cycles < 10 * step.cycles + 100, step.name
-            assert not ctx.get(dut.busy)
+            cycles = await run_unit(ctx, dut, 10 * step.cycles + 100, step.name)
             memory = np.array([ctx.get(mem.data[i]) for i in range(sched.act_words)], dtype=np.int64)
             results.append((step, cycles, memory))
 
