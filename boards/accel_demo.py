@@ -66,7 +66,8 @@ class AcceleratorDemo(wiring.Component):
     Raises
     ------
     InputError
-        If ``acc`` dumps, ``codes`` has the wrong shape or count or codes outside the input
+        If ``acc`` dumps or has a weight store (its weights do not fit the block RAM),
+        ``codes`` has the wrong shape or count or codes outside the input
         format, the model has more classes than :data:`DIGITS`, or its scores are not two's
         complement fixed point.
     """
@@ -75,6 +76,10 @@ class AcceleratorDemo(wiring.Component):
         from hwq.accel.top import Accelerator
         if not isinstance(acc, Accelerator) or acc.dump:
             raise InputError("acc must be an Accelerator built without dump")
+        if acc.loader is not None:
+            raise InputError(f"the model's weights do not fit the block RAM (layers {', '.join(acc.schedule.loads)} "
+                             "would be loaded into SPRAM over the input stream, which the demo's ROM does not "
+                             "drive); build the demo at 4-bit weights (W4A4)")
         s = acc.schedule
         model = s.model
         codes = np.asarray(codes)

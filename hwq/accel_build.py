@@ -47,6 +47,11 @@ def hardware(model, array, target):
     - **Activations**: on a part with SPRAM, in single-port banks (``schedule(..., banks=n)``,
       the fewest banks the model schedules in) when ``n x R`` SPRAM blocks are available;
       else one memory with ``R`` read ports (EBR).
+    - **Weights**: in block RAM, initialised in the bitstream, when they fit beside the other
+      initialised memories; else, on a part with an SPRAM left, as many as fit stay there
+      (``weight_capacity``, :func:`~hwq.accel.fit.ebr_capacity` of the EBR the rest leaves) and
+      the other layers' weights go to the weight store in SPRAM, filled over the input stream
+      after reset (:mod:`hwq.accel.loader`).
     - **Products**: on a part with SB_MAC16, two 8 x 8 products per block (``mapping="dsp"``),
       at most ``dsp - DSP_RESERVED`` blocks, when every decoded operand fits 8 bits; else fabric.
       AUSN weights always stay in fabric: their code fields drive shift-add cells, no decoder
@@ -61,26 +66,42 @@ def hardware(model, array, target):
     InputError
         What :func:`~hwq.accel.schedule.schedule` and :class:`~hwq.accel.top.Accelerator` refuse.
     """
-    from .accel.fit import PARTS
+    from .accel.fit import PARTS, ebr_blocks, ebr_capacity, memories, memory_budget
     from .accel.schedule import schedule
     from .accel.top import Accelerator
     part = PARTS[target]
-    sched = None
+    options = {}
     if target != "sim" and part.spram:
         for banks in range(2, int(part.spram // array.rows) + 1):
             try:
-                sched = schedule(model, model.input_shape, array, banks=banks)
+                schedule(model, model.input_shape, array, banks=banks)
+                options["banks"] = banks
                 break
             except InputError:
                 continue
-    sched = sched or schedule(model, model.input_shape, array)
+    sched = schedule(model, model.input_shape, array, **options)
     ausn = all(step.w_format.name == "ausn" for step in sched.steps if step.kind == "conv")
-    if target != "sim" and part.dsp > DSP_RESERVED and not ausn:
-        try:
-            return sched, Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED)
-        except InputError:
-            pass                                             # operands wider than 8 bits: fabric
-    return sched, Accelerator(sched)
+    dsp = target != "sim" and part.dsp > DSP_RESERVED and not ausn
+
+    def build(sched):
+        if dsp:
+            try:
+                return Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED)
+            except InputError:
+                pass                                         # operands wider than 8 bits: fabric
+        return Accelerator(sched)
+
+    acc = build(sched)
+    if target != "sim" and acc.conv is not None and part.spram > options.get("banks", 0):
+        _, used = memory_budget(memories(acc), part)
+        width = sched.array.cols * sched.weight_bits
+        if used["ebr"] > part.ebr:                        # weights to the store, as many as needed
+            others = used["ebr"] - ebr_blocks(width, len(sched.weights))
+            capacity = ebr_capacity(width, max(0, int(part.ebr) - others))
+            if capacity:
+                sched = schedule(model, model.input_shape, array, weight_capacity=capacity, **options)
+                acc = build(sched)
+    return sched, acc
 
 
 def load_images(path, model):
@@ -198,7 +219,8 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
                 verification = run_accel_bench(model, codes, input_shape=model.input_shape, array=array,
                                                simulator=simulator, build_dir=Path(sim_dir) / "build", dump=False,
                                                banks=sched.banks, mapping=acc.conv.mapping if acc.conv else "fabric",
-                                               max_dsp=acc.conv.max_dsp if acc.conv else None)
+                                               max_dsp=acc.conv.max_dsp if acc.conv else None,
+                                               weight_capacity=sched.weight_capacity)
             timing["verify_s"] = time.perf_counter() - t
             log(f"verified {len(codes)} input(s) on {simulator} in {timing['verify_s']:.1f} s: bit-exact, "
                 f"{verification['cycles'][0]} cycles per inference")

@@ -7,8 +7,9 @@ model (:func:`hwq.accel.verify.find_mismatches`) in its own process.
 Environment
 -----------
 HWQ_ACCEL_DIR
-    Directory written by the runner: ``inputs.npy`` (``(N, input words)`` int64 codes, CHW order
-    per image) and ``bench.json`` (``output_words``: words the output stream sends per image;
+    Directory written by the runner: ``preload.npy`` (the weight store's contents as input
+    payloads, sent once after reset; empty without a store), ``inputs.npy`` (``(N, input words)``
+    int64 codes, CHW order per image) and ``bench.json`` (``output_words``: words the output stream sends per image;
     ``timeout_cycles``: cycles an image may take before the bench gives up).
 HWQ_ACCEL_OUT
     Directory this bench writes to: ``words.npy``, ``(N, output_words)`` int64 (the activation
@@ -18,7 +19,7 @@ HWQ_ACCEL_OUT
 Test
 ----
 inference
-    Clock and reset, then per image: the input codes on the ``input`` stream, one per cycle (the
+    Clock and reset, then the preload (if any) on the ``input`` stream, then per image: the input codes on the ``input`` stream, one per cycle (the
     host never waits, so ``cycles`` must equal ``Accelerator.expected_cycles``); ``output.ready``
     held high throughout. While the accelerator computes, Python does not step the clock: it
     awaits the rising edge of ``output__valid``. It then samples ``output__payload`` once per
@@ -95,6 +96,7 @@ async def inference(dut):
     data = Path(os.environ["HWQ_ACCEL_DIR"])
     meta = json.loads((data / "bench.json").read_text())
     inputs = np.load(data / "inputs.npy")
+    preload = np.load(data / "preload.npy")
     n_words, limit = int(meta["output_words"]), int(meta["timeout_cycles"])
 
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
@@ -106,6 +108,8 @@ async def inference(dut):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
 
+    if len(preload):
+        await _send(dut, preload, limit)
     words = np.zeros((len(inputs), n_words), dtype=np.int64)
     cycles = np.zeros(len(inputs), dtype=np.int64)
     for index, image in enumerate(inputs):

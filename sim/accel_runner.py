@@ -16,8 +16,9 @@ Build directory (default ``sim_build/<simulator>/hwq_accel``), all files determi
 ``build.sha256``
     Hash of the Verilog, the simulator and its build arguments of the last successful build; a
     later run with the same hash reuses the build instead of compiling again.
-``data/inputs.npy``, ``data/expected.npy``, ``data/mask.npy``, ``data/bench.json``
-    Per image: input codes ``(N, input words)``, expected activation memory ``(N, act_words)``
+``data/inputs.npy``, ``data/preload.npy``, ``data/expected.npy``, ``data/mask.npy``, ``data/bench.json``
+    The weight store's preload (:meth:`Accelerator.preload`, empty without one); per image: input
+    codes ``(N, input words)``, expected activation memory ``(N, act_words)``
     (:func:`hwq.accel.verify.expected_dump`; compared where ``mask``, ``(act_words,)``, is
     True); what the bench needs to know (words per image, time-out).
 ``readback/words.npy``, ``readback/cycles.npy``
@@ -125,7 +126,7 @@ CELLS_SIM_DEFINES = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}
 
 
 def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator", build_dir=None, log=True,
-                    sched=None, dump=True, banks=1, mapping="fabric", max_dsp=None):
+                    sched=None, dump=True, banks=1, mapping="fabric", max_dsp=None, weight_capacity=None):
     """Run ``images`` through the accelerator of ``imodel`` in a Verilog simulator; check every
     tensor of every image (with ``dump``; else the output tensor) and the cycle count.
 
@@ -155,6 +156,11 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         deployed build, ``Accelerator(schedule(imodel, input_shape, array))`` (regions reused,
         no read-back), as ``hwq-build --model`` emits it; only the output codes are checked,
         and ``cycles`` is that design's cycles per inference.
+    banks, mapping, max_dsp, weight_capacity : optional
+        The hardware's choices, as :func:`hwq.accel_build.hardware` makes them for a part
+        (:func:`~hwq.accel.schedule.schedule`'s ``banks`` and ``weight_capacity``,
+        :class:`~hwq.accel.top.Accelerator`'s ``mapping`` and ``max_dsp``). With a weight store
+        the bench sends :meth:`~hwq.accel.top.Accelerator.preload` after reset.
 
     Returns
     -------
@@ -196,7 +202,7 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
             not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in input_shape):
         raise InputError(f"input_shape must be a tuple of positive integers (CHW), not {input_shape!r}")
     input_shape = tuple(int(v) for v in input_shape)
-    true = schedule(imodel, input_shape, array, keep_all=bool(dump), banks=banks)
+    true = schedule(imodel, input_shape, array, keep_all=bool(dump), banks=banks, weight_capacity=weight_capacity)
     images = _check_images(images, input_shape, len(imodel.tensors[imodel.input].format.int_values))
     hw = _check_sched(sched, true)
     given = build_dir is not None
@@ -228,6 +234,7 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         expected = np.asarray(imodel.run_codes(images), dtype=np.int64).reshape(len(images), -1)
         mask = np.ones(expected.shape[1], dtype=bool)
     np.save(data / "inputs.npy", images.reshape(len(images), -1))
+    np.save(data / "preload.npy", np.asarray(dut.preload(), dtype=np.int64))
     np.save(data / "expected.npy", expected)
     np.save(data / "mask.npy", mask)
     (data / "bench.json").write_text(json.dumps({"output_words": dut.output_words, "images": len(images),

@@ -136,16 +136,44 @@ def test_bad_options_are_refused_before_anything_is_written(exports, tmp_path, a
 
 
 def test_a_model_too_large_for_the_part_names_the_memory_and_shortfall(exports, tmp_path):
-    """fxp8 weights on 16 lanes: 905 words x 128 bits = 32 EBR, plus 4 for the parameters, of 30."""
+    """The HX8K has no SPRAM: fxp8 weights on 16 lanes (905 words x 128 bits = 32 EBR), the
+    parameters (4) and the activations (3136 x 16 bits, 13) need 49 of its 32 EBR."""
     out = tmp_path / "acc"
-    code, _, stderr = run_cli("--model", exports["fxp8", "fxp8"], "--no-synth", "--verify", 0, "--out", out)
+    code, _, stderr = run_cli("--model", exports["fxp8", "fxp8"], "--target", "hx8k", "--no-synth", "--verify", 0,
+                              "--out", out)
     assert code == 2
-    assert "does not fit the iCE40UP5K" in stderr and "36 EBR blocks of the 30" in stderr and "6 short" in stderr
+    assert "does not fit the iCE40HX8K" in stderr and "49 EBR blocks of the 32" in stderr and "17 short" in stderr
     assert "conv.weights (905 x 128 bits" in stderr
     assert not out.exists()
     code, _, stderr = run_cli("--model", exports["fxp8", "fxp8"], "--target", "sim", "--verify", 0, "--out", out)
     assert code == 0, stderr                                              # the simulation target takes it
     assert json.loads((out / "hwq_accel.json").read_text())["target"] == "sim"
+
+
+def test_weights_beyond_the_block_ram_load_into_spram_over_the_input_stream(exports, tmp_path):
+    """fxp8 on the UP5K at 1x16: 905 weight words of 128 bits need 32 EBR, 26 are left beside
+    the parameters (4): 768 words stay (24 EBR), conv2 and conv3 (288 + 576 words) go to the
+    store in SPRAM (864 x 8 = 6 912 16-bit words), conv3's length of overlay. The bench sends
+    the preload, then real images, bit-exact, in the cycles the manifest gives."""
+    out = tmp_path / "acc"
+    code, stdout, stderr = run_cli("--model", exports["fxp8", "fxp8"], "--no-synth", "--verify", 3, "--out", out)
+    assert code == 0, stderr
+    manifest = json.loads((out / "hwq_accel.json").read_text())
+    pre = manifest["preload"]
+    assert pre["layers"] == ["conv2", "conv3"] and pre["store_words"] == 6912 and pre["weight_capacity"] == 768
+    lines = (out / pre["file"]).read_text().splitlines()
+    assert len(lines) == pre["payloads"] == 6912 * -(-16 // manifest["interfaces"]["input"]["payload_bits"])
+    weights = next(m for m in manifest["memories"] if m["name"] == "conv.weights")
+    assert (weights["depth"], weights["kind"], weights["blocks"]) == (41 + 576, "ebr", 24)
+    store = next(m for m in manifest["memories"] if "store" in m["name"])
+    assert (store["depth"], store["kind"], store["blocks"], store["initialised"]) == (6912, "spram", 1, False)
+    assert sum(m["blocks"] for m in manifest["memories"] if m["kind"] == "ebr") <= 30
+    kinds = [(s["name"], s["kind"]) for s in manifest["steps"]]
+    assert kinds.index(("load conv2", "load")) + 1 == kinds.index(("conv2", "conv"))
+    assert next(s["cycles"] for s in manifest["steps"] if s["name"] == "load conv3") == 576 * 8
+    report = json.loads((out / "report.json").read_text())
+    assert report["verified_inputs"] == 3 and report["cycles_source"] == "measured in simulation"
+    assert report["cycles"] == manifest["latency"]["cycles_per_inference"]
 
 
 def test_a_damaged_export_is_refused(exports, tmp_path):

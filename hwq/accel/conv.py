@@ -34,7 +34,7 @@ from .address import DESCRIPTOR_FIELDS as ADDRESS_FIELDS
 from .address import ConvAddressGenerator
 from .array import MAX_TABLE_BITS, PEArray, _check_formats
 from .requant import MAX_ACC_WIDTH, MAX_INDEX_BITS, SHIFT_BITS, Requantizer, uniform_table
-from .schedule import ConvStep, Schedule
+from .schedule import ConvStep, Schedule, pack_words
 
 __all__ = ["ConvEngine", "ENGINE_FIELDS"]
 
@@ -117,6 +117,11 @@ class ConvEngine(wiring.Component):
         The step's last output code has been written; held until the next ``start`` (reset: 0).
     rq : Out(requant.signature.flip())
         Only with a shared ``requant``: the requantizer's inputs (out) and outputs (in).
+    w_waddr, w_wdata, w_wen : in
+        Only for a schedule with a weight store (:attr:`~hwq.accel.schedule.Schedule.loads`):
+        the weight memory's write port, ``w_wdata`` (a packed weight word) to ``w_waddr`` on a
+        clock edge with ``w_wen`` high; the :class:`~hwq.accel.loader.WeightLoader` fills the
+        overlay through it while the engine is idle.
 
     Timing: one step takes ``step.cycles + overhead(step)`` cycles from ``start`` to ``done``
     (:meth:`overhead`; a few dozen cycles).
@@ -227,6 +232,10 @@ class ConvEngine(wiring.Component):
         })
         if requant is not None:
             ports["rq"] = Out(requant.signature.flip())
+        self._loadable = len(sched.store) > 0
+        if self._loadable:
+            ports.update({"w_waddr": In(unsigned(widths["weight_addr_width"])),
+                          "w_wdata": In(unsigned(self._weight_bits * self._cols)), "w_wen": In(1)})
         super().__init__(ports)
 
     # --- properties ------------------------------------------------------------------------------
@@ -356,16 +365,9 @@ class ConvEngine(wiring.Component):
     # --- memory images ---------------------------------------------------------------------------
 
     def weight_words(self):
-        """The weight memory's init: word ``w`` = lane ``c`` at bits ``c * weight_bits``."""
-        words = np.asarray(self._sched.weights, dtype=np.int64)
-        mask = (1 << self._weight_bits) - 1
-        out = []
-        for row in words:
-            value = 0
-            for c, code in enumerate(row):
-                value |= (int(code) & mask) << (c * self._weight_bits)
-            out.append(value)
-        return out or [0]
+        """The weight memory's init: word ``w`` = lane ``c`` at bits ``c * weight_bits``
+        (:func:`~hwq.accel.schedule.pack_words`)."""
+        return pack_words(self._sched.weights, self._weight_bits) or [0]
 
     def param_words(self):
         """The parameter memory's init: bias (32 bits, two's complement), multiplier, shift."""
@@ -390,6 +392,9 @@ class ConvEngine(wiring.Component):
         words = self.weight_words()
         m.submodules.weights = wmem = Memory(shape=unsigned(self._weight_bits * C), depth=len(words), init=words)
         wport = wmem.read_port(domain="sync")
+        if self._loadable:                       # the overlay, written by the weight loader
+            load = wmem.write_port()
+            m.d.comb += [load.addr.eq(self.w_waddr), load.data.eq(self.w_wdata), load.en.eq(self.w_wen)]
         pwords = self.param_words()
         pwidth = BIAS_BITS + MULTIPLIER_BITS + SHIFT_BITS
         m.submodules.params = pmem = Memory(shape=unsigned(pwidth), depth=len(pwords), init=pwords)

@@ -27,8 +27,15 @@ Manifest keys (version :data:`MANIFEST_VERSION`)
 ``memories``
     Every memory (:mod:`hwq.accel.fit`): name, width, depth, ports, initialised, block kind and
     count.
+``preload``
+    The weight store (:mod:`hwq.accel.loader`), or None when every weight is in block RAM:
+    ``payloads`` (input-stream words the host sends once after every reset, before the first
+    image), ``file`` (``<module>_preload.hex``, written beside the Verilog: one payload per
+    line, hexadecimal, in order), ``store_words`` (16-bit words of the store), ``layers`` (the
+    layers whose weights it holds) and ``weight_capacity`` (words of the block-RAM weight memory).
 ``steps``
-    ``{"name", "kind", "cycles", "macs"}`` per step (steady-state cycles from the schedule).
+    ``{"name", "kind", "cycles", "macs"}`` per step (steady-state cycles from the schedule), a
+    ``load`` step (``"name": "load <layer>"``) before each layer whose weights come from the store.
 ``latency``
     ``cycles_per_inference`` (:attr:`Accelerator.expected_cycles`: a host that never waits),
     ``schedule_cycles``, ``macs``, ``utilization`` (the conv steps' MACs over cycles x PEs).
@@ -91,11 +98,24 @@ def accelerator_manifest(acc, *, module="hwq_accel", target="sim", memories=(), 
         "memories": [{"name": m.name, "width": m.width, "depth": m.depth, "read_ports": m.read_ports,
                       "write_ports": m.write_ports, "initialised": m.initialised, "kind": m.kind, "blocks": m.blocks}
                      for m in memories],
-        "steps": [{"name": step.name, "kind": step.kind, "cycles": int(step.cycles),
-                   "macs": int(step.macs) if step.kind == "conv" else 0} for step in s.steps],
+        "preload": _preload(acc, module),
+        "steps": [entry for step in s.steps for entry in (
+            ([{"name": f"load {step.name}", "kind": "load", "cycles": int(s.loads[step.name].cycles), "macs": 0}]
+             if step.name in s.loads else []) +
+            [{"name": step.name, "kind": step.kind, "cycles": int(step.cycles),
+              "macs": int(step.macs) if step.kind == "conv" else 0}])],
         "latency": {"cycles_per_inference": int(acc.expected_cycles), "schedule_cycles": int(s.cycles),
                     "macs": int(s.macs), "utilization": round(s.utilization(), 6)},
     }
+
+
+def _preload(acc, module):
+    s = acc.schedule
+    if acc.loader is None:
+        return None
+    return {"payloads": acc.loader.preload_words, "file": f"{module}_preload.hex", "store_words": acc.loader.depth,
+            "layers": [step.name for step in s.steps if step.name in s.loads],
+            "weight_capacity": s.weight_capacity}
 
 
 def write_accelerator(acc, out_dir, manifest):
@@ -112,7 +132,8 @@ def write_accelerator(acc, out_dir, manifest):
     Returns
     -------
     (pathlib.Path, pathlib.Path)
-        The Verilog and manifest files.
+        The Verilog and manifest files (and, with a weight store, ``<module>_preload.hex``
+        beside them).
     """
     import json
 
@@ -121,5 +142,9 @@ def write_accelerator(acc, out_dir, manifest):
     text = verilog.convert(acc, name=manifest["module"], emit_src=False)
     v_path, m_path = out_dir / manifest["verilog"], out_dir / f"{manifest['module']}.json"
     write_atomic(v_path, text)
+    if manifest.get("preload"):
+        digits = -(-acc.act_bits // 4)
+        write_atomic(out_dir / manifest["preload"]["file"],
+                     "".join(f"{value:0{digits}x}\n" for value in acc.preload()))
     write_atomic(m_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return v_path, m_path

@@ -32,7 +32,7 @@ import math
 
 from ..errors import InputError
 
-__all__ = ["PARTS", "LOGIC_BITS", "Part", "MemoryUse", "memories", "ebr_blocks", "spram_blocks",
+__all__ = ["PARTS", "LOGIC_BITS", "Part", "MemoryUse", "memories", "ebr_blocks", "ebr_capacity", "spram_blocks",
            "memory_budget", "check_fit"]
 
 #: a memory smaller than this many bits is built from logic, not a block memory
@@ -116,6 +116,12 @@ class MemoryUse:
 def ebr_blocks(width, depth):
     """SB_RAM40_4K blocks of one copy of a ``depth x width`` memory (the best configuration)."""
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in EBR_SHAPES)
+
+
+def ebr_capacity(width, blocks):
+    """Most words of ``width`` bits one memory can hold in ``blocks`` SB_RAM40_4K (the best
+    configuration: ``blocks // ceil(width / w)`` blocks deep of ``d`` words each)."""
+    return max((blocks // math.ceil(width / w)) * d for w, d in EBR_SHAPES)
 
 
 def spram_blocks(width, depth):

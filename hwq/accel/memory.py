@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import InputError
 
-__all__ = ["ActivationMemory", "SPRAM_WORDS", "SPRAM_BITS", "SPRAM_MARK"]
+__all__ = ["ActivationMemory", "single_port", "SPRAM_WORDS", "SPRAM_BITS", "SPRAM_MARK"]
 
 #: words and bits of one SB_SPRAM256KA
 SPRAM_WORDS, SPRAM_BITS = 16384, 16
@@ -39,6 +39,39 @@ def _positive(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{name} must be a positive integer, not {value!r}")
     return value
+
+
+def single_port(m, name, *, width, depth, write, waddr, wdata, raddr, spram):
+    """Add a single-port memory to module ``m``; return its read data.
+
+    One address: ``waddr`` in a cycle with ``write`` high (``wdata`` is written), else
+    ``raddr`` (the read port is disabled while writing and keeps its data). That is the
+    SB_SPRAM256KA's port, which ``synth_ice40 -spram`` infers.
+
+    Parameters
+    ----------
+    m : Module
+    name : str
+        Submodule name; with ``spram`` :data:`SPRAM_MARK` is appended and the memory gets the
+        attribute ``ram_style = "huge"`` (its zero initial contents are dropped at synthesis).
+    width, depth : int
+    write : Value
+    waddr, wdata, raddr : Value
+    spram : bool
+
+    Returns
+    -------
+    Value
+        The word at ``raddr`` of the previous cycle (read latency 1).
+    """
+    name = name + (f"_{SPRAM_MARK}" if spram else "")
+    mem = Memory(shape=unsigned(width), depth=depth, init=[], attrs={"ram_style": "huge"} if spram else None)
+    m.submodules[name] = mem
+    rport, wport = mem.read_port(domain="sync"), mem.write_port()
+    addr = Signal(range(max(depth, 2)), name=f"{name}_addr")
+    m.d.comb += [addr.eq(Mux(write, waddr, raddr)), rport.addr.eq(addr), rport.en.eq(~write),
+                 wport.addr.eq(addr), wport.data.eq(wdata), wport.en.eq(write)]
+    return rport.data
 
 
 class ActivationMemory(wiring.Component):
@@ -132,16 +165,9 @@ class ActivationMemory(wiring.Component):
             write = Signal(name=f"bank{b}_write")
             m.d.comb += write.eq(self.wen & (wbank == b))
             for r in range(R):
-                name = f"bank{b}_copy{r}" + (f"_{SPRAM_MARK}" if self._spram else "")
-                mem = Memory(shape=unsigned(self._width), depth=words, init=[],
-                             attrs={"ram_style": "huge"} if self._spram else None)
-                m.submodules[name] = mem
-                rport, wport = mem.read_port(domain="sync"), mem.write_port()
-                addr = Signal(range(max(words, 2)), name=f"{name}_addr")
-                m.d.comb += [addr.eq(Mux(write, self.waddr[:k], self.raddr[r][:k])),
-                             rport.addr.eq(addr), rport.en.eq(~write),
-                             wport.addr.eq(addr), wport.data.eq(self.wdata), wport.en.eq(write)]
-                data[b][r] = rport.data
+                data[b][r] = single_port(m, f"bank{b}_copy{r}", width=self._width, depth=words, write=write,
+                                         waddr=self.waddr[:k], wdata=self.wdata, raddr=self.raddr[r][:k],
+                                         spram=self._spram)
         for r in range(R):
             rbank = Signal(range(max(self._banks, 2)), name=f"read{r}_bank")
             m.d.sync += rbank.eq(self.raddr[r][k:])

@@ -16,6 +16,13 @@ what the hardware's sequencer steps through (docs/accelerator.md):
   ``C`` output channels at one reduction index ``k = (ci, ky, kx)`` (a Linear is a 1 x 1
   convolution of its input features). Output channels of a tile belong to one group, so a grouped
   convolution with fewer than ``C`` channels per group leaves columns idle.
+- **Weight store.** With ``weight_capacity`` (the words the on-chip weight memory holds: block
+  RAM, initialised in the bitstream) smaller than the weight image, the weights of some conv
+  steps live in the **weight store** instead (the UP5K's SPRAM, filled over the input stream
+  at start-up: it has no initial contents) and a :class:`WeightLoad` copies a step's words from
+  the store into the on-chip memory's **overlay** (the words past the resident ones) just before
+  the step runs. Which steps: the fewest store words such that the resident words plus the
+  largest spilled step fit the capacity (:func:`spill`).
 - **Parameter image.** Per output channel (or per output position of an average pool): bias
   (32 bits), multiplier (16 bits) and shift; plus each step's encoder table and clamp.
 - **Cycles.** Each step's cycle count in the array's steady state (:attr:`Step.cycles`).
@@ -36,8 +43,12 @@ from ..integer import ops as tensor_ops
 from ..integer.program import zero_code
 from ..integer.requant import Clamp, EncoderTable, requantize
 
-__all__ = ["Array", "Region", "ConvStep", "AddStep", "PoolStep", "AvgPoolStep", "MaxPoolStep", "PadStep", "Schedule",
+__all__ = ["STORE_BITS", "Array", "Region", "WeightLoad", "spill", "pack_words", "ConvStep", "AddStep", "PoolStep", "AvgPoolStep", "MaxPoolStep", "PadStep", "Schedule",
            "schedule", "execute", "tensor_shapes"]
+
+
+#: bits of one word of the weight store (an SB_SPRAM256KA is 16 K x 16, Lattice TN1314)
+STORE_BITS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +168,40 @@ class ConvStep(Step):
 
 
 @dataclasses.dataclass(frozen=True)
+class WeightLoad:
+    """Copy of one conv step's weight words from the weight store into the on-chip weight
+    memory's overlay, run by the sequencer just before that step.
+
+    Attributes
+    ----------
+    step : str
+        The conv step's name.
+    src : int
+        Its first word in the store image (:attr:`Schedule.store`), in weight words.
+    dst : int
+        Its first word in the on-chip weight memory (the overlay's base; the step's
+        ``weight_base``).
+    words : int
+        Weight words copied (the step's ``tiles * fan_in``).
+    pieces : int
+        Store words of :data:`STORE_BITS` per weight word (``ceil(cols * weight_bits / 16)``).
+    """
+
+    step: str
+    src: int
+    dst: int
+    words: int
+    pieces: int
+
+    kind = "load"
+
+    @property
+    def cycles(self):
+        """One store read per cycle: ``words * pieces``."""
+        return self.words * self.pieces
+
+
+@dataclasses.dataclass(frozen=True)
 class AddStep(Step):
     """``out[i] = requant(dec_a(a[i]) * Ma + dec_b(b[i]) * Mb + K)`` over every element."""
 
@@ -261,6 +306,14 @@ class Schedule:
     bank_words : int
         Words per bank: with ``banks > 1`` a power of two, bank ``b`` holding words
         ``b * bank_words ...``; with one bank, ``act_words``.
+    store : numpy.ndarray of int64
+        The weight store image, ``(words, cols)`` codes: the spilled steps' weight words in
+        step order (none without ``weight_capacity``). ``weights`` then holds the resident
+        steps' words followed by the overlay (zeros, as long as the largest spilled step).
+    loads : dict of str to WeightLoad
+        The load that runs before each spilled conv step, by step name.
+    weight_capacity : int or None
+        As given to :func:`schedule`.
     """
 
     model: object
@@ -280,6 +333,25 @@ class Schedule:
     table_index: dict
     banks: int = 1
     bank_words: int = 0
+    store: np.ndarray = None
+    loads: dict = dataclasses.field(default_factory=dict)
+    weight_capacity: int = None
+
+    def __post_init__(self):
+        if self.store is None:
+            self.store = np.zeros((0, self.array.cols), np.int64)
+
+    @property
+    def store_pieces(self):
+        """Store words of :data:`STORE_BITS` per weight word: ``ceil(cols * weight_bits / 16)``."""
+        return -(-self.array.cols * self.weight_bits // STORE_BITS)
+
+    def store_words(self):
+        """The weight store's contents, :data:`STORE_BITS`-bit words (each weight word packed as
+        :func:`pack_words`, least significant piece first), as a list of ints."""
+        mask, pieces = (1 << STORE_BITS) - 1, self.store_pieces
+        return [(word >> (STORE_BITS * j)) & mask for word in pack_words(self.store, self.weight_bits)
+                for j in range(pieces)]
 
     def bank_of(self, region):
         """The bank of ``region`` (a Region of this schedule)."""
@@ -292,8 +364,9 @@ class Schedule:
 
     @property
     def cycles(self):
-        """Steady-state cycles of one inference (:attr:`Step.cycles` summed)."""
-        return sum(step.cycles for step in self.steps)
+        """Steady-state cycles of one inference (:attr:`Step.cycles` and every
+        :attr:`WeightLoad.cycles` summed)."""
+        return sum(step.cycles for step in self.steps) + sum(load.cycles for load in self.loads.values())
 
     def utilization(self, steps=None):
         """PE utilization ``macs / (cycles * R * C)`` over the given conv steps (all by default)."""
@@ -399,7 +472,80 @@ class _Allocator:
         self.free = merged
 
 
-def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1):
+def pack_words(words, lane_bits):
+    """Weight words as integers: lane ``c`` of a word at bits ``c * lane_bits`` (two's
+    complement codes masked to ``lane_bits``).
+
+    Parameters
+    ----------
+    words : numpy.ndarray of int, ``(n, cols)``
+    lane_bits : int
+
+    Returns
+    -------
+    list of int
+        ``n`` values of ``cols * lane_bits`` bits.
+    """
+    words = np.asarray(words, dtype=np.int64) & ((1 << lane_bits) - 1)
+    return [sum(int(code) << (c * lane_bits) for c, code in enumerate(row)) for row in words]
+
+
+def spill(sizes, capacity):
+    """Which conv steps' weights go to the weight store, for an on-chip memory of ``capacity`` words.
+
+    The resident steps' words plus the overlay (as long as the largest spilled step) must fit
+    ``capacity``. Of the sets of steps that do, this returns one with the fewest spilled words
+    (the least loading per inference): for each overlay length ``L`` (a step's size), the
+    steps no longer than ``L`` whose words sum to the least at or above ``total - capacity + L``
+    (a subset sum, exact). Spilling every step always fits when no step exceeds ``capacity``.
+
+    Parameters
+    ----------
+    sizes : dict of str to int
+        Weight words of every conv step, by name, in step order.
+    capacity : int
+        Words of the on-chip weight memory.
+
+    Returns
+    -------
+    list of str
+        The spilled steps, in step order (empty when every step fits).
+
+    Raises
+    ------
+    InputError
+        Naming the step whose weights alone exceed ``capacity``.
+    """
+    total = sum(sizes.values())
+    if total <= capacity:
+        return []
+    for name, words in sizes.items():
+        if words > capacity:
+            raise InputError(f"layer {name!r}: its weights take {words} words of the on-chip weight memory, which "
+                             f"holds {capacity} (weight_capacity): it cannot be loaded in one piece")
+    best = None
+    for overlay in sorted(set(sizes.values())):
+        need = total - capacity + overlay                 # words to spill with this overlay
+        candidates = [name for name in sizes if sizes[name] <= overlay]
+        reach = [1]                                       # bit s of reach[i]: the first i sum to s
+        for name in candidates:
+            reach.append(reach[-1] | (reach[-1] << sizes[name]))
+        above = reach[-1] >> need
+        if not above:
+            continue
+        spilled = need + (above & -above).bit_length() - 1
+        if best is not None and spilled >= best[0]:
+            continue
+        chosen, target = set(), spilled
+        for i in range(len(candidates) - 1, -1, -1):      # back through the sums
+            if not (reach[i] >> target) & 1:
+                chosen.add(candidates[i])
+                target -= sizes[candidates[i]]
+        best = (spilled, chosen)
+    return [name for name in sizes if name in best[1]]
+
+
+def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1, weight_capacity=None):
     """Compile ``model`` for an ``array`` (docs/accelerator.md).
 
     Parameters
@@ -417,6 +563,10 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1)
         bank none of its inputs is in (the one where it ends lowest, the lowest such bank on a
         tie; the input tensor in bank 0), regions are reused within a bank, and bank ``b``
         starts at word ``b * bank_words`` (:class:`Schedule`).
+    weight_capacity : int, optional
+        Words the on-chip weight memory may hold (default: all of them). With fewer than the
+        weight image, some steps' weights go to the weight store (:func:`spill`,
+        :attr:`Schedule.store`, :class:`WeightLoad`).
 
     Returns
     -------
@@ -432,6 +582,9 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1)
         raise InputError(f"array must be an Array, not {array!r}")
     if isinstance(banks, bool) or not isinstance(banks, int) or banks < 1:
         raise InputError(f"banks must be a positive integer, not {banks!r}")
+    if weight_capacity is not None and (isinstance(weight_capacity, bool) or not isinstance(weight_capacity, int)
+                                        or weight_capacity < 1):
+        raise InputError(f"weight_capacity must be a positive number of words or None, not {weight_capacity!r}")
     _check_supported(model)
     shapes = tensor_shapes(model, input_shape)
     last_read = {}
@@ -533,11 +686,33 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1)
         act_words = bank_words = allocators[0].top
     formats = [model.tensors[name].format for name in regions]
     w_formats = [op.w_format for op in model.ops if op.op == "layer"]
+    weight_bits = max((f.bits for f in w_formats), default=1)
+    conv = [step for step in steps if step.kind == "conv"]
+    spilled = spill({step.name: len(words) for step, words in zip(conv, weights)},
+                    weight_capacity) if weight_capacity is not None else []
+    store, loads = np.zeros((0, array.cols), np.int64), {}
+    if spilled:                    # resident words first, then the overlay; the rest to the store
+        resident = [(step, words) for step, words in zip(conv, weights) if step.name not in spilled]
+        overlay = sum(len(words) for _, words in resident)
+        moved, base, src = {}, 0, 0
+        pieces = -(-array.cols * weight_bits // STORE_BITS)
+        for step, words in zip(conv, weights):
+            if step.name in spilled:
+                moved[step.name] = dataclasses.replace(step, weight_base=overlay)
+                loads[step.name] = WeightLoad(step.name, src, overlay, len(words), pieces)
+                src += len(words)
+            else:
+                moved[step.name] = dataclasses.replace(step, weight_base=base)
+                base += len(words)
+        steps = [moved.get(step.name, step) if step.kind == "conv" else step for step in steps]
+        longest = max(len(words) for step, words in zip(conv, weights) if step.name in spilled)
+        store = np.concatenate([words for step, words in zip(conv, weights) if step.name in spilled])
+        weights = [words for _, words in resident] + [np.zeros((longest, array.cols), np.int64)]
     return Schedule(model, array, regions[model.input], regions[model.output], regions, steps, act_words,
                     max(f.bits for f in formats),
                     np.concatenate(weights) if weights else np.zeros((0, array.cols), np.int64),
-                    max((f.bits for f in w_formats), default=1),
-                    _cat(bias), _cat(multiplier), _cat(shift), tables, table_index, banks, bank_words)
+                    weight_bits, _cat(bias), _cat(multiplier), _cat(shift), tables, table_index, banks, bank_words,
+                    store, loads, weight_capacity)
 
 
 def _relocate(step, moved):
@@ -625,15 +800,22 @@ def execute(sched, codes, trace=None):
         raise InputError(f"input codes of shape {codes.shape}, the schedule takes {sched.input.shape}")
     memory = np.zeros(sched.act_words, dtype=np.int64)
     memory[sched.input.base:sched.input.base + sched.input.size] = codes.ravel()
+    weights = np.array(sched.weights, dtype=np.int64)             # the on-chip weight memory
     for step in sched.steps:
-        out = _RUN[step.kind](sched, step, memory)
+        load = sched.loads.get(step.name)
+        if load is not None:
+            weights[load.dst:load.dst + load.words] = sched.store[load.src:load.src + load.words]
+        if step.kind == "conv":
+            out = _run_conv(sched, step, memory, weights)
+        else:
+            out = _RUN[step.kind](sched, step, memory)
         memory[step.out.base:step.out.base + step.out.size] = out
         if trace is not None:
             trace[step.name] = out.reshape(step.out.shape)
     return memory[sched.output.base:sched.output.base + sched.output.size].reshape(sched.output.shape)
 
 
-def _run_conv(sched, step, memory):
+def _run_conv(sched, step, memory, weight_memory):
     address, inside = _conv_addresses(step)
     c_in, h, w = step.in_shape
     in_per_group = c_in // step.groups
@@ -644,7 +826,7 @@ def _run_conv(sched, step, memory):
         group = first // per_group
         operand = np.where(inside, memory[address + group * in_per_group * h * w], step.pad_code)
         base = step.weight_base + t * step.fan_in
-        words = sched.weights[base:base + step.fan_in]                          # (fan_in, cols)
+        words = weight_memory[base:base + step.fan_in]                          # (fan_in, cols)
         lanes = min(sched.array.cols, (group + 1) * per_group - first)
         acc = decode_a[operand] @ decode_w[words[:, :lanes]]                   # (positions, lanes)
         values[first:first + lanes] = acc.T
@@ -703,4 +885,4 @@ def _run_pad(sched, step, memory):
     return plane.ravel()
 
 
-_RUN = {"conv": _run_conv, "add": _run_add, "avgpool": _run_avgpool, "maxpool": _run_maxpool, "pad": _run_pad}
+_RUN = {"add": _run_add, "avgpool": _run_avgpool, "maxpool": _run_maxpool, "pad": _run_pad}

@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import InputError
 from .conv import ConvEngine
+from .loader import WeightLoader, preload_payloads
 from .memory import ActivationMemory
 from .requant import Requantizer
 from .schedule import ConvStep, Schedule
@@ -142,13 +143,21 @@ class Accelerator(wiring.Component):
             self._requant = _silence(Requantizer(tables, acc_width=acc))
             self._conv = _silence(ConvEngine(sched, requant=self._requant, **array))
             self._vec = _silence(VectorUnit(sched, requant=self._requant))
-        # the step ROM's contents, checked now
+        self._loader = None
+        if sched.loads:
+            self._loader = _silence(WeightLoader(sched, payload_bits=int(sched.act_bits),
+                                                 weight_addr_width=len(self._conv.w_waddr),
+                                                 spram=sched.banks > 1 if spram is None else bool(spram)))
+        # the step ROM's contents, checked now: (unit, descriptor, step)
         self._rom = []
         for step in steps:
+            if step.name in sched.loads:
+                load = sched.loads[step.name]
+                self._rom.append(("load", self._loader.descriptor(load), load))
             if step.kind == "conv":
-                self._rom.append(("conv", self._conv.descriptor(step)))
+                self._rom.append(("conv", self._conv.descriptor(step), step))
             else:
-                self._rom.append(("vector", self._vec.descriptor(step)))
+                self._rom.append(("vector", self._vec.descriptor(step), step))
 
         self._act_bits = int(sched.act_bits)
         self._mem_bits = max([self._act_bits] + ([self._conv.act_bits] if self._conv else []))
@@ -169,7 +178,7 @@ class Accelerator(wiring.Component):
             "output": Out(stream.Signature(unsigned(self._act_bits))),
             "busy": Out(1),
             "cycles": Out(unsigned(cycle_bits)),
-            "step": Out(range(max(len(steps), 1))),
+            "step": Out(range(max(len(self._rom), 1))),
         })
 
     # --- properties ------------------------------------------------------------------------------
@@ -187,6 +196,17 @@ class Accelerator(wiring.Component):
     def vector(self):
         """The :class:`VectorUnit` (None without add, pool or pad steps)."""
         return self._vec
+
+    @property
+    def loader(self):
+        """The :class:`~hwq.accel.loader.WeightLoader` (None without a weight store)."""
+        return self._loader
+
+    def preload(self):
+        """What the host sends after reset, before the first image: the weight store's
+        contents as input-stream payloads (:func:`~hwq.accel.loader.preload_payloads`; empty
+        without a weight store)."""
+        return preload_payloads(self._sched, self._act_bits) if self._loader is not None else []
 
     @property
     def spram(self):
@@ -220,7 +240,9 @@ class Accelerator(wiring.Component):
         return max(1, self._rows if self._conv is not None else 1)
 
     def step_cycles(self, step):
-        """Cycles from the unit's ``start`` to its ``done`` for ``step``."""
+        """Cycles from the unit's ``start`` to its ``done`` for ``step`` (a Step or WeightLoad)."""
+        if step.kind == "load":
+            return WeightLoader.cycles(step)
         if step.kind == "conv":
             return step.cycles + self._conv.overhead(step)
         return self._vec.cycles(step)
@@ -229,15 +251,15 @@ class Accelerator(wiring.Component):
     def expected_cycles(self):
         """Cycles of one inference (:attr:`cycles`) with a host that never waits (module docstring)."""
         s = self._sched
-        return s.input.size + self._out_size + 1 + sum(self.step_cycles(step) + 1 for step in self._steps)
+        return s.input.size + self._out_size + 1 + sum(self.step_cycles(step) + 1 for _, _, step in self._rom)
 
     # --- hardware --------------------------------------------------------------------------------
 
     def elaborate(self, platform):
         m = Module()
         s = self._sched
-        conv, vec = self._conv, self._vec
-        n_steps = len(self._steps)
+        conv, vec, loader = self._conv, self._vec, self._loader
+        n_steps = len(self._rom)
 
         m.submodules.act = act = ActivationMemory(s.act_words, self._mem_bits, self.read_ports, self._addr_bits,
                                                   banks=s.banks, bank_words=s.bank_words if s.banks > 1 else None,
@@ -253,6 +275,11 @@ class Accelerator(wiring.Component):
             m.submodules.vector = vec
             m.d.comb += vec.rd_data.eq(rdata[0])
         is_conv = Signal(name="step_is_conv")
+        is_load = Signal(name="step_is_load")
+        if loader is not None:
+            m.submodules.loader = loader
+            m.d.comb += [conv.w_waddr.eq(loader.w_addr), conv.w_wdata.eq(loader.w_data), conv.w_wen.eq(loader.w_en),
+                         loader.fill.payload.eq(self.input.payload)]
         if self._requant is not None:                  # the shared requantizer, driven by the unit running
             m.submodules.requant = rq = self._requant
             for name, member in rq.signature.members.items():
@@ -273,13 +300,14 @@ class Accelerator(wiring.Component):
         m.d.comb += [self.step.eq(step), step_next.eq(step)]
         m.d.sync += step.eq(step_next)
         with m.Switch(step_next):
-            for i, (unit, desc) in enumerate(self._rom):
+            for i, (unit, desc, _) in enumerate(self._rom):
                 with m.Case(i):
-                    if unit == "conv":
-                        m.d.sync += is_conv.eq(1)
-                        m.d.sync += [getattr(conv, field).eq(value) for field, value in desc.items()]
+                    m.d.sync += [is_conv.eq(unit == "conv"), is_load.eq(unit == "load")]
+                    if unit == "vector":
+                        m.d.sync += vec.desc.eq(vec.desc_layout.const(desc))
                     else:
-                        m.d.sync += [is_conv.eq(0), vec.desc.eq(vec.desc_layout.const(desc))]
+                        target = conv if unit == "conv" else loader
+                        m.d.sync += [getattr(target, field).eq(value) for field, value in desc.items()]
 
         # --- the sequencer ------------------------------------------------------------------------
         out_base, out_size = self._out_base, self._out_size
@@ -291,7 +319,12 @@ class Accelerator(wiring.Component):
         last_out = Signal(name="last_out")
 
         port0 = raddr[0]
-        with m.FSM(name="seq") as fsm:
+        with m.FSM(name="seq", init="PRELOAD" if loader is not None else "INPUT") as fsm:
+            if loader is not None:
+                with m.State("PRELOAD"):                            # the weight store, once after reset
+                    m.d.comb += [loader.fill.valid.eq(self.input.valid), self.input.ready.eq(loader.fill.ready)]
+                    with m.If(loader.filled):
+                        m.next = "INPUT"
             with m.State("INPUT"):
                 m.d.comb += self.input.ready.eq(1)
                 m.d.comb += [act.waddr.eq(s.input.base + count), act.wdata.eq(self.input.payload),
@@ -308,7 +341,9 @@ class Accelerator(wiring.Component):
                     if conv is not None:
                         m.d.comb += conv.start.eq(is_conv)
                     if vec is not None:
-                        m.d.comb += vec.start.eq(~is_conv)
+                        m.d.comb += vec.start.eq(~is_conv & ~is_load)
+                    if loader is not None:
+                        m.d.comb += loader.start.eq(is_load)
                     m.next = "WAIT"
                 with m.State("WAIT"):
                     done = Signal(name="unit_done")
@@ -316,6 +351,8 @@ class Accelerator(wiring.Component):
                         m.d.comb += done.eq(Mux(is_conv, conv.done, vec.done))
                     else:
                         m.d.comb += done.eq((conv if conv is not None else vec).done)
+                    if loader is not None:
+                        done = Mux(is_load, loader.done, done)
                     with m.If(done):
                         with m.If(step == n_steps - 1):
                             m.next = "PRIME"

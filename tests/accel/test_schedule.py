@@ -192,3 +192,70 @@ def test_banks_are_checked(digits_integer):
     for bad in (0, True, 1.5):
         with pytest.raises(InputError, match="banks must be a positive integer"):
             schedule(imodel, (1, 8, 8), Array(1, 16), banks=bad)
+
+
+# --- the weight store -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes, capacity, expected", [
+    ({"a": 9, "b": 288, "c": 576, "d": 32}, 905, []),                 # everything fits
+    ({"a": 9, "b": 288, "c": 576, "d": 32}, 768, ["b", "c"]),         # 41 resident + 576 overlay
+    ({"a": 9, "b": 288, "c": 576, "d": 32}, 617, ["b", "c"]),         # exactly
+    ({"a": 100, "b": 120, "c": 100}, 250, ["a", "c"]),                # 120 resident + 100 overlay
+    ({"a": 10, "b": 200, "c": 30}, 210, ["b", "c"]),                  # 10 + 200 overlay (b must move)
+])
+def test_spill_keeps_resident_words_plus_the_overlay_within_capacity(sizes, capacity, expected):
+    from hwq.accel.schedule import spill
+    got = spill(sizes, capacity)
+    resident = sum(v for k, v in sizes.items() if k not in got)
+    assert resident + max((sizes[k] for k in got), default=0) <= capacity
+    assert got == [k for k in sizes if k in got]                      # step order
+    # no smaller set of spilled words fits (brute force over every subset)
+    import itertools
+    best = min(sum(sizes[k] for k in chosen) for n in range(len(sizes) + 1)
+               for chosen in itertools.combinations(sizes, n)
+               if sum(sizes.values()) - sum(sizes[k] for k in chosen)
+               + max((sizes[k] for k in chosen), default=0) <= capacity)
+    assert sum(sizes[k] for k in got) == best
+    assert got == expected
+
+
+def test_spill_refuses_a_layer_larger_than_the_capacity():
+    from hwq.accel.schedule import spill
+    with pytest.raises(InputError, match=r"layer 'c': its weights take 576 words .* holds 500"):
+        spill({"a": 9, "c": 576}, 500)
+    assert spill({"a": 300, "b": 300, "c": 300}, 400) == ["a", "b", "c"]       # only all three fit
+
+
+@pytest.mark.parametrize("config", [("fxp8", "fxp8"), ("ant4", "ant4"), ("ausn4", "ausn4")], ids="/".join)
+@pytest.mark.parametrize("array", [Array(1, 16), Array(2, 8)], ids=str)
+def test_weight_store_schedule_runs_the_integer_model(digits_integer, config, array):
+    """Weights loaded from the store into the overlay before their step give the same codes,
+    and the store plus the resident words are exactly the weight image without a store."""
+    imodel, codes = digits_integer(config)
+    plain = schedule(imodel, (1, 8, 8), array)
+    total = len(plain.weights)
+    sched = schedule(imodel, (1, 8, 8), array, weight_capacity=total * 3 // 4)
+    assert sched.loads and len(sched.weights) <= total * 3 // 4
+    _check(imodel, codes, sched)
+    for step in plain.steps:
+        if step.kind != "conv":
+            continue
+        words = plain.weights[step.weight_base:step.weight_base + step.tiles * step.fan_in]
+        moved = next(s for s in sched.steps if s.name == step.name)
+        if step.name in sched.loads:
+            load = sched.loads[step.name]
+            assert load.dst == moved.weight_base and load.words == len(words)
+            assert np.array_equal(sched.store[load.src:load.src + load.words], words)
+            assert load.cycles == load.words * -(-array.cols * sched.weight_bits // 16)
+        else:
+            assert np.array_equal(sched.weights[moved.weight_base:moved.weight_base + len(words)], words)
+    assert sched.cycles == plain.cycles + sum(load.cycles for load in sched.loads.values())
+
+
+def test_weight_capacity_is_checked(digits_integer):
+    imodel, _ = digits_integer(("fxp8", "fxp8"))
+    for bad in (0, -3, 2.5, True, "768"):
+        with pytest.raises(InputError, match="weight_capacity must be a positive number of words"):
+            schedule(imodel, (1, 8, 8), Array(1, 16), weight_capacity=bad)
+    with pytest.raises(InputError, match=r"layer 'conv3': its weights take 576 words"):
+        schedule(imodel, (1, 8, 8), Array(1, 16), weight_capacity=400)
