@@ -6,14 +6,18 @@ Wires :mod:`hwq.integer` (the export), :mod:`hwq.accel` (schedule, hardware, fit
 
 1. **check**, before anything is written: the export (every checksum and shape), the array, the
    target, the output directory, the tools; the schedule (an op the accelerator cannot run is
-   refused naming the op and the parameter); the hardware's construction; the memories against
-   the target's (:func:`hwq.accel.fit.check_fit`, naming each memory and the shortfall).
-2. **emit**: ``hwq_accel.v`` and its manifest ``hwq_accel.json`` (:mod:`hwq.accel.emit`).
-3. **verify** (unless ``verify=0``): the emitted design on the cocotb bench, ``verify`` inputs
+   refused naming the op and the parameter); the hardware's construction (:func:`hardware`);
+   the memories against the target's (:func:`hwq.accel.fit.check_fit`, naming each memory and
+   the shortfall). With ``array="auto"`` every array of :data:`AUTO_ARRAYS` whose memories fit
+   is a candidate.
+2. **emit**: ``hwq_accel.v``, its manifest ``hwq_accel.json`` and, with a weight store,
+   ``hwq_accel_preload.hex`` (:mod:`hwq.accel.emit`).
+3. **synthesize** (unless ``synth=False`` or the target is ``sim``): yosys and nextpnr for the
+   part; logic cells, EBR, SPRAM, DSP, Fmax. With ``auto``, a candidate that does not fit (logic
+   cells, SB_MAC16) gives way to the next one, emitted and synthesized in turn.
+4. **verify** (unless ``verify=0``): the chosen design on the cocotb bench, ``verify`` inputs
    (real samples from ``images``, else seeded random codes), output codes bit-exact with the
    integer model, and the cycles per inference measured.
-4. **synthesize** (unless ``synth=False`` or the target is ``sim``): yosys and nextpnr for the
-   part; logic cells, EBR, SPRAM, DSP, Fmax.
 5. **report**: ``report.json`` and ``report.md`` (:mod:`hwq.accel.report`).
 
 Output is staged and replaces ``out`` as a whole only when every step succeeded
@@ -30,10 +34,14 @@ import numpy as np
 from .errors import InputError
 from .fileio import check_output_dir, staged_output
 
-__all__ = ["build_accelerator", "load_images", "TARGETS"]
+__all__ = ["build_accelerator", "load_images", "TARGETS", "AUTO_ARRAYS"]
 
 #: what ``--target`` may name for an accelerator
 TARGETS = ("up5k", "hx8k", "sim")
+#: the arrays ``array="auto"`` tries, in order: one row (a single read port, so the activation
+#: banks fit the UP5K's SPRAMs), 16, 8 and 4 output channels (the digits CNN's channel counts
+#: are multiples of 8: no idle column at 8)
+AUTO_ARRAYS = ("1x16", "1x8", "1x4")
 MODULE = "hwq_accel"
 #: SB_MAC16 left to yosys's inference on a part with DSPs, outside the PE array: the shared
 #: requantizer's 32 x 16 product takes 2, the vector unit's multiplier 1 (measured with
@@ -131,7 +139,7 @@ def _random_codes(model, count, seed):
     return np.random.default_rng(seed).integers(0, n_codes, size=(count,) + tuple(model.input_shape))
 
 
-def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out", synth=True, verify=2,
+def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out", synth=True, verify=2,
                       images=None, simulator="verilator", seed=0, cache=True, quiet=False, log=print):
     """Build the accelerator of the export in ``model_dir`` into ``out`` (module docstring).
 
@@ -140,7 +148,10 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
     model_dir : str or Path
         An export written by :func:`hwq.integer.export` (version 3).
     array : str or Array
-        PE array, ``"RxC"`` (rows: output positions, columns: output channels).
+        PE array, ``"RxC"`` (rows: output positions, columns: output channels), or ``"auto"``
+        (default): the first of :data:`AUTO_ARRAYS` that fits the target, by its memories and,
+        when synthesizing, by synthesis (each one tried is in the report's ``array_search``);
+        ``1x16`` for ``sim``.
     target : str
         ``up5k``, ``hx8k`` or ``sim`` (no fit check, no synthesis).
     out : str or Path
@@ -163,7 +174,7 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
     ------
     InputError
         Before anything is written, for every bad input (naming it), an op the accelerator
-        cannot run, or memories that do not fit the target.
+        cannot run, or memories that do not fit the target (with ``auto``: with no array).
     """
     from .accel.emit import accelerator_manifest, write_accelerator
     from .accel.fit import check_fit
@@ -180,7 +191,11 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
         raise InputError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
     if isinstance(verify, bool) or not isinstance(verify, int) or verify < 0:
         raise InputError(f"--verify must be a non-negative number of inputs, not {verify!r}")
-    array = array if isinstance(array, Array) else Array.parse(array)
+    auto = isinstance(array, str) and array.strip().lower() == "auto"
+    if auto:
+        arrays = [Array.parse(a) for a in (AUTO_ARRAYS if target != "sim" else AUTO_ARRAYS[:1])]
+    else:
+        arrays = [array if isinstance(array, Array) else Array.parse(array)]
     model_dir = Path(model_dir)
     model = load(model_dir)
     export_sha = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()
@@ -197,19 +212,52 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
         from .synth import SYNTH_TOOLS
         from .tools import find_tools
         find_tools(*SYNTH_TOOLS)
-    sched, acc = hardware(model, array, target)
-    memories, _ = check_fit(acc, target)
-    manifest = accelerator_manifest(acc, module=MODULE, target=target, memories=memories, export_sha256=export_sha)
+    candidates, refused = [], []
+    for candidate in arrays:
+        sched, acc = hardware(model, candidate, target)       # what no array can run is refused here
+        try:
+            memories, _ = check_fit(acc, target)
+        except InputError as exc:
+            if not auto:
+                raise
+            refused.append(f"{candidate}: {exc}")
+            continue
+        candidates.append((candidate, sched, acc, memories))
+    if not candidates:
+        raise InputError(f"--array auto: no array fits the {target}: " + "; ".join(refused))
+    search = [{"array": text.split(":")[0], "fits": False, "reason": text.split(": ", 1)[1]} for text in refused]
     timing["check_s"] = time.perf_counter() - start
-    log(f"checked {model_dir} in {timing['check_s']:.1f} s: {len(sched.steps)} steps on {array}, "
-        f"{sched.macs} MACs, {acc.expected_cycles} cycles per inference")
+    log(f"checked {model_dir} in {timing['check_s']:.1f} s: {len(candidates[0][1].steps)} steps, "
+        f"{candidates[0][1].macs} MACs; array {' or '.join(str(c[0]) for c in candidates)}")
 
     verification = synthesis = None
     with staged_output(out) as stage:
-        t = time.perf_counter()
-        v_path, _ = write_accelerator(acc, stage, manifest)
-        timing["emit_s"] = time.perf_counter() - t
-        log(f"emitted {v_path.name} in {timing['emit_s']:.1f} s")
+        from .synth import synthesize_design
+        from .synth.cache import as_cache
+        timing["emit_s"] = timing["synth_s"] = 0.0
+        for index, (array, sched, acc, memories) in enumerate(candidates):
+            manifest = accelerator_manifest(acc, module=MODULE, target=target, memories=memories,
+                                            export_sha256=export_sha)
+            t = time.perf_counter()
+            for stale in stage.glob(f"{MODULE}_preload.hex"):       # a previous candidate's
+                stale.unlink()
+            v_path, _ = write_accelerator(acc, stage, manifest)
+            timing["emit_s"] += time.perf_counter() - t
+            log(f"emitted {v_path.name} ({array}: {acc.expected_cycles} cycles per inference) in "
+                f"{time.perf_counter() - t:.1f} s")
+            if not do_synth:
+                break
+            t = time.perf_counter()
+            synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, cache=as_cache(cache))
+            timing["synth_s"] += time.perf_counter() - t
+            fits = synthesis.get("fits", True)
+            search.append({"array": str(array), "fits": bool(fits), "lcs": synthesis.get("lcs"),
+                           "dsp": synthesis.get("dsp"), "ebr": synthesis.get("ebr"),
+                           "reason": "; ".join(synthesis.get("notes") or []) if not fits else ""})
+            log(f"synthesized {array} in {time.perf_counter() - t:.1f} s: "
+                + ("fits" if fits else "does not fit: " + search[-1]["reason"]))
+            if fits or not auto or index == len(candidates) - 1:
+                break
         if verify:
             import tempfile
 
@@ -224,14 +272,9 @@ def build_accelerator(model_dir, *, array="1x16", target="up5k", out="accel_out"
             timing["verify_s"] = time.perf_counter() - t
             log(f"verified {len(codes)} input(s) on {simulator} in {timing['verify_s']:.1f} s: bit-exact, "
                 f"{verification['cycles'][0]} cycles per inference")
-        if do_synth:
-            from .synth import synthesize_design
-            from .synth.cache import as_cache
-            t = time.perf_counter()
-            synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, cache=as_cache(cache))
-            timing["synth_s"] = time.perf_counter() - t
-            log(f"synthesized in {timing['synth_s']:.1f} s")
         report = accelerator_report(manifest, synthesis=synthesis, verification=verification)
+        if auto:
+            report["array_search"] = search
         write_report(report, stage)
         log(report["summary"])
     timing["total_s"] = time.perf_counter() - start

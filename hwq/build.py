@@ -193,8 +193,9 @@ def _parser():
                              "an unconstrained simulation target (no fit check, no synthesis)")
     accel = parser.add_argument_group("accelerator of an exported model")
     accel.add_argument("--model", metavar="DIR", help="an export (hwq.integer.export): build its accelerator")
-    accel.add_argument("--array", default="1x16", metavar="RxC",
-                       help="PE array: rows (output positions) x columns (output channels); default 1x16")
+    accel.add_argument("--array", default="auto", metavar="RxC",
+                       help="PE array: rows (output positions) x columns (output channels), or 'auto' "
+                            "(default): the first of 1x16, 1x8, 1x4 that fits the target")
     accel.add_argument("--verify", type=int, default=2, metavar="N",
                        help="inputs to run bit-exact on the cocotb bench (default 2; 0 skips it)")
     accel.add_argument("--images", metavar="FILE.npy", help="real input samples to verify on (default: random codes)")
@@ -220,7 +221,7 @@ _PE_OPTIONS = (("formats", "--format", None), ("a_bits", "--a-bits", None), ("w_
                ("mapping", "--mapping", "both"), ("pipeline", "--pipeline", 0), ("max_terms", "--max-terms", 1024),
                ("jobs", "--jobs", None))
 #: accelerator-only options (name, default)
-_ACCEL_OPTIONS = (("array", "--array", "1x16"), ("verify", "--verify", 2), ("images", "--images", None),
+_ACCEL_OPTIONS = (("array", "--array", "auto"), ("verify", "--verify", 2), ("images", "--images", None),
                   ("sim", "--sim", "verilator"))
 
 

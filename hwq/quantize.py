@@ -218,18 +218,19 @@ def _accel_cells(r):
     """The accelerator columns of one run's table row."""
     acc = r.get("accelerator")
     if acc is None:
-        return ["-"] * 5
+        return ["-"] * 6
     if "error" in acc:
-        return ["does not fit the iCE40UP5K" if acc.get("fits") is False else "failed, see report.json"] + ["-"] * 4
+        return ["-", "does not fit the iCE40UP5K" if acc.get("fits") is False else "failed, see report.json"] + \
+            ["-"] * 4
     fmax = acc.get("fmax_mhz")
-    return [str(acc.get("lcs") if acc.get("lcs") is not None else "-"), str(acc.get("ebr", "-")),
+    return [str(acc.get("array") or "-"), str(acc.get("lcs") if acc.get("lcs") is not None else "-"), str(acc.get("ebr", "-")),
             str(acc.get("dsp", "-")), "-" if fmax is None else f"{fmax:.1f}",
             "-" if not acc.get("inferences_per_s") else f"{acc['inferences_per_s']:.0f}"]
 
 
 def _table(runs, float_accuracy):
     headers = ["format", "config", "weights", "activations", "PTQ acc", "int acc", "QAT acc", "SQNR dB",
-               "MBOPs", "accel LCs", "EBR", "DSP", "Fmax MHz", "inf/s"]
+               "MBOPs", "PE array", "accel LCs", "EBR", "DSP", "Fmax MHz", "inf/s"]
     rows = []
     for r in runs:
         rows.append([r["format"], f"w{r['w_bits']}a{r['a_bits']}", r["weights"], r["activations"],
@@ -237,10 +238,11 @@ def _table(runs, float_accuracy):
                      f"{100 * r['qat_accuracy']:.2f}", f"{r['output_sqnr_db']:.1f}", f"{r['bops'] / 1e6:.2f}",
                      *_accel_cells(r)])
     lines = [f"FP32 accuracy: {100 * float_accuracy:.2f} %", "",
-             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 4 else "---:"
+             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 4 or headers[i] == "PE array" else "---:"
                                                              for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "Accelerator columns: the whole digits CNN on the iCE40UP5K (`hwq-build --model`, 1x16 PE array), "
+    lines += ["", "Accelerator columns: the whole digits CNN on the iCE40UP5K (`hwq-build --model`; PE array: the "
+              "first of 1x16, 1x8, 1x4 that fits, `--array auto`), "
               f"verified bit-exact on {ACCEL_IMAGES} test images on Verilator; `-`: not built for this configuration."]
     return "\n".join(lines) + "\n"
 
@@ -288,7 +290,8 @@ def _plot(runs, float_accuracy, path):
                    zorder=3)
         ax.scatter([cells], [qat], marker=marker, s=80, facecolors="white", edgecolors=color, linewidths=1.6,
                    zorder=3)
-    ax.set_xlabel("accelerator logic cells (iCE40UP5K, nextpnr; whole digits CNN, 1x16 PE array)", fontsize=11)
+    ax.set_xlabel("accelerator logic cells (iCE40UP5K, nextpnr; whole digits CNN, the largest PE array that fits)",
+                  fontsize=11)
     ax.set_ylabel("top-1 accuracy on digits (%)", fontsize=11)
     missing = len(runs) - len(plotted)
     ax.set_title("Accuracy vs accelerator cost" + (f" ({missing} run(s) without a synthesized accelerator not "

@@ -110,6 +110,9 @@ def test_ausn_weights_stay_shift_add_on_a_part_with_dsps(exports, tmp_path):
 
 
 def test_block_counts():
+    from hwq.accel.fit import ebr_capacity
+    assert ebr_capacity(128, 26) == 768 and ebr_capacity(128, 32) == 1024 and ebr_capacity(128, 7) == 0
+    assert ebr_capacity(64, 26) == 1536 and ebr_capacity(4, 1) == 1024 and ebr_capacity(16, 3) == 768
     assert ebr_blocks(16, 256) == ebr_blocks(8, 512) == ebr_blocks(2, 2048) == 1
     assert ebr_blocks(128, 905) == 32                                    # 8 wide x 4 deep at 256 x 16
     assert ebr_blocks(54, 91) == 4
@@ -174,6 +177,27 @@ def test_weights_beyond_the_block_ram_load_into_spram_over_the_input_stream(expo
     report = json.loads((out / "report.json").read_text())
     assert report["verified_inputs"] == 3 and report["cycles_source"] == "measured in simulation"
     assert report["cycles"] == manifest["latency"]["cycles_per_inference"]
+
+
+def test_auto_array_synthesizes_until_one_fits_the_up5k(exports, tmp_path):
+    """fxp8 at the default --array auto: on 1x16 the six 8 x 8 products beyond the five SB_MAC16
+    pairs become SB_MAC16 too (14 of 8) and the design needs about 5 800 logic cells; 1x8 (four
+    pairs) fits, with its weight store, and is the one verified and reported."""
+    out = tmp_path / "acc"
+    code, stdout, stderr = run_cli("--model", exports["fxp8", "fxp8"], "--verify", 2, "--images", exports["images"],
+                                   "--out", out)
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    search = report["array_search"]
+    assert [(a["array"], a["fits"]) for a in search] == [("1x16", False), ("1x8", True)]
+    assert "SB_MAC16" in search[0]["reason"] and search[0]["dsp"] > 8
+    assert report["array"] == "1x8" and report["fits"] is True
+    assert report["dsp"] <= 8 and report["ebr"] <= 30 and report["spram"] == 4 and report["lcs"] <= 5280
+    assert report["weight_store"]["layers"] and report["verified_inputs"] == 2
+    assert report["cycles_source"] == "measured in simulation" and report["fmax_mhz"] > 0
+    manifest = json.loads((out / "hwq_accel.json").read_text())
+    assert manifest["array"]["cols"] == 8 and (out / manifest["preload"]["file"]).is_file()
+    assert "## Array search" in (out / "report.md").read_text()
 
 
 def test_a_damaged_export_is_refused(exports, tmp_path):

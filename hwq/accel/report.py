@@ -16,7 +16,12 @@ Figures and where they come from:
 - ``fmax_mhz``, ``lcs``, ``ebr``, ``spram``, ``dsp``: nextpnr and yosys (post-placement logic
   cells, blocks by type);
 - ``inferences_per_s`` = ``fmax_mhz * 1e6 / cycles``; ``macs_per_s_per_lc`` = MACs/s at Fmax over
-  logic cells.
+  logic cells;
+- ``weight_store``: the layers whose weights the SPRAM store holds, the payloads the host
+  preloads after reset and the cycles per inference spent copying them (part of ``cycles``),
+  or None;
+- ``array_search`` (added by :func:`hwq.accel_build.build_accelerator` with ``array="auto"``):
+  every array tried, whether it fit and why not.
 """
 
 import json
@@ -56,6 +61,9 @@ def accelerator_report(manifest, *, synthesis=None, verification=None):
         "macs_per_cycle": macs / cycles, "utilization": macs / (cycles * pes), "layers": layers,
         "verified_inputs": len(verification["cycles"]) if verification is not None else 0,
         "memories": manifest["memories"],
+        "weight_store": None if not manifest.get("preload") else {
+            "layers": manifest["preload"]["layers"], "preload_payloads": manifest["preload"]["payloads"],
+            "load_cycles": sum(s["cycles"] for s in manifest["steps"] if s["kind"] == "load")},
     }
     if synthesis is not None:
         fmax = synthesis.get("fmax_mhz")
@@ -99,7 +107,16 @@ def report_markdown(report):
         rows.append(("inferences/s at Fmax", f"{r['inferences_per_s']:.0f}"))
     if r.get("macs_per_s_per_lc"):
         rows.append(("MAC/s per logic cell", f"{r['macs_per_s_per_lc']:.0f}"))
+    if r.get("weight_store"):
+        w = r["weight_store"]
+        rows.append(("weight store (SPRAM)", f"{', '.join(w['layers'])}: {w['preload_payloads']} payloads preloaded "
+                                             f"after reset, {w['load_cycles']} load cycles per inference"))
     lines += [f"| {label} | {value} |" for label, value in rows]
+    if r.get("array_search"):
+        lines += ["", "## Array search (`--array auto`)", "", "| array | fits | logic cells | SB_MAC16 | why not |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {a['array']} | {'yes' if a['fits'] else 'no'} | {a.get('lcs') or ''} | {a.get('dsp') or ''} "
+                  f"| {a.get('reason') or ''} |" for a in r["array_search"]]
     lines += ["", "## Layers on the PE array", "", "| layer | MACs | cycles | MACs/cycle | utilization |",
               "|---|---|---|---|---|"]
     lines += [f"| {l['name']} | {l['macs']} | {l['cycles']} | {l['macs_per_cycle']:.2f} | {100 * l['utilization']:.1f} % |"

@@ -14,11 +14,13 @@ address and flagged outside). A pad step is a ``1 x 1`` window whose outside pos
 pad code; an add is a window over its one or two sources (``kx`` selects the source, ``ox`` the
 element).
 
-Pipeline: counters and the read address (cycle ``t``); the read data and the parameter word
-(``t + 1``) into a :class:`~hwq.accel.array.TableDecoder`; at ``t + 2`` the decoded value is
-accumulated (``dec * Ma`` / ``dec * Mb`` on ``K`` for an add, the sum of the values inside for an
-average pool) or compared (the first maximum inside the window, with its code, for a max pool);
-at a window's last element the result goes to the write port (max pool, pad: at ``t + 3``) or to
+Pipeline: counters and the read address (cycle ``t``); the address registered (``rd_addr``,
+``t + 1``: the address arithmetic stays off the memory's address path); the read data and the
+parameter word (``t + 2``) into a :class:`~hwq.accel.array.TableDecoder`; at ``t + 3`` the
+decoded value is accumulated (``dec * Ma`` / ``dec * Mb`` on ``K`` for an add, the sum of the
+values inside for an average pool) or compared (the first maximum inside the window, with its
+code, for a max pool); at a window's last element the result goes to the write port (max pool,
+pad: at ``t + 4``) or to
 the :class:`~hwq.accel.requant.Requantizer` (bias 0; ``M = 1`` and the step's shift for an add,
 ``M[p]`` and ``S[p]`` for an average pool) and from its code to the write port. Results are
 written in CHW order to ``dst`` onwards.
@@ -314,12 +316,12 @@ class VectorUnit(wiring.Component):
         raise InputError(f"step must be an add, pool or pad step of the unit's schedule, not {step!r}")
 
     def overhead(self, kind):
-        """Pipeline cycles a step of ``kind`` adds to its ``cycles``: 4 for max pool and pad (read,
-        decode, compare, write register, and ``done``), plus the requantizer's latency for add and
-        average pool."""
+        """Pipeline cycles a step of ``kind`` adds to its ``cycles``: 5 for max pool and pad
+        (address register, read, decode, compare, write register, and ``done``), plus the
+        requantizer's latency for add and average pool."""
         if kind not in KINDS:
             raise InputError(f"kind must be one of {sorted(KINDS)}, not {kind!r}")
-        return 4 + (self.requant_latency if kind in ("add", "avgpool") else 0)
+        return 5 + (self.requant_latency if kind in ("add", "avgpool") else 0)
 
     @property
     def desc_layout(self):
@@ -359,9 +361,9 @@ class VectorUnit(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from a window's first read address to its write: 3 for max pool and pad, 3 plus
-        the requantizer's latency for add and average pool (the longer)."""
-        return 3 + self.requant_latency
+        """Cycles from a window's counters to its write: 4 for max pool and pad, 4 plus the
+        requantizer's latency for add and average pool (the longer)."""
+        return 4 + self.requant_latency
 
     @property
     def requant_latency(self):
@@ -394,7 +396,6 @@ class VectorUnit(wiring.Component):
         row = Signal(self._addr_bits + 1)
         m.d.comb += row.eq(yc[:dim] * d.in_w)
         addr = Mux(is_add, Mux(kx[0], d.src_b, d.src_a) + ox, chan + row + xc[:dim])
-        m.d.comb += self.rd_addr.eq(addr)
         inside = is_add | (in_y & in_x)
         w_first = (ky == 0) & (kx == 0)
         w_last = (ky == d.kernel_h - 1) & (kx == d.kernel_w - 1)
@@ -425,20 +426,27 @@ class VectorUnit(wiring.Component):
             with m.If(final):
                 m.d.sync += run.eq(0)
 
+        # --- stage A: the read address, registered (the address arithmetic is off the memory's
+        # address path: counters -> clip -> row product -> sums -> here) ------------------------
+        va, ina, firsta, lasta, pha = (Signal(name=n) for n in ("va", "inside_a", "first_a", "last_a", "phase_a"))
+        pa = Signal.like(p, name="p_a")
+        m.d.sync += [va.eq(run & ~started), ina.eq(inside), firsta.eq(w_first), lasta.eq(w_last), pha.eq(kx[0]),
+                     pa.eq(p), self.rd_addr.eq(addr)]
+
         # parameter memory: read at the window's position
         if self._param_words:
             pmem = Memory(shape=unsigned(MULTIPLIER_BITS + SHIFT_BITS), depth=len(self._param_words),
                           init=self._param_words)
             m.submodules.params = pmem
             pport = pmem.read_port(domain="sync")
-            m.d.comb += pport.addr.eq(d.param_base + p)
+            m.d.comb += pport.addr.eq(d.param_base + pa)
             param_data = pport.data
         else:
             param_data = Const(1, MULTIPLIER_BITS + SHIFT_BITS)
 
         # --- stage 1: read data into the decoder ---------------------------------------------
         v1, in1, first1, last1, ph1 = (Signal(name=n) for n in ("v1", "inside1", "first1", "last1", "phase1"))
-        m.d.sync += [v1.eq(run & ~started), in1.eq(inside), first1.eq(w_first), last1.eq(w_last), ph1.eq(kx[0])]
+        m.d.sync += [v1.eq(va), in1.eq(ina), first1.eq(firsta), last1.eq(lasta), ph1.eq(pha)]
         if self._formats:
             m.submodules.decoder = dec = TableDecoder(self._formats)
             m.d.comb += [dec.code.eq(self.rd_data), dec.format.eq(Mux(ph1, d.format_b, d.format_a))]

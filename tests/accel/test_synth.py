@@ -139,23 +139,6 @@ def test_module_ports_and_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_digits_cnn_fxp8_on_1x16(digits, tmp_path):
-    """The digits CNN at W8A8 on 1x16: measured, whatever it fits (the weight image alone needs
-    32 of the 30 EBR, docs/accelerator.md); counts must be consistent."""
-    from hwq.accel.schedule import Array
-    from hwq.quant import quantize
-    from hwq.quant.integer import integer_model
-    model, (x_train, *_) = digits
-    imodel = integer_model(quantize(model, "fxp8", "fxp8", calibration=[x_train[:64]]))
-    sched = _accelerator_verilog(imodel, Array(1, 16), tmp_path / "accel.v", banks=3)
-    r = synthesize_design(tmp_path / "accel.v", "accel", tmp_path / "build")
-    assert r["spram"] == 3 and r["ebr"] >= math.ceil(sched.weights.size * sched.weight_bits / 4096)
-    assert r["fits"] == (not r["overfull"])
-    if not r["fits"]:
-        assert any("does not fit" in note for note in r["notes"])
-    assert r["lut4"] > 1000 and r["lcs"] >= r["lut4"]
-
-
 COUNTER = """
 module counter(clk, rst, en, q);
   input clk;

@@ -170,7 +170,7 @@ def test_without_adds_or_average_pools_no_requantizer(mixed_fxp8, kinds):
     sched = dataclasses.replace(sched, steps=steps)
     image = np.random.default_rng(2).integers(0, 256, sched.act_words)
     dut, results = run_vector_steps(sched, image)
-    assert dut.requant_latency == 0 and dut.overhead("pad") == 4 and len(results) == len(steps)
+    assert dut.requant_latency == 0 and dut.overhead("pad") == 5 and len(results) == len(steps)
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +194,8 @@ def test_descriptor_and_cycles(mixed_fxp8):
         int(sched.multiplier[steps["adaptive_avg_pool2d"].param_base])
         | int(sched.shift[steps["adaptive_avg_pool2d"].param_base]) << 16)
     assert set(dut.descriptor(steps["pad"])) == set(dut.desc_layout.members)
-    assert dut.overhead("pad") == 4 and dut.overhead("add") == 4 + dut.requant_latency
-    assert dut.cycles(steps["max_pool2d"]) == 8 * 16 * 9 + 4
+    assert dut.overhead("pad") == 5 and dut.overhead("add") == 5 + dut.requant_latency
+    assert dut.cycles(steps["max_pool2d"]) == 8 * 16 * 9 + 5
 
 
 def test_bad_parameters_raise_input_error(mixed_fxp8):
