@@ -8,7 +8,8 @@ and configuration (the worked example's activation formats), then build every po
 :func:`hwq.accel_build.build_accelerator` for the iCE40UP5K: Verilog, one test image bit-exact on
 Verilator (the measured cycles), yosys and nextpnr. A point whose memories do not fit is kept,
 with the reason. Writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``--out`` and prints
-the table.
+the table (``--replot DIR/sweep.json`` redraws them from an earlier run). The figures in the
+README are ``--configs w4a4 w8a8``.
 """
 
 import argparse
@@ -100,12 +101,16 @@ def _plot(points, path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5))
     keys = list(dict.fromkeys((p["format"], p["config"]) for p in points))
-    for i, (fmt, config) in enumerate(keys):
+    formats = list(dict.fromkeys(fmt for fmt, _ in keys))
+    configs = list(dict.fromkeys(config for _, config in keys))
+    for fmt, config in keys:                         # a colour per format, a line style per configuration
         mine = sorted((p for p in points if (p["format"], p["config"]) == (fmt, config) and p.get("fits")),
                       key=lambda p: p["lcs"])
         if mine:
-            ax.plot([p["lcs"] for p in mine], [p["inferences_per_s"] for p in mine], marker="o",
-                    color=f"C{i % 10}", label=f"{fmt} {config}")
+            style = configs.index(config)
+            ax.plot([p["lcs"] for p in mine], [p["inferences_per_s"] for p in mine], marker="os^D"[style % 4],
+                    linestyle=("-", "--", ":", "-.")[style % 4], color=f"C{formats.index(fmt) % 10}",
+                    label=f"{fmt} {config}")
             for p in mine:
                 ax.annotate(p["array"], (p["lcs"], p["inferences_per_s"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
@@ -122,12 +127,20 @@ def _plot(points, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replot", type=Path, metavar="SWEEP_JSON",
+                        help="only redraw the table and plot of an earlier run's sweep.json (beside it)")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS))
-    parser.add_argument("--configs", nargs="+", default=["w4a4"])
+    parser.add_argument("--configs", nargs="+", default=["w4a4", "w8a8"])
     parser.add_argument("--arrays", nargs="+", default=["1x4", "1x8", "1x16"])
     parser.add_argument("--out", default="build/accel_sweep", type=Path)
     parser.add_argument("--jobs", type=int, default=2, help="points built at once (default 2)")
     args = parser.parse_args(argv)
+    if args.replot:
+        points = json.loads(args.replot.read_text())
+        (args.replot.parent / "sweep.md").write_text("# Digits CNN accelerator sweep (iCE40UP5K)\n\n" + _table(points))
+        _plot(points, args.replot.parent / "sweep.png")
+        print(_table(points))
+        return
     exports, images = _exports(args.formats, args.configs, args.out)
     start = time.perf_counter()
     tasks = [(fmt, config, array) for fmt in args.formats for config in args.configs for array in args.arrays]
