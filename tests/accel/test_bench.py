@@ -195,3 +195,29 @@ def test_bad_arguments_fail_before_any_work(digits_codes, tmp_path):
     with pytest.raises(InputError, match="build"):
         call(build_dir=tmp_path / "file")
     assert not build.exists()
+
+
+#: W8A8 as hwq-build makes it for the UP5K on 1x8: activation banks in SPRAM, products in SB_MAC16
+#: pairs (not for AUSN), two layers' weights in the SPRAM weight store, preloaded by the bench
+UP5K_CASES = [("fxp8", "fxp8"), ("ant8", "ant8"), ("ausn8", "ausn8")]
+
+
+@pytest.mark.parametrize("config", UP5K_CASES, ids="/".join)
+def test_digits_cnn_as_built_for_the_up5k_with_its_weight_store(digits_codes, tmp_path, config):
+    from hwq.accel_build import hardware
+    imodel, codes = digits_codes(config)
+    array = Array(1, 8)
+    sched, acc = hardware(imodel, array, "up5k")
+    assert sched.loads and sched.banks == 3                         # the store is exercised
+    assert acc.conv.mapping == ("fabric" if config[0].startswith("ausn") else "dsp")
+    result = run_accel_bench(imodel, codes[:IMAGES], input_shape=INPUT_SHAPE, array=array, simulator="verilator",
+                             build_dir=tmp_path / "build", banks=sched.banks, mapping=acc.conv.mapping,
+                             max_dsp=acc.conv.max_dsp, weight_capacity=sched.weight_capacity)
+    assert result["mismatches"] == 0 and result["images"] == IMAGES           # every tensor read back
+    assert np.array_equal(result["outputs"], imodel.run_codes(codes[:IMAGES]))
+    # the loads are part of every inference: the schedule's count with them, plus the streams
+    read_back = schedule(imodel, INPUT_SHAPE, array, keep_all=True, banks=3, weight_capacity=sched.weight_capacity)
+    floor = read_back.cycles + read_back.input.size + read_back.act_words
+    assert set(result["cycles"]) == {result["expected_cycles"]}
+    assert floor < result["expected_cycles"] < floor + 0.02 * read_back.cycles
+    assert sum(load.cycles for load in read_back.loads.values()) == 6912   # 1 728 words x 4 pieces
