@@ -32,7 +32,8 @@ def test_worked_example_end_to_end(tmp_path):
     table = (out / "report.md").read_text()
     assert "| fxp | w4a4 | fxp4 | fxp4 |" in table
     row = next(line for line in table.splitlines() if line.startswith("| fxp | w4a4 |"))
-    assert row.split("|")[10].strip() == str(acc["lcs"])                # the cost column is the accelerator's
+    assert row.split("|")[10].strip() == acc["array"] == "1x16"        # --array auto: the first that fits
+    assert row.split("|")[11].strip() == str(acc["lcs"])                # the cost column is the accelerator's
     assert f"| fxp | w4a4 | fxp_pe_a4_w4 | {run['pe']['lut4']} |" in table  # the single PE's table
     assert (out / acc["dir"] / "hwq_accel.v").is_file()
     for png in (out / example.PLOT, out / "histograms" / "fxp_w4a4.png"):
