@@ -196,6 +196,11 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
         arrays = [Array.parse(a) for a in (AUTO_ARRAYS if target != "sim" else AUTO_ARRAYS[:1])]
     else:
         arrays = [array if isinstance(array, Array) else Array.parse(array)]
+    from .accel.array import MAX_COLS, MAX_ROWS
+    for candidate in arrays:
+        if candidate.rows > MAX_ROWS or candidate.cols > MAX_COLS:
+            raise InputError(f"--array {candidate}: the PE array takes 1 to {MAX_ROWS} rows and 1 to {MAX_COLS} "
+                             "columns")
     model_dir = Path(model_dir)
     model = load(model_dir)
     export_sha = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()
@@ -212,20 +217,27 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
         from .synth import SYNTH_TOOLS
         from .tools import find_tools
         find_tools(*SYNTH_TOOLS)
+    if out.resolve() == model_dir.resolve() or out.resolve() in model_dir.resolve().parents:
+        raise InputError(f"--out {out}: replacing it would delete the export --model {model_dir}; choose another "
+                         "directory")
     candidates, refused = [], []
     for candidate in arrays:
-        sched, acc = hardware(model, candidate, target)       # what no array can run is refused here
         try:
+            sched, acc = hardware(model, candidate, target)
             memories, _ = check_fit(acc, target)
         except InputError as exc:
             if not auto:
                 raise
-            refused.append(f"{candidate}: {exc}")
+            refused.append((str(candidate), str(exc)))
             continue
         candidates.append((candidate, sched, acc, memories))
     if not candidates:
-        raise InputError(f"--array auto: no array fits the {target}: " + "; ".join(refused))
-    search = [{"array": text.split(":")[0], "fits": False, "reason": text.split(": ", 1)[1]} for text in refused]
+        reasons = {reason for _, reason in refused}
+        if len(reasons) == 1:                                # the model's, whatever the array
+            raise InputError(reasons.pop())
+        raise InputError(f"--array auto: no array fits the {target}: "
+                         + "; ".join(f"{name}: {reason}" for name, reason in refused))
+    search = [{"array": name, "fits": False, "reason": reason} for name, reason in refused]
     timing["check_s"] = time.perf_counter() - start
     log(f"checked {model_dir} in {timing['check_s']:.1f} s: {len(candidates[0][1].steps)} steps, "
         f"{candidates[0][1].macs} MACs; array {' or '.join(str(c[0]) for c in candidates)}")
@@ -246,6 +258,7 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
             log(f"emitted {v_path.name} ({array}: {acc.expected_cycles} cycles per inference) in "
                 f"{time.perf_counter() - t:.1f} s")
             if not do_synth:
+                search.append({"array": str(array), "fits": None, "reason": "memories fit; not synthesized"})
                 break
             t = time.perf_counter()
             synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, cache=as_cache(cache))

@@ -31,7 +31,7 @@ def exports(digits, tmp_path_factory):
     model, (x_train, _, x_test, _) = digits
     root = tmp_path_factory.mktemp("exports")
     out = {}
-    for config in (("fxp4", "fxp4"), ("fxp8", "fxp8"), ("ausn4", "fxp4")):
+    for config in (("fxp4", "fxp4"), ("fxp8", "fxp8"), ("ausn4", "fxp4"), ("ausn8", "ausn8")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imodel = integer_model(quantize(model, *config, calibration=[x_train[:64]]))
@@ -200,6 +200,39 @@ def test_auto_array_synthesizes_until_one_fits_the_up5k(exports, tmp_path):
     assert "## Array search" in (out / "report.md").read_text()
 
 
+def test_auto_array_moves_on_when_a_layer_cannot_be_loaded_at_one_size(exports, tmp_path):
+    """ausn8 on 1x16: the EBR left holds 512 words of 128 bits, conv3 alone is 576: that array is
+    refused (and recorded), 1x8 is taken. Without synthesis the one chosen is "not synthesized"."""
+    out = tmp_path / "acc"
+    code, _, stderr = run_cli("--model", exports["ausn8", "ausn8"], "--no-synth", "--verify", 0, "--out", out)
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    first, chosen = report["array_search"]
+    assert first["array"] == "1x16" and first["fits"] is False and "layer 'conv3'" in first["reason"]
+    assert chosen == {"array": "1x8", "fits": None, "reason": "memories fit; not synthesized"}
+    assert json.loads((out / "hwq_accel.json").read_text())["array"]["cols"] == 8
+
+
+def test_the_output_directory_may_not_hold_the_export(exports, tmp_path):
+    import shutil
+    model = tmp_path / "runs" / "model"
+    shutil.copytree(exports["fxp4", "fxp4"], model)
+    (model.parent / MARKER).write_text("")               # as hwq-quantize leaves its --out
+    before = sorted(p.name for p in model.iterdir())
+    for out in (model, model.parent):
+        code, _, stderr = run_cli("--model", model, "--no-synth", "--verify", 0, "--out", out)
+        assert code == 2 and "would delete the export --model" in stderr, stderr
+        assert sorted(p.name for p in model.iterdir()) == before
+
+
+def test_an_array_too_large_is_refused_before_scheduling(exports, tmp_path):
+    for text in ("1x65", "1x99999999999999999999", "65x1"):
+        code, _, stderr = run_cli("--model", exports["fxp4", "fxp4"], "--no-synth", "--verify", 0, "--array", text,
+                                  "--out", tmp_path / "acc")
+        assert code == 2 and "the PE array takes 1 to 64 rows and 1 to 64 columns" in stderr, stderr
+        assert "Traceback" not in stderr and not (tmp_path / "acc").exists()
+
+
 def test_a_damaged_export_is_refused(exports, tmp_path):
     import shutil
     broken = tmp_path / "broken"
@@ -207,6 +240,7 @@ def test_a_damaged_export_is_refused(exports, tmp_path):
     (broken / "conv2.weights.mem").write_text("0\n")
     code, _, stderr = run_cli("--model", broken, "--no-synth", "--verify", 0, "--out", tmp_path / "acc")
     assert code == 2 and "conv2.weights.mem does not match its checksum" in stderr
+    assert stderr.count("re-export the model") == 1
     assert not (tmp_path / "acc").exists()
 
 

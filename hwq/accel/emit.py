@@ -91,6 +91,7 @@ def accelerator_manifest(acc, *, module="hwq_accel", target="sim", memories=(), 
             "output": stream(acc.output_words, out_order),
             "busy": "high from the first input word taken to the last output word sent",
             "cycles": {"bits": len(acc.cycles), "meaning": "cycles of the last inference, both ends included"},
+            "step": {"bits": len(acc.step), "meaning": "the sequencer's step counter (for debugging)"},
         },
         "memory_map": {"act_words": s.act_words, "act_bits": acc.act_bits, "banks": s.banks,
                        "regions": [{"tensor": r.tensor, "base": r.base, "size": r.size, "shape": list(r.shape)}

@@ -37,9 +37,21 @@ def _bits(value):
     return max(1, int(value).bit_length())
 
 
+def _payload_bits(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"payload_bits must be a positive integer, not {value!r}")
+    return value
+
+
 def payloads_per_store_word(payload_bits):
-    """Input-stream payloads that carry one store word: ``ceil(16 / payload_bits)``."""
-    return -(-STORE_BITS // int(payload_bits))
+    """Input-stream payloads that carry one store word: ``ceil(16 / payload_bits)``.
+
+    Raises
+    ------
+    InputError
+        If ``payload_bits`` is not a positive integer.
+    """
+    return -(-STORE_BITS // _payload_bits(payload_bits))
 
 
 def preload_payloads(sched, payload_bits):
@@ -48,6 +60,7 @@ def preload_payloads(sched, payload_bits):
     Parameters
     ----------
     sched : Schedule
+        A schedule, with a weight store or without (then nothing is sent).
     payload_bits : int
         Width of the input stream's payload (the accelerator's ``act_bits``).
 
@@ -57,7 +70,14 @@ def preload_payloads(sched, payload_bits):
         Every store word (:meth:`~hwq.accel.schedule.Schedule.store_words`) as
         :func:`payloads_per_store_word` payloads, least significant ``payload_bits`` first
         (the last payload's bits past the word's 16 are zero). Empty without a store.
+
+    Raises
+    ------
+    InputError
+        If ``sched`` is not a Schedule or ``payload_bits`` not a positive integer.
     """
+    if not isinstance(sched, Schedule):
+        raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
     n = payloads_per_store_word(payload_bits)
     mask = (1 << payload_bits) - 1
     return [(word >> (payload_bits * j)) & mask for word in sched.store_words() for j in range(n)]
@@ -106,9 +126,9 @@ class WeightLoader(wiring.Component):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         if not sched.loads:
             raise InputError("sched has no weight store (schedule(..., weight_capacity=...) spilled no layer)")
-        for name, value in (("payload_bits", payload_bits), ("weight_addr_width", weight_addr_width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, not {value!r}")
+        _payload_bits(payload_bits)
+        if isinstance(weight_addr_width, bool) or not isinstance(weight_addr_width, int) or weight_addr_width < 1:
+            raise InputError(f"weight_addr_width must be a positive integer, not {weight_addr_width!r}")
         if len(sched.weights) > 1 << weight_addr_width:
             raise InputError(f"weight_addr_width {weight_addr_width} cannot address the {len(sched.weights)} words "
                              "of the weight memory")

@@ -73,7 +73,7 @@ class Array:
     @classmethod
     def parse(cls, text):
         """``"RxC"`` (e.g. ``"1x16"``) as an :class:`Array`; :class:`InputError` otherwise."""
-        parts = str(text).lower().split("x")
+        parts = str(text).strip().lower().split("x")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise InputError(f"array must be written ROWSxCOLS, e.g. 1x16, not {text!r}")
         return cls(int(parts[0]), int(parts[1]))
@@ -384,43 +384,56 @@ def tensor_shapes(model, input_shape):
     InputError
         Naming the op whose input does not fit it.
     """
-    shapes = {model.input: tuple(int(v) for v in input_shape)}
+    try:
+        shapes = {model.input: tuple(int(v) for v in input_shape)}
+    except (TypeError, ValueError):
+        raise InputError(f"input_shape must be a tuple of integers, not {input_shape!r}") from None
     for op in model.ops:
-        shape = shapes[op.inputs[0]]
         what = f"{op.op} {op.name!r}"
-        if op.op == "layer":
-            w = op.weight_codes.shape
-            if op.kind == "linear":
-                if int(np.prod(shape)) != w[1] or len(shape) != 1:
-                    raise InputError(f"{what}: input of shape {shape}, the layer takes ({w[1]},)")
-                out = (w[0],)
-            else:
-                if len(shape) != 3 or shape[0] != w[1] * op.groups:
-                    raise InputError(f"{what}: input of shape {shape}, the layer takes {w[1] * op.groups} channels")
-                top, bottom, left, right = op.padding
-                out = (w[0],
-                       tensor_ops.conv_output_size(shape[1] + top + bottom, w[2], op.stride[0], 0, op.dilation[0]),
-                       tensor_ops.conv_output_size(shape[2] + left + right, w[3], op.stride[1], 0, op.dilation[1]))
-        elif op.op in ("avgpool", "maxpool"):
-            if len(shape) != 3:
-                raise InputError(f"{what}: input of shape {shape} is not CHW")
-            out = (shape[0],) + _pool_plane(op, shape)
-            if op.op == "avgpool" and not op.keep_dims:
-                out = (shape[0],)
-        elif op.op == "pad":
-            top, bottom, left, right = op.padding
-            out = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
-        elif op.op == "reshape":
-            if int(np.prod(op.shape)) != int(np.prod(shape)):
-                raise InputError(f"{what}: cannot reshape {shape} to {op.shape}")
-            out = tuple(op.shape)
-        else:                                                      # add
-            others = [shapes[name] for name in op.inputs[1:]]
-            if any(other != shape for other in others):
-                raise InputError(f"{what}: inputs of shapes {[shape] + others} differ")
-            out = shape
-        shapes[op.name] = out
+        try:
+            shapes[op.name] = _out_shape(op, shapes, what)
+        except InputError as exc:
+            if str(exc).startswith(what):
+                raise
+            raise InputError(f"{what}: {exc}") from None
     return shapes
+
+
+def _out_shape(op, shapes, what):
+    """Per-sample output shape of ``op`` (:func:`tensor_shapes`)."""
+    shape = shapes[op.inputs[0]]
+    if op.op == "layer":
+        w = op.weight_codes.shape
+        if op.kind == "linear":
+            if int(np.prod(shape)) != w[1] or len(shape) != 1:
+                raise InputError(f"{what}: input of shape {shape}, the layer takes ({w[1]},)")
+            out = (w[0],)
+        else:
+            if len(shape) != 3 or shape[0] != w[1] * op.groups:
+                raise InputError(f"{what}: input of shape {shape}, the layer takes {w[1] * op.groups} channels")
+            top, bottom, left, right = op.padding
+            out = (w[0],
+                   tensor_ops.conv_output_size(shape[1] + top + bottom, w[2], op.stride[0], 0, op.dilation[0]),
+                   tensor_ops.conv_output_size(shape[2] + left + right, w[3], op.stride[1], 0, op.dilation[1]))
+    elif op.op in ("avgpool", "maxpool"):
+        if len(shape) != 3:
+            raise InputError(f"{what}: input of shape {shape} is not CHW")
+        out = (shape[0],) + _pool_plane(op, shape)
+        if op.op == "avgpool" and not op.keep_dims:
+            out = (shape[0],)
+    elif op.op == "pad":
+        top, bottom, left, right = op.padding
+        out = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
+    elif op.op == "reshape":
+        if int(np.prod(op.shape)) != int(np.prod(shape)):
+            raise InputError(f"{what}: cannot reshape {shape} to {op.shape}")
+        out = tuple(op.shape)
+    else:                                                      # add
+        others = [shapes[name] for name in op.inputs[1:]]
+        if any(other != shape for other in others):
+            raise InputError(f"{what}: inputs of shapes {[shape] + others} differ")
+        out = shape
+    return out
 
 
 def _pool_plane(op, shape):
@@ -472,6 +485,13 @@ class _Allocator:
         self.free = merged
 
 
+def _count(name, value, low, what):
+    """``value`` as an int (a Python or NumPy integer, not a bool) of at least ``low``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputError(f"{name} must be {what}, not {value!r}")
+    return int(value)
+
+
 def pack_words(words, lane_bits):
     """Weight words as integers: lane ``c`` of a word at bits ``c * lane_bits`` (two's
     complement codes masked to ``lane_bits``).
@@ -514,8 +534,14 @@ def spill(sizes, capacity):
     Raises
     ------
     InputError
-        Naming the step whose weights alone exceed ``capacity``.
+        Naming the step whose weights alone exceed ``capacity``, or a size that is not a
+        non-negative integer or a capacity that is not a positive one.
     """
+    if not isinstance(sizes, dict):
+        raise InputError(f"sizes must be a dict of step name to weight words, not {type(sizes).__name__}")
+    sizes = {name: _count(f"sizes[{name!r}]", words, 0, "a non-negative number of words")
+             for name, words in sizes.items()}
+    capacity = _count("capacity", capacity, 1, "a positive number of words")
     total = sum(sizes.values())
     if total <= capacity:
         return []
@@ -582,9 +608,8 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1,
         raise InputError(f"array must be an Array, not {array!r}")
     if isinstance(banks, bool) or not isinstance(banks, int) or banks < 1:
         raise InputError(f"banks must be a positive integer, not {banks!r}")
-    if weight_capacity is not None and (isinstance(weight_capacity, bool) or not isinstance(weight_capacity, int)
-                                        or weight_capacity < 1):
-        raise InputError(f"weight_capacity must be a positive number of words or None, not {weight_capacity!r}")
+    if weight_capacity is not None:
+        weight_capacity = _count("weight_capacity", weight_capacity, 1, "a positive number of words or None")
     _check_supported(model)
     shapes = tensor_shapes(model, input_shape)
     last_read = {}

@@ -225,6 +225,7 @@ def load(out_dir):
         return IntegerModel(manifest["input"], manifest["output"], tensors, ops,
                             input_shape=manifest["input_shape"])
     except InputError as exc:
-        raise InputError(f"{path}: {exc}; re-export the model") from None
+        hint = "" if str(exc).endswith("re-export the model") else "; re-export the model"
+        raise InputError(f"{path}: {exc}{hint}") from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"{path} is malformed ({type(exc).__name__}: {exc}); re-export the model") from None

@@ -100,6 +100,12 @@ def test_loader_arguments_are_checked(stored):
             WeightLoader(stored[4], payload_bits=bad, weight_addr_width=12)
     with pytest.raises(InputError, match="weight_addr_width 3 cannot address"):
         WeightLoader(stored[4], payload_bits=8, weight_addr_width=3)
+    for bad in (0, -1, 1.5, None, True):
+        with pytest.raises(InputError, match="payload_bits must be a positive integer"):
+            preload_payloads(stored[4], bad)
+    with pytest.raises(InputError, match="sched must be a Schedule"):
+        preload_payloads(None, 16)
+    assert preload_payloads(plain, 8) == []
 
 
 def test_the_accelerators_preload_is_the_store_image(stored):

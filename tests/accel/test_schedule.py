@@ -224,6 +224,14 @@ def test_spill_refuses_a_layer_larger_than_the_capacity():
     with pytest.raises(InputError, match=r"layer 'c': its weights take 576 words .* holds 500"):
         spill({"a": 9, "c": 576}, 500)
     assert spill({"a": 300, "b": 300, "c": 300}, 400) == ["a", "b", "c"]       # only all three fit
+    assert spill({"a": np.int64(3), "b": 5}, np.int64(6)) == ["a", "b"]       # NumPy integers are integers
+    for sizes, capacity, match in [({"a": -3, "b": 5}, 4, r"sizes\['a'\] must be a non-negative"),
+                                   ({"a": "3"}, 4, r"sizes\['a'\]"), ([3, 5], 4, "sizes must be a dict"),
+                                   (None, 4, "sizes must be a dict"), ({"a": 3}, 0, "capacity must be a positive"),
+                                   ({"a": 3}, 4.5, "capacity"), ({"a": 3}, True, "capacity"),
+                                   ({"a": 3}, None, "capacity")]:
+        with pytest.raises(InputError, match=match):
+            spill(sizes, capacity)
 
 
 @pytest.mark.parametrize("config", [("fxp8", "fxp8"), ("ant4", "ant4"), ("ausn4", "ausn4")], ids="/".join)
@@ -257,5 +265,8 @@ def test_weight_capacity_is_checked(digits_integer):
     for bad in (0, -3, 2.5, True, "768"):
         with pytest.raises(InputError, match="weight_capacity must be a positive number of words"):
             schedule(imodel, (1, 8, 8), Array(1, 16), weight_capacity=bad)
+    assert schedule(imodel, (1, 8, 8), Array(1, 16), weight_capacity=np.int64(768)).weight_capacity == 768
+    with pytest.raises(InputError, match="input_shape must be a tuple of integers"):
+        schedule(imodel, "abc", Array(1, 16))
     with pytest.raises(InputError, match=r"layer 'conv3': its weights take 576 words"):
         schedule(imodel, (1, 8, 8), Array(1, 16), weight_capacity=400)
