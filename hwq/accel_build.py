@@ -39,9 +39,9 @@ __all__ = ["build_accelerator", "load_images", "TARGETS", "AUTO_ARRAYS"]
 #: what ``--target`` may name for an accelerator
 TARGETS = ("up5k", "hx8k", "sim")
 #: the arrays ``array="auto"`` tries, in order: one row (a single read port, so the activation
-#: banks fit the UP5K's SPRAMs), 16, 8 and 4 output channels (the digits CNN's channel counts
-#: are multiples of 8: no idle column at 8)
-AUTO_ARRAYS = ("1x16", "1x8", "1x4")
+#: banks fit the UP5K's SPRAMs), 16, 8, 4 and 2 output channels (the digits CNN's channel counts
+#: are multiples of 8: no idle column at 8 or fewer)
+AUTO_ARRAYS = ("1x16", "1x8", "1x4", "1x2")
 MODULE = "hwq_accel"
 #: SB_MAC16 left to yosys's inference on a part with DSPs, outside the PE array: the shared
 #: requantizer's 32 x 16 product takes 2, the vector unit's multiplier 1 (measured with

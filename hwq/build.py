@@ -195,7 +195,7 @@ def _parser():
     accel.add_argument("--model", metavar="DIR", help="an export (hwq.integer.export): build its accelerator")
     accel.add_argument("--array", default="auto", metavar="RxC",
                        help="PE array: rows (output positions) x columns (output channels), or 'auto' "
-                            "(default): the first of 1x16, 1x8, 1x4 that fits the target")
+                            "(default): the first of 1x16, 1x8, 1x4, 1x2 that fits the target")
     accel.add_argument("--verify", type=int, default=2, metavar="N",
                        help="inputs to run bit-exact on the cocotb bench (default 2; 0 skips it)")
     accel.add_argument("--images", metavar="FILE.npy", help="real input samples to verify on (default: random codes)")

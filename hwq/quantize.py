@@ -4,8 +4,8 @@ Trains a small CNN on scikit-learn's digits (ships offline), then, for every for
 configuration (``w8a8``, ``w4a8``, ``w4a4`` by default): post-training quantization with the
 format's own calibration, accuracy of the fake-quantized and of the integer-only model, output
 SQNR, BOPs, and accuracy after training (straight-through QAT; UNIQ's gradual noise injection
-for uniq). Then each format's **accelerator** (:mod:`hwq.accel_build`, the whole CNN on a 1x16
-PE array) at one configuration (w4a4 if it ran; ``--accel-all``: every one) is built from the
+for uniq). Then each format's **accelerator** (:mod:`hwq.accel_build`, the whole CNN on the
+largest PE array that fits, ``--array auto``) at one configuration (w4a4 if it ran; ``--accel-all``: every one) is built from the
 run's export, verified bit-exact on 20 test images on Verilator and synthesized for the
 iCE40UP5K: the table's cost columns are its logic cells, EBR, DSP, Fmax and inferences/s, and
 the plot shows accuracy against them with the FP32 line. The cost of each run's closest single
@@ -242,7 +242,7 @@ def _table(runs, float_accuracy):
                                                              for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "Accelerator columns: the whole digits CNN on the iCE40UP5K (`hwq-build --model`; PE array: the "
-              "first of 1x16, 1x8, 1x4 that fits, `--array auto`), "
+              "first of 1x16, 1x8, 1x4, 1x2 that fits, `--array auto`), "
               f"verified bit-exact on {ACCEL_IMAGES} test images on Verilator; `-`: not built for this configuration."]
     return "\n".join(lines) + "\n"
 
