@@ -138,7 +138,6 @@ def test_module_ports_and_errors(tmp_path):
         synthesize_design(tmp_path / "nine.v", "nine", tmp_path, harness="yes")
 
 
-@pytest.mark.slow
 COUNTER = """
 module counter(clk, rst, en, q);
   input clk;
