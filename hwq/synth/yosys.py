@@ -24,8 +24,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..tools import run_tool
 
-__all__ = ["CELL_KEYS", "DESIGN_CELL_KEYS", "SPRAM_MARK", "yosys_script", "run_yosys", "cell_counts",
-           "parse_stat"]
+__all__ = ["CELL_KEYS", "DESIGN_CELL_KEYS", "SPRAM_MARK", "NETLIST_VERILOG", "yosys_script", "run_yosys",
+           "cell_counts", "parse_stat"]
 
 #: result keys of :func:`cell_counts` for a PE, in report order
 CELL_KEYS = ("lut4", "carry", "ff", "dsp", "ram")
@@ -39,6 +39,10 @@ DESIGN_CELL_KEYS = CELL_KEYS + ("spram",)
 SPRAM_MARK = "spram"
 
 NETLIST = "netlist.json"
+#: the iCE40 netlist as Verilog, hierarchy kept (the harness and the PE or design as separate
+#: modules, as ``stat`` counts them), for post-synthesis simulation with yosys's
+#: ``ice40/cells_sim.v`` (``python -m hwq.sim --netlist``)
+NETLIST_VERILOG = "netlist.v"
 STAT = "stat.json"
 LOG = "yosys"
 
@@ -66,7 +70,8 @@ def yosys_script(sources, top, *, device, dsp, spram=False):
     if spram:
         reads += f"; delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i"
         synth += " -spram"
-    return f"{reads}; {synth}; tee -q -o {STAT} stat -json; flatten; write_json {NETLIST}"
+    return (f"{reads}; {synth}; tee -q -o {STAT} stat -json; write_verilog -noattr {NETLIST_VERILOG}; "
+            f"flatten; write_json {NETLIST}")
 
 
 def run_yosys(yosys, sources, top, work_dir, *, device, dsp, spram=False):
@@ -92,8 +97,9 @@ def run_yosys(yosys, sources, top, work_dir, *, device, dsp, spram=False):
     Returns
     -------
     dict
-        ``netlist`` (flattened JSON netlist path), ``stat`` (parsed ``stat -json``),
-        ``seconds`` (wall time).
+        ``netlist`` (flattened JSON netlist path), ``netlist_verilog`` (the netlist as Verilog,
+        hierarchy kept: :data:`NETLIST_VERILOG`), ``stat`` (parsed ``stat -json``), ``seconds``
+        (wall time).
     """
     work_dir = Path(work_dir)
     script = yosys_script(sources, top, device=device, dsp=dsp, spram=spram)
@@ -102,7 +108,8 @@ def run_yosys(yosys, sources, top, work_dir, *, device, dsp, spram=False):
     text = stat_path.read_text(encoding="utf-8") if stat_path.exists() else ""
     if "{" not in text:
         raise InputError(f"yosys wrote no statistics for {top}; see {work_dir / (LOG + '.log')}")
-    return {"netlist": work_dir / NETLIST, "stat": json.loads(text[text.index("{"):]), "seconds": seconds}
+    return {"netlist": work_dir / NETLIST, "netlist_verilog": work_dir / NETLIST_VERILOG,
+            "stat": json.loads(text[text.index("{"):]), "seconds": seconds}
 
 
 #: which cell types each count adds up
