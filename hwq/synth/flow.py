@@ -359,8 +359,8 @@ def cached_result(cache, key, required, job_dir, accept=None):
     shutil.rmtree(job_dir, ignore_errors=True)
     job_dir.mkdir(parents=True)
     (job_dir / "CACHED").write_text(f"Result from the hwq synthesis cache, entry {key} (hwq.synth.cache);\n"
-                                    "no tool ran. Run without the cache (hwq.build --no-cache) for the "
-                                    "tool logs.\n", encoding="utf-8")
+                                    "no tool ran. Run without the cache (hwq-build --no-cache) for the "
+                                    "tool logs and the netlist (yosys/netlist.v).\n", encoding="utf-8")
     result = {k: stored[k] for k in required}
     result.update((k, v) for k, v in stored.items() if k not in result and k not in RUN_KEYS)
     result["timing"] = {"yosys_s": 0.0, "nextpnr_s": 0.0, "wall_s": round(time.perf_counter() - start, 2)}
