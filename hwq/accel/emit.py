@@ -100,11 +100,9 @@ def accelerator_manifest(acc, *, module="hwq_accel", target="sim", memories=(), 
                       "write_ports": m.write_ports, "initialised": m.initialised, "kind": m.kind, "blocks": m.blocks}
                      for m in memories],
         "preload": _preload(acc, module),
-        "steps": [entry for step in s.steps for entry in (
-            ([{"name": f"load {step.name}", "kind": "load", "cycles": int(s.loads[step.name].cycles), "macs": 0}]
-             if step.name in s.loads else []) +
-            [{"name": step.name, "kind": step.kind, "cycles": int(step.cycles),
-              "macs": int(step.macs) if step.kind == "conv" else 0}])],
+        "steps": [{"name": f"load {step.step}" if step.kind == "load" else step.name, "kind": step.kind,
+                   "cycles": int(step.cycles), "macs": int(step.macs) if step.kind == "conv" else 0}
+                  for step in acc.program],
         "latency": {"cycles_per_inference": int(acc.expected_cycles), "schedule_cycles": int(s.cycles),
                     "macs": int(s.macs), "utilization": round(s.utilization(), 6)},
     }
@@ -115,7 +113,7 @@ def _preload(acc, module):
     if acc.loader is None:
         return None
     return {"payloads": acc.loader.preload_words, "file": f"{module}_preload.hex", "store_words": acc.loader.depth,
-            "layers": [step.name for step in s.steps if step.name in s.loads],
+            "layers": list(s.loads),
             "weight_capacity": s.weight_capacity}
 
 

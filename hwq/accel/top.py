@@ -126,7 +126,6 @@ class Accelerator(wiring.Component):
         self._sched = sched
         self._rows = sched.array.rows
         steps = list(sched.steps)
-        self._steps = steps
         conv_steps = [s for s in steps if isinstance(s, ConvStep)]
         vec_steps = [s for s in steps if s.kind in _VECTOR_KINDS]
         if share_requant not in (True, False):
@@ -143,11 +142,16 @@ class Accelerator(wiring.Component):
             self._requant = _silence(Requantizer(tables, acc_width=acc))
             self._conv = _silence(ConvEngine(sched, requant=self._requant, **array))
             self._vec = _silence(VectorUnit(sched, requant=self._requant))
+        if spram not in (None, True, False):
+            raise InputError(f"spram must be None, True or False, not {spram!r}")
+        if spram and sched.banks == 1:
+            raise InputError("spram: the schedule has one activation bank; SPRAM is single-ported, schedule "
+                             "with banks >= 3 (hwq.accel.schedule.schedule(..., banks=...))")
+        self._spram = sched.banks > 1 if spram is None else bool(spram)
         self._loader = None
         if sched.loads:
             self._loader = _silence(WeightLoader(sched, payload_bits=int(sched.act_bits),
-                                                 weight_addr_width=len(self._conv.w_waddr),
-                                                 spram=sched.banks > 1 if spram is None else bool(spram)))
+                                                 weight_addr_width=len(self._conv.w_waddr), spram=self._spram))
         # the step ROM's contents, checked now: (unit, descriptor, step)
         self._rom = []
         for step in steps:
@@ -166,12 +170,6 @@ class Accelerator(wiring.Component):
                               ([self._vec.addr_bits] if self._vec else []))
         self._cycle_bits = cycle_bits
         self._dump = bool(dump)
-        if spram not in (None, True, False):
-            raise InputError(f"spram must be None, True or False, not {spram!r}")
-        if spram and sched.banks == 1:
-            raise InputError("spram: the schedule has one activation bank; SPRAM is single-ported, schedule "
-                             "with banks >= 3 (hwq.accel.schedule.schedule(..., banks=...))")
-        self._spram = sched.banks > 1 if spram is None else bool(spram)
         self._out_base, self._out_size = (0, sched.act_words) if dump else (sched.output.base, sched.output.size)
         super().__init__({
             "input": In(stream.Signature(unsigned(self._act_bits))),
@@ -239,6 +237,12 @@ class Accelerator(wiring.Component):
         """Read ports of the activation memory: ``R`` (at least 1)."""
         return max(1, self._rows if self._conv is not None else 1)
 
+    @property
+    def program(self):
+        """What the sequencer runs, in order: the schedule's steps, each
+        :class:`~hwq.accel.schedule.WeightLoad` just before its layer (list)."""
+        return [step for _, _, step in self._rom]
+
     def step_cycles(self, step):
         """Cycles from the unit's ``start`` to its ``done`` for ``step`` (a Step or WeightLoad)."""
         if step.kind == "load":
@@ -251,7 +255,7 @@ class Accelerator(wiring.Component):
     def expected_cycles(self):
         """Cycles of one inference (:attr:`cycles`) with a host that never waits (module docstring)."""
         s = self._sched
-        return s.input.size + self._out_size + 1 + sum(self.step_cycles(step) + 1 for _, _, step in self._rom)
+        return s.input.size + self._out_size + 1 + sum(self.step_cycles(step) + 1 for step in self.program)
 
     # --- hardware --------------------------------------------------------------------------------
 
