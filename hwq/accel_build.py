@@ -231,6 +231,8 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
             refused.append((str(candidate), str(exc)))
             continue
         candidates.append((candidate, sched, acc, memories))
+        if not do_synth:                                     # the first that fits is the one built
+            break
     if not candidates:
         reasons = {reason for _, reason in refused}
         if len(reasons) == 1:                                # the model's, whatever the array
