@@ -344,7 +344,7 @@ class Schedule:
     @property
     def store_pieces(self):
         """Store words of :data:`STORE_BITS` per weight word: ``ceil(cols * weight_bits / 16)``."""
-        return -(-self.array.cols * self.weight_bits // STORE_BITS)
+        return store_pieces(self.array.cols, self.weight_bits)
 
     def store_words(self):
         """The weight store's contents, :data:`STORE_BITS`-bit words (each weight word packed as
@@ -483,6 +483,12 @@ class _Allocator:
             else:
                 merged.append((start, room))
         self.free = merged
+
+
+def store_pieces(cols, weight_bits):
+    """Store words of :data:`STORE_BITS` bits that hold one weight word of ``cols`` lanes of
+    ``weight_bits``: ``ceil(cols * weight_bits / 16)``."""
+    return -(-cols * weight_bits // STORE_BITS)
 
 
 def _count(name, value, low, what):
@@ -720,7 +726,7 @@ def schedule(model, input_shape, array=Array(1, 16), *, keep_all=False, banks=1,
         resident = [(step, words) for step, words in zip(conv, weights) if step.name not in spilled]
         overlay = sum(len(words) for _, words in resident)
         moved, base, src = {}, 0, 0
-        pieces = -(-array.cols * weight_bits // STORE_BITS)
+        pieces = store_pieces(array.cols, weight_bits)
         for step, words in zip(conv, weights):
             if step.name in spilled:
                 moved[step.name] = dataclasses.replace(step, weight_base=overlay)
