@@ -179,6 +179,7 @@ def test_weights_beyond_the_block_ram_load_into_spram_over_the_input_stream(expo
     assert report["cycles"] == manifest["latency"]["cycles_per_inference"]
 
 
+@pytest.mark.slow
 def test_auto_array_synthesizes_until_one_fits_the_up5k(exports, tmp_path):
     """fxp8 at the default --array auto: on 1x16 the six 8 x 8 products beyond the five SB_MAC16
     pairs become SB_MAC16 too (14 of 8) and the design needs about 5 800 logic cells; 1x8 (four

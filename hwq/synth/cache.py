@@ -28,9 +28,14 @@ cannot be written leaves the run uncached but does not fail it.
 
 An entry holds the result without its run times; a result served from the cache has
 ``cached: True`` and ``timing`` of the look-up itself (``yosys_s`` and ``nextpnr_s`` 0).
+
+Beside an entry the cache keeps the job's iCE40 netlist as Verilog (``<key>.netlist.v.gz``,
+gzip without a time stamp: :meth:`SynthCache.put_file`), so a cache hit still gives
+``yosys/netlist.v`` for post-synthesis simulation (``python -m hwq.sim --netlist``).
 """
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -134,6 +139,37 @@ class SynthCache:
                 if self.write_error is None:
                     self.write_error = f"cannot write {path} ({exc.strerror or exc})"
             return False
+        return True
+
+    def file_path(self, key, name):
+        """The gzip file that holds the job file ``name`` of entry ``key``."""
+        return self.path(key).with_name(f"{key}.{name}.gz")
+
+    def put_file(self, key, name, source):
+        """Keep a copy of the job file ``source`` as ``name`` of entry ``key`` (gzip, atomically).
+
+        Returns whether it was written; an ``OSError`` is recorded in :attr:`write_error`.
+        """
+        path = self.file_path(key, name)
+        try:
+            data = gzip.compress(Path(source).read_bytes(), mtime=0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+        except OSError as exc:
+            with self._lock:
+                if self.write_error is None:
+                    self.write_error = f"cannot write {path} ({exc.strerror or exc})"
+            return False
+        return True
+
+    def get_file(self, key, name, destination):
+        """Write the job file ``name`` of entry ``key`` to ``destination``; return whether there
+        was one (a missing or damaged copy is ``False``)."""
+        try:
+            data = gzip.decompress(self.file_path(key, name).read_bytes())
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return False
+        write_atomic(destination, data)
         return True
 
     def clear(self):

@@ -270,7 +270,7 @@ def synthesize_design(verilog_path, top, build_dir, *, target="up5k", dsp=None, 
                    "wall_s": round(time.perf_counter() - start, 2)},
         "cached": False,
     }
-    store_result(cache, key, inputs, result)
+    store_result(cache, key, inputs, result, job_dir)
     return result
 
 

@@ -42,7 +42,8 @@ Result dictionary of one job (all counts are ints, frequencies MHz):
 Synthesis cache (:mod:`hwq.synth.cache`): with ``cache=`` given to :func:`synthesize_all`, a job
 whose inputs (Verilog, manifest, harness, options, flow, hwq/synth source, tool versions) were
 synthesized before is answered from the cache without running yosys or nextpnr; its directory
-then holds only ``CACHED``, a note naming the entry. The figures equal a tool run's (the flow is
+then holds ``CACHED``, a note naming the entry, and the netlist the run wrote
+(``yosys/netlist.v``, kept beside the entry), but no tool logs. The figures equal a tool run's (the flow is
 deterministic). ``timing`` and ``cached`` describe the run, not the design: they stay out of
 cache entries and of ``report.json`` / ``report.md``.
 """
@@ -66,7 +67,7 @@ from .harness import harness_name, harness_verilog
 from .nextpnr import DoesNotFit, nextpnr_args, parse_report, run_nextpnr
 from .power import UNCERTAINTY, estimate_power
 from .targets import get_target
-from .yosys import NETLIST, parse_stat, run_yosys, yosys_script
+from .yosys import NETLIST, NETLIST_VERILOG, parse_stat, run_yosys, yosys_script
 
 __all__ = ["SYNTH_TOOLS", "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "RUN_KEYS", "SynthJob",
            "SynthResults", "synthesize", "synthesize_all", "run_chain", "fresh_job_dir", "cached_result",
@@ -342,7 +343,8 @@ def cached_result(cache, key, required, job_dir, accept=None):
     required : tuple of str
         Keys the stored result must have (they come first in the returned dict).
     job_dir : pathlib.Path
-        The job's directory: on a hit it is emptied and holds only ``CACHED``, naming the entry.
+        The job's directory: on a hit it is emptied and holds ``CACHED``, naming the entry, and
+        ``yosys/netlist.v`` when the cache kept the job's netlist (:func:`store_result`).
     accept : callable, optional
         ``accept(stored) -> bool``, a last check of the stored result against the job.
 
@@ -357,10 +359,14 @@ def cached_result(cache, key, required, job_dir, accept=None):
         return None
     job_dir = Path(job_dir)
     shutil.rmtree(job_dir, ignore_errors=True)
-    job_dir.mkdir(parents=True)
+    (job_dir / "yosys").mkdir(parents=True)
+    if cache.get_file(key, NETLIST_VERILOG, job_dir / "yosys" / NETLIST_VERILOG):
+        kept = f"The netlist is the one that run wrote: yosys/{NETLIST_VERILOG}."
+    else:
+        (job_dir / "yosys").rmdir()
+        kept = f"Run without the cache (hwq-build --no-cache) for the netlist (yosys/{NETLIST_VERILOG})."
     (job_dir / "CACHED").write_text(f"Result from the hwq synthesis cache, entry {key} (hwq.synth.cache);\n"
-                                    "no tool ran. Run without the cache (hwq-build --no-cache) for the "
-                                    "tool logs and the netlist (yosys/netlist.v).\n", encoding="utf-8")
+                                    f"no tool ran, so there are no tool logs. {kept}\n", encoding="utf-8")
     result = {k: stored[k] for k in required}
     result.update((k, v) for k, v in stored.items() if k not in result and k not in RUN_KEYS)
     result["timing"] = {"yosys_s": 0.0, "nextpnr_s": 0.0, "wall_s": round(time.perf_counter() - start, 2)}
@@ -368,9 +374,13 @@ def cached_result(cache, key, required, job_dir, accept=None):
     return result
 
 
-def store_result(cache, key, inputs, result):
-    """Store a tool run's ``result`` (without its :data:`RUN_KEYS`) under ``key``, if ``cache``."""
+def store_result(cache, key, inputs, result, job_dir):
+    """Store a tool run's ``result`` (without its :data:`RUN_KEYS`) under ``key``, with the
+    netlist the run wrote in ``job_dir/yosys``, if ``cache``."""
     if cache is not None:
+        netlist = Path(job_dir) / "yosys" / NETLIST_VERILOG
+        if netlist.is_file():
+            cache.put_file(key, NETLIST_VERILOG, netlist)
         cache.put(key, inputs, {k: v for k, v in result.items() if k not in RUN_KEYS})
 
 
@@ -386,7 +396,7 @@ def _run_and_store(plan, build_dir, tools, cache, key, inputs):
     """Run a job with the tools (``cached: False``) and store its result in ``cache``."""
     result = _run_job(plan, build_dir, tools)
     result["cached"] = False
-    store_result(cache, key, inputs, result)
+    store_result(cache, key, inputs, result, Path(build_dir) / plan["dirname"])
     return result
 
 

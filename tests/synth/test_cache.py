@@ -35,11 +35,12 @@ def emitted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def filled(emitted, tmp_path_factory):
-    """(cache directory, result) after one cold run of the fxp 4x4 job on UP5K."""
+    """(cache directory, result, build directory) after one cold run of the fxp 4x4 job on UP5K."""
     cache = tmp_path_factory.mktemp("filled-cache")
-    result = synthesize(emitted / f"{A4}.json", tmp_path_factory.mktemp("build"), cache=cache)
+    build = tmp_path_factory.mktemp("build")
+    result = synthesize(emitted / f"{A4}.json", build, cache=cache)
     assert result["cached"] is False and result["timing"]["yosys_s"] > 0
-    return cache, result
+    return cache, result, build
 
 
 @pytest.fixture
@@ -61,8 +62,9 @@ def entries(directory):
     return sorted(directory.rglob("*.json"))
 
 
-def test_second_run_is_a_hit_with_identical_figures(emitted, warm, tmp_path, capsys):
+def test_second_run_is_a_hit_with_identical_figures(emitted, filled, warm, tmp_path, capsys):
     cache, cold = warm
+    cold_dir = filled[2]
     assert len(entries(cache)) == 1
     seen = []
     results = synthesize_all([SynthJob(emitted / f"{A4}.json")], tmp_path / "build", cache=True,
@@ -72,10 +74,13 @@ def test_second_run_is_a_hit_with_identical_figures(emitted, warm, tmp_path, cap
     assert design(hot) == design(cold)                      # the same figures, keys and values
     assert list(design(hot)) == list(design(cold))          # in the same order
     assert hot["timing"]["yosys_s"] == hot["timing"]["nextpnr_s"] == 0.0
-    # no tool ran: the job directory holds the note only
+    # no tool ran: the job directory holds the note and the netlist the tool run wrote, no logs
     job_dir = tmp_path / "build" / f"{A4}-up5k-f48-s1"
-    assert [p.name for p in job_dir.iterdir()] == ["CACHED"]
+    assert sorted(str(p.relative_to(job_dir)) for p in job_dir.rglob("*") if p.is_file()) == [
+        "CACHED", "yosys/netlist.v"]
     assert entries(cache)[0].stem in (job_dir / "CACHED").read_text()
+    cold_netlist = (cold_dir / f"{A4}-up5k-f48-s1" / "yosys" / "netlist.v").read_bytes()
+    assert (job_dir / "yosys" / "netlist.v").read_bytes() == cold_netlist and b"SB_LUT4" in cold_netlist
     # the report files do not tell a cached run from a tool run; the console table does
     assert report_json([hot]) == report_json([cold]) and report_markdown([hot]) == report_markdown([cold])
     table = format_table([hot], timing=True)
