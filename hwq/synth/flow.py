@@ -70,7 +70,7 @@ from .targets import get_target
 from .yosys import NETLIST, NETLIST_VERILOG, parse_stat, run_yosys, yosys_script
 
 __all__ = ["SYNTH_TOOLS", "DEFAULT_FREQ_MHZ", "DEFAULT_SEED", "POWER_FREQ_MHZ", "RUN_KEYS", "SynthJob",
-           "SynthResults", "synthesize", "synthesize_all", "run_chain", "fresh_job_dir", "cached_result",
+           "SynthResults", "synthesize", "synthesize_all", "run_chain", "job_dirname", "fresh_job_dir", "cached_result",
            "store_result", "usable_cpus"]
 
 #: the tools a synthesis job runs (keys of :data:`hwq.tools.TOOLS`)
@@ -153,7 +153,7 @@ def _check_job(job):
     manifest = read_manifest(job.manifest)      # schema, Verilog beside it, its sha256
     verilog = verilog_path(manifest, job.manifest)
     harness = harness_verilog(manifest)  # also checks the module name is a Verilog identifier
-    dirname = f"{manifest['module']}-{target.name}{'-dsp' if job.dsp else ''}-f{freq:g}-s{job.seed}"
+    dirname = job_dirname(manifest["module"], target.name, job.dsp, freq, job.seed)
     return {"job": job, "target": target, "manifest": manifest, "verilog": verilog, "harness": harness,
             "dirname": dirname}
 
@@ -242,6 +242,12 @@ def run_chain(tools, sources, top, job_dir, target, *, dsp, spram=False, freq_mh
                 "nextpnr_s": time.perf_counter() - start, "does_not_fit": exc}
     return {"stat": synth["stat"], "yosys_s": synth["seconds"], "timing": parse_report(pnr["report"]),
             "nextpnr_s": pnr["seconds"], "does_not_fit": None}
+
+
+def job_dirname(module, target, dsp, freq_mhz, seed):
+    """The directory of a PE's synthesis job below ``build_dir``:
+    ``<module>-<target>[-dsp]-f<MHz>-s<seed>``."""
+    return f"{module}-{target}{'-dsp' if dsp else ''}-f{float(freq_mhz):g}-s{seed}"
 
 
 def fresh_job_dir(job_dir):

@@ -5,6 +5,11 @@ paths, no timestamps and no run times: each result's ``timing`` entry (wall-cloc
 vary run to run) and ``cached`` flag (whether the synthesis cache answered) are left out of them,
 so a run served from the cache writes the same files as the run that filled it.
 :func:`format_table` shows both on the console, and :func:`progress_line` describes one finished job.
+
+A PE too big for the part is a result, not a failure: its result has ``fits: false``,
+``overfull`` (``{"lc": [needed, available], ...}``, every resource over capacity), no Fmax or
+power, and the note :func:`does_not_fit_text` (e.g. ``does not fit: 7330 of 5280 logic cells``),
+which the table and ``report.md`` show in its LCs column. Results that fit carry neither key.
 """
 
 import json
@@ -14,7 +19,7 @@ from ..fileio import write_atomic
 from ..tools import tool_versions
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "BASELINE_FORMAT", "gops_per_klut4", "comparisons", "report_data", "report_json", "report_markdown", "format_table",
-           "progress_line", "write_report"]
+           "progress_line", "write_report", "does_not_fit_text", "RESOURCE_WORDS"]
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -28,6 +33,17 @@ HEADERS = ("module", "format", "widths", "target", "LUT4", "carry", "FF", "DSP",
 
 #: format every other format is compared with
 BASELINE_FORMAT = "fxp"
+
+#: what a utilisation key counts, in a does-not-fit text
+RESOURCE_WORDS = {"lc": "logic cells", "ram": "EBR (SB_RAM40_4K)", "dsp": "SB_MAC16", "spram": "SPRAM",
+                  "io": "I/O pins"}
+
+
+def does_not_fit_text(overfull):
+    """``"does not fit: 7330 of 5280 logic cells"``: every resource of ``overfull``
+    (``{key: (needed, available)}``, keys of :data:`RESOURCE_WORDS`) over capacity."""
+    return "does not fit: " + ", ".join(f"{used} of {available} {RESOURCE_WORDS.get(key, key)}"
+                                        for key, (used, available) in overfull.items())
 
 
 def gops_per_klut4(result):
@@ -88,9 +104,10 @@ def _num(value, digits=2):
 def _row(result):
     """One table row of strings, in :data:`HEADERS` order."""
     target = result["target"] + (" dsp" if result["use_dsp"] else "")
-    fmax = _num(result["fmax_mhz"]) + ("*" if result["dsp"] else "")
+    fmax = _num(result["fmax_mhz"]) + ("*" if result["dsp"] and result.get("fits", True) else "")
+    lcs = str(result["lcs"]) if result.get("fits", True) else does_not_fit_text(result["overfull"])
     return (result["module"], result["format"] or "-", f"a{result['a_bits']} w{result['w_bits']}", target,
-            str(result["lut4"]), str(result["carry"]), str(result["ff"]), str(result["dsp"]), str(result["lcs"]), fmax,
+            str(result["lut4"]), str(result["carry"]), str(result["ff"]), str(result["dsp"]), lcs, fmax,
             _num(gops_per_klut4(result), 3), _num(result["power_mw_12mhz"], 3), _num(result["power_mw_fmax"], 3))
 
 
@@ -136,6 +153,8 @@ def progress_line(result, done, total):
     width = len(str(total))
     what = f"{result['module']} {result['target']}" + (" dsp" if result.get("use_dsp") else "")
     took = "cached" if result.get("cached") else f"{result['timing']['wall_s']:.1f} s"
+    if result.get("fits") is False:
+        took += "  " + does_not_fit_text(result["overfull"])
     return f"[{done:>{width}}/{total}] {what}  {took}"
 
 

@@ -44,6 +44,12 @@ NETLIST = "netlist.json"
 #: ``ice40/cells_sim.v`` (``python -m hwq.sim --netlist``)
 NETLIST_VERILOG = "netlist.v"
 STAT = "stat.json"
+#: Before the netlist is written as Verilog (and only there: the JSON for nextpnr keeps every
+#: name), the nets and cells that ``synth_ice40``'s ``autoname`` named after their drivers
+#: (``..._SB_LUT4_O_I3_SB_CARRY_CI_CO...``, up to hundreds of characters) get yosys's short private
+#: names (``_123_``). Verilator traces those only with ``--trace-underscore``, and it stops with an
+#: internal error when tracing the long ones (Verilator 5.48).
+HIDE_DRIVER_NAMES = "rename -hide w:*_SB_* t:SB_*"
 LOG = "yosys"
 
 
@@ -70,8 +76,8 @@ def yosys_script(sources, top, *, device, dsp, spram=False):
     if spram:
         reads += f"; delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i"
         synth += " -spram"
-    return (f"{reads}; {synth}; tee -q -o {STAT} stat -json; write_verilog -noattr {NETLIST_VERILOG}; "
-            f"flatten; write_json {NETLIST}")
+    return (f"{reads}; {synth}; tee -q -o {STAT} stat -json; design -save synthesized; {HIDE_DRIVER_NAMES}; "
+            f"write_verilog -noattr {NETLIST_VERILOG}; design -load synthesized; flatten; write_json {NETLIST}")
 
 
 def run_yosys(yosys, sources, top, work_dir, *, device, dsp, spram=False):

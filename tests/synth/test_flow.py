@@ -170,8 +170,9 @@ def test_a_pe_too_big_for_the_part_is_reported_as_not_fitting(tmp_path):
     from hwq.formats import FixedPoint, Uniq
     from hwq.pe import UniqPE
     from hwq.synth.nextpnr import DoesNotFit
-    # a loadable 8-bit UNIQ table (256 words in LUTs) does not fit the iCE40UP5K's 5280 LCs
-    write_pe(UniqPE(FixedPoint(8, signed=False), Uniq(8), loadable=True), tmp_path)
+    # a loadable 8-bit UNIQ table forced into registers (256 words in flip-flops and LUTs) does
+    # not fit the iCE40UP5K's 5280 LCs
+    write_pe(UniqPE(FixedPoint(8, signed=False), Uniq(8), loadable=True, table_storage="fabric"), tmp_path)
     [manifest] = tmp_path.glob("*.json")
     with pytest.raises(DoesNotFit, match=r"does not fit the iCE40UP5K-SG48: ICESTORM_LC \d+/5280") as info:
         synthesize(manifest, tmp_path / "build")
