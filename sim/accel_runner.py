@@ -38,8 +38,9 @@ import numpy as np
 from ..accel.schedule import Array, Schedule, schedule
 from ..accel.verify import describe, expected_dump, find_mismatches
 from ..errors import InputError
-from .runner import (CELLS_SIM_DEFINES, SIMULATORS, VERILATOR_MAKE_VARS, BenchFailed, SimulatorMissing, _build_env,
-                     _check_build_dir, _failures, _runner, _runtime_cache, _save_runtime, cells_sim, check_simulator)
+from .runner import (CELLS_SIM_DEFINES, SAIF_BUILD_ARGS, SIMULATORS, VERILATOR_MAKE_VARS, BenchFailed,
+                     SimulatorMissing, _build_env, _check_build_dir, _check_netlist, _failures, _runner,
+                     _runtime_cache, _save_runtime, cells_sim, check_saif, check_simulator)
 
 __all__ = ["TOP", "BENCH_MODULE", "run_accel_bench"]
 
@@ -88,15 +89,17 @@ def _check_sched(sched, true):
     return sched
 
 
-def _make_runner(simulator, build_dir):
+def _make_runner(simulator, build_dir, trace):
     """The ``cocotb_tools`` runner of :mod:`hwq.sim.runner` (Verilator: runtime shared beside
-    ``build_dir``, :data:`~hwq.sim.runner.VERILATOR_MAKE_VARS` on its ``make`` command)."""
+    ``build_dir``, :data:`~hwq.sim.runner.VERILATOR_MAKE_VARS` on its ``make`` command, the trace
+    writer built with ``trace``)."""
     cache = _runtime_cache(build_dir) if simulator == "verilator" else None
-    return _runner(simulator, cache), cache
+    return _runner(simulator, cache, trace), cache
 
 
 def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator", build_dir=None, log=True,
-                    sched=None, dump=True, banks=1, mapping="fabric", max_dsp=None, weight_capacity=None):
+                    sched=None, dump=True, banks=1, mapping="fabric", max_dsp=None, weight_capacity=None,
+                    netlist=None, saif=None):
     """Run ``images`` through the accelerator of ``imodel`` in a Verilog simulator; check every
     tensor of every image (with ``dump``; else the output tensor) and the cycle count.
 
@@ -131,6 +134,16 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         (:func:`~hwq.accel.schedule.schedule`'s ``banks`` and ``weight_capacity``,
         :class:`~hwq.accel.top.Accelerator`'s ``mapping`` and ``max_dsp``). With a weight store
         the bench sends :meth:`~hwq.accel.top.Accelerator.preload` after reset.
+    netlist : str or Path, optional
+        Post-synthesis simulation: the iCE40 netlist of the same build (``hwq-build --model``
+        synthesizes the deployed one, ``dump=False``: ``netlist.v`` in the synthesis job's
+        ``yosys/`` directory, hierarchy kept, module ``hwq_accel``), simulated with yosys's cell
+        models (:func:`~hwq.sim.runner.cells_sim`) instead of the Verilog emitted here; the
+        bench and its checks are the same. ``dump`` and the hardware choices above must be the
+        ones it was built with.
+    saif : str or Path, optional
+        Verilator only: record every net's switching activity over the whole run (reset, the
+        preload, then every image) as SAIF in this file (:mod:`hwq.synth.activity` reads it).
 
     Returns
     -------
@@ -139,7 +152,8 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         image), ``expected_cycles`` (:attr:`Accelerator.expected_cycles`), ``schedule_cycles``
         (the schedule's steady-state count), ``mismatches`` (0), ``outputs`` (``(N,) +`` output
         shape int64: the output tensor's codes read back), ``act_words`` (words read back per
-        image), ``build_reused`` (bool) and ``timing``: ``emit_s`` (Verilog), ``build_s``,
+        image), ``build_reused`` (bool), ``netlist`` and ``saif`` (the files used, or
+        None) and ``timing``: ``emit_s`` (Verilog), ``build_s``,
         ``sim_s`` (seconds, wall clock).
 
     Raises
@@ -149,7 +163,8 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
     InputError
         Before any work, one line naming the parameter: ``imodel``, ``array``, ``input_shape``
         (or the op it does not fit), ``images`` (shape, type, codes out of range), ``sched``,
-        ``build_dir``.
+        ``build_dir``, ``netlist`` (unreadable, or without module ``hwq_accel``),
+        ``saif`` (not on Verilator).
     BenchFailed
         The build failed, the bench failed (an image that does not finish, a broken stream), a
         word read back differs from the integer model (the message names the image, layer,
@@ -175,13 +190,19 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
     true = schedule(imodel, input_shape, array, keep_all=bool(dump), banks=banks, weight_capacity=weight_capacity)
     images = _check_images(images, input_shape, len(imodel.tensors[imodel.input].format.int_values))
     hw = _check_sched(sched, true)
+    if netlist is not None:
+        netlist = _check_netlist(netlist, TOP, "the accelerator's synthesis job")
+    saif = check_saif(saif, simulator)
     given = build_dir is not None
     build_dir = _check_build_dir(build_dir if given else Path("sim_build") / simulator / TOP, given)
 
     t0 = time.perf_counter()
     dut = Accelerator(hw, dump=bool(dump), mapping=mapping, max_dsp=max_dsp)
-    extra = [cells_sim()] if dut.conv is not None and dut.conv.dsp_blocks else []
-    text = verilog.convert(dut, name=TOP, emit_src=False)
+    if netlist is not None:
+        extra, text = [cells_sim()], netlist.read_text(encoding="utf-8")
+    else:
+        extra = [cells_sim()] if dut.conv is not None and dut.conv.dsp_blocks else []
+        text = verilog.convert(dut, name=TOP, emit_src=False)
     emit_s = time.perf_counter() - t0
 
     try:
@@ -191,7 +212,8 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         raise InputError(f"build_dir {build_dir} cannot be created ({exc.strerror or exc}); choose another") from None
     source = build_dir / f"{TOP}.v"
     stamp = build_dir / "build.sha256"
-    recipe = [simulator, *BUILD_ARGS[simulator], *(VERILATOR_MAKE_VARS if simulator == "verilator" else ()),
+    build_args = [*BUILD_ARGS[simulator], *(SAIF_BUILD_ARGS if saif is not None else ())]
+    recipe = [simulator, *build_args, *(VERILATOR_MAKE_VARS if simulator == "verilator" else ()),
               *(str(path) for path in extra)]
     digest = hashlib.sha256("\n".join(recipe + [text]).encode()).hexdigest()
     reuse = stamp.is_file() and stamp.read_text().strip() == digest and source.is_file() \
@@ -212,7 +234,7 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
                                                  "timeout_cycles": 2 * dut.expected_cycles + 1000},
                                                 sort_keys=True, indent=1) + "\n")
 
-    runner, cache = _make_runner(simulator, build_dir)
+    runner, cache = _make_runner(simulator, build_dir, trace=saif is not None)
     t1 = time.perf_counter()
     if not reuse:
         with contextlib.suppress(FileNotFoundError):
@@ -222,7 +244,7 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
             with _build_env(simulator):
                 runner.build(sources=[source, *extra], hdl_toplevel=TOP, build_dir=build_dir, always=True,
                              timescale=("1ns", "1ps"), defines=CELLS_SIM_DEFINES if extra else {},
-                             build_args=list(BUILD_ARGS[simulator]),
+                             build_args=build_args,
                              log_file=build_dir / "build.log" if log else None)
         except (RuntimeError, SystemExit) as e:
             where = f"; see {build_dir / 'build.log'}" if log else ""
@@ -234,7 +256,7 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
 
     results_xml, sim_log = build_dir / "results.xml", build_dir / "sim.log" if log else None
     readback = build_dir / "readback"
-    for stale in (results_xml, readback / "words.npy", readback / "cycles.npy"):
+    for stale in (results_xml, readback / "words.npy", readback / "cycles.npy", *([saif] if saif else [])):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     env = {"HWQ_ACCEL_DIR": str(data), "HWQ_ACCEL_OUT": str(readback)}
@@ -244,7 +266,8 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         with _build_env(simulator):
             runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog", test_module=BENCH_MODULE,
                         build_dir=build_dir, test_dir=build_dir,
-                        extra_env=env, results_xml=str(results_xml), log_file=sim_log)
+                        extra_env=env, results_xml=str(results_xml), log_file=sim_log,
+                        test_args=["--trace", "--trace-file", str(saif)] if saif is not None else [])
     except SystemExit as e:              # under pytest the runner exits on failures itself
         crash = None if e.code in (0, 1, None) else f"simulator exited with status {e.code}"
     except RuntimeError as e:
@@ -293,5 +316,5 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
     return {"images": len(images), "simulator": simulator, "cycles": cycles,
             "expected_cycles": dut.expected_cycles, "schedule_cycles": true.cycles, "mismatches": 0,
             "outputs": outputs.reshape((len(images),) + tuple(out.shape)),
-            "act_words": true.act_words, "build_reused": reuse,
+            "act_words": true.act_words, "build_reused": reuse, "netlist": netlist, "saif": saif,
             "timing": {"emit_s": emit_s, "build_s": build_s, "sim_s": sim_s}}

@@ -490,3 +490,25 @@ async def reset_mid_sum(dut):
                            where=f"after reset {rep}, no clear")
 
     await _each_mode(dut, "reset_mid_sum", body)
+
+
+@cocotb.test()
+async def workload(dut):
+    """The operand stream of ``$HWQ_WORKLOAD`` (:mod:`hwq.sim.workload`: a real layer's codes),
+    in the mode ``$HWQ_WORKLOAD_MODE`` (or the PE's only one), every sum checked. Without
+    ``$HWQ_WORKLOAD`` (the runner then does not select this test) it drives nothing."""
+    from .workload import load_workload
+
+    path = os.environ.get("HWQ_WORKLOAD")
+    if not path:
+        dut._log.info("workload: no $HWQ_WORKLOAD; nothing to stream")
+        return
+    arrays, _ = load_workload(path)
+    label = os.environ.get("HWQ_WORKLOAD_MODE") or None
+    b = Bench(dut, "workload")
+    modes = [m for m in b.s.modes if label is None or m.name == label]
+    _require(len(modes) == 1, f"workload mode {label!r} is not one mode of {b.s.manifest['module']}: "
+                              f"{', '.join(str(m.name) for m in b.s.modes)}")
+    await b.reset(modes[0], what="reset at the start")
+    a, w, valid, clear = ([int(v) for v in arrays[key]] for key in ("a", "w", "valid", "clear"))
+    await b.stream("workload", a, w, valid, clear, where=f"{len(a)} cycles of {path}")

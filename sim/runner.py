@@ -58,6 +58,8 @@ __all__ = ["SIMULATORS", "TESTS", "MAX_RANDOM_CYCLES", "SimulatorMissing", "Benc
 SIMULATORS = ("verilator", "icarus")
 #: the tests of :mod:`hwq.sim.pe_bench` (its ``@cocotb.test()`` functions), in the order they run
 TESTS = ("exhaustive", "random_sums", "max_terms", "reset_mid_sum")
+#: the bench's test that streams a workload file (``run_bench(workload=...)``), not one of :data:`TESTS`
+WORKLOAD_TEST = "workload"
 #: Largest ``random_cycles`` (``--random-cycles``). The bench holds each random stream's inputs
 #: (and checks it in chunks) at ~40 000 cycles/s on Icarus. Measured peak RSS of the simulator at
 #: the cap: ``random_sums`` on an 8x8 fxp PE, 50 s and 0.14 GB; ``exhaustive`` on a 12x16 one
@@ -193,9 +195,11 @@ def _runtime_files():
 VERILATOR_MAKE_VARS = ("CFG_CXXFLAGS_PCH_I=-include",)
 
 
-def _runner(simulator, cache):
+def _runner(simulator, cache, trace=False):
     """``get_runner(simulator)``; for Verilator, one whose ``make`` step gets
-    :data:`VERILATOR_MAKE_VARS` and, with a runtime ``cache``, reuses it.
+    :data:`VERILATOR_MAKE_VARS` and, with a runtime ``cache``, reuses it; with ``trace``, its
+    ``make`` step builds the trace writer the build arguments chose (``VM_TRACE=1``: cocotb's
+    runner sets it only for its own VCD ``waves``).
 
     The cached objects are copied in between the ``verilator`` and ``make`` steps (they depend
     on the freshly generated ``Vtop.mk``, so they must be newer than it). If cocotb's build
@@ -210,7 +214,7 @@ def _runner(simulator, cache):
         def _build_command(self):
             cmds = [list(cmd) for cmd in super()._build_command()]
             if cmds and cmds[-1][:1] == ["make"]:
-                cmds[-1] += list(VERILATOR_MAKE_VARS)
+                cmds[-1] += list(VERILATOR_MAKE_VARS) + (["VM_TRACE=1"] if trace else [])
             files = [cache / f for f in _runtime_files()] if cache is not None else []
             if len(cmds) == 2 and cmds[1][:1] == ["make"] and files and all(f.is_file() for f in files):
                 copy = [sys.executable, "-c",
@@ -297,7 +301,36 @@ def cells_sim():
 CELLS_SIM_DEFINES = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}
 
 
-def _check_netlist(netlist, top):
+#: Verilator build arguments that record switching activity as SAIF (the cocotb main of the
+#: ``verilator`` runner writes it when run with ``--trace --trace-file FILE``); a netlist's nets
+#: are mostly yosys's private ``_N_`` names, traced only with ``--trace-underscore``
+SAIF_BUILD_ARGS = ("--trace-saif", "--trace-underscore")
+
+
+def check_saif(saif, simulator):
+    """``saif`` (where to write the SAIF of a run) as an absolute Path, or None.
+
+    Raises
+    ------
+    hwq.errors.InputError
+        When the simulator is not Verilator (Icarus writes no SAIF) or the file's directory
+        cannot be made.
+    """
+    if saif is None:
+        return None
+    if simulator != "verilator":
+        raise InputError(f"saif: switching activity (SAIF) is recorded on Verilator only, not {simulator}")
+    path = Path(saif).resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"saif {path}: cannot create its directory ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise InputError(f"saif {path}: is a directory; give a file name")
+    return path
+
+
+def _check_netlist(netlist, top, job="this PE's synthesis job"):
     """``netlist`` (a synthesized netlist's Verilog) as a Path; it must define module ``top``."""
     path = Path(netlist)
     try:
@@ -305,13 +338,13 @@ def _check_netlist(netlist, top):
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"--netlist {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     if f"module {top}(" not in text and f"module {top} (" not in text and f"module \\{top} " not in text:
-        raise InputError(f"--netlist {path}: it has no module {top!r} (the manifest's); give the netlist.v of "
-                         "this PE's synthesis job (its yosys/ directory)")
+        raise InputError(f"--netlist {path}: it has no module {top!r}; give the netlist.v of {job} (its yosys/ "
+                         "directory)")
     return path.resolve()
 
 
 def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, random_cycles=20000,
-              testcase=None, log=True, share_runtime=True, progress=None, netlist=None):
+              testcase=None, log=True, share_runtime=True, progress=None, netlist=None, saif=None, workload=None):
     """Build the manifest's Verilog (or its synthesized netlist) and run the cocotb bench on it.
 
     Parameters
@@ -346,6 +379,13 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
         synthesized it (``netlist.v`` in its job's ``yosys/`` directory, hierarchy kept, written
         by :func:`hwq.synth.yosys.run_yosys`) is simulated with yosys's cell models
         (:func:`cells_sim`) instead of the RTL; the bench and its checks are the same.
+    saif : str or Path, optional
+        Verilator only: record every net's switching activity over the whole run as SAIF in
+        this file (:func:`hwq.synth.activity.cell_activity` reads it, with the netlist).
+    workload : str or Path, optional
+        A workload file (:func:`hwq.sim.workload.save_workload`: a real layer's operand stream
+        and the PE mode to run it in): run the bench's ``workload`` test, which streams it and
+        checks every sum, instead of :data:`TESTS`.
 
     Returns
     -------
@@ -363,7 +403,9 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
         the golden model or with each other (:func:`hwq.sim.golden.bench_models`, the checks the
         bench repeats inside the simulator); ``$HWQ_PLUGINS`` names a module that cannot be
         imported (:func:`hwq.registry.load_plugins`); ``seed``, ``random_cycles`` or
-        ``testcase`` is out of range; ``build_dir`` is not a directory and cannot be made one.
+        ``testcase`` is out of range; ``build_dir`` is not a directory and cannot be made one;
+        ``saif`` is given for Icarus; ``workload`` is not a workload file or names a mode the
+        PE does not have.
     BenchFailed
         Some test failed or the simulator crashed; works the same inside and outside pytest.
     """
@@ -373,10 +415,23 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
         raise SimulatorMissing(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     check_simulator(simulator)
     seed, random_cycles, testcase = _check_options(seed, random_cycles, testcase)
+    saif = check_saif(saif, simulator)
+    workload_mode = None
+    if workload is not None:
+        from .workload import load_workload
+        if testcase is not None:
+            raise InputError("--workload runs the bench's workload test alone; leave out --test")
+        workload = Path(workload).resolve()
+        workload_mode = load_workload(workload)[1]
+        testcase = WORKLOAD_TEST
+    elif testcase is None:
+        testcase = list(TESTS)
     load_plugins()                  # as the simulator's Python will, from the same $HWQ_PLUGINS
     manifest_path = Path(manifest_path).resolve()
     manifest = read_manifest(manifest_path)
-    bench_models(manifest, manifest_path)          # the bench's own value checks, before building
+    models = bench_models(manifest, manifest_path)          # the bench's own value checks, before building
+    if workload_mode is not None and workload_mode not in [mode.name for mode in models.modes]:
+        raise InputError(f"--workload {workload}: mode {workload_mode!r} is not a mode of {manifest['module']}")
     source = verilog_path(manifest, manifest_path)
     top = manifest["module"]
     sources, defines = [source], {}
@@ -394,7 +449,7 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     sim_log = build_dir / "sim.log" if log else None
 
     cache = _runtime_cache(build_dir) if simulator == "verilator" and share_runtime else None
-    runner = _runner(simulator, cache)
+    runner = _runner(simulator, cache, trace=saif is not None)
     say = progress or (lambda message: None)
     say(f"building {source.name} with {simulator} in {build_dir}")
     t0 = time.perf_counter()
@@ -402,8 +457,8 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
         with _build_env(simulator):
             runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, always=True,
                          timescale=("1ns", "1ps"), defines=defines,
-                         build_args=["-Wno-fatal"] if simulator == "verilator" else
-                         (["-g2005"] if netlist is not None else []),
+                         build_args=["-Wno-fatal", *(SAIF_BUILD_ARGS if saif is not None else ())]
+                         if simulator == "verilator" else (["-g2005"] if netlist is not None else []),
                          log_file=build_dir / "build.log" if log else None)
     except (RuntimeError, SystemExit) as e:
         where = f"; see {build_dir / 'build.log'}" if log else ""
@@ -411,17 +466,22 @@ def run_bench(manifest_path, simulator="verilator", build_dir=None, *, seed=1, r
     if cache is not None:
         _save_runtime(cache, build_dir)
     t_build = time.perf_counter() - t0
-    tests = ", ".join(testcase) if isinstance(testcase, (list, tuple)) else testcase or "every test"
+    tests = "every test" if list(testcase) == list(TESTS) else \
+        ", ".join(testcase) if isinstance(testcase, (list, tuple)) else testcase
     say(f"built in {t_build:.1f} s; running {tests}" + ("" if sim_log is None else f" (log: {sim_log})"))
 
     env = {"HWQ_MANIFEST": str(manifest_path), "HWQ_SEED": str(seed), "HWQ_RANDOM_CYCLES": str(random_cycles)}
-    with contextlib.suppress(FileNotFoundError):
-        results_xml.unlink()
+    if workload is not None:
+        env.update(HWQ_WORKLOAD=str(workload), HWQ_WORKLOAD_MODE=workload_mode or "")
+    for stale in (results_xml, *([saif] if saif else [])):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     crash = None
     try:
         runner.test(hdl_toplevel=top, test_module=BENCH_MODULE, build_dir=build_dir,
                     test_dir=build_dir, testcase=testcase, seed=seed, extra_env=env,
-                    results_xml=str(results_xml), log_file=sim_log)
+                    results_xml=str(results_xml), log_file=sim_log,
+                    test_args=["--trace", "--trace-file", str(saif)] if saif is not None else [])
     except SystemExit as e:          # under pytest the runner exits on failures itself
         crash = None if e.code in (0, 1, None) else f"simulator exited with status {e.code}"
     except RuntimeError as e:
@@ -494,7 +554,8 @@ def _run_all(args):
         name = f"{Path(args.manifest).stem} on {sim}"
         progress = None if args.quiet else (lambda message, name=name: print(f"{name}: {message}", flush=True))
         ntests, _ = run_bench(args.manifest, sim, build_dir, seed=args.seed, random_cycles=args.random_cycles,
-                              testcase=args.test, log=not args.verbose, progress=progress, netlist=args.netlist)
+                              testcase=args.test, log=not args.verbose, progress=progress, netlist=args.netlist,
+                              saif=args.saif, workload=args.workload)
         if not args.quiet:
             print(f"{name}: {ntests} tests passed ({time.perf_counter() - t0:.1f} s)")
 
@@ -516,6 +577,11 @@ def main(argv=None):
     parser.add_argument("--netlist", metavar="FILE.v",
                         help="simulate this synthesized netlist of the PE (netlist.v of its synthesis job) with "
                              "yosys's iCE40 cell models, instead of the RTL")
+    parser.add_argument("--saif", metavar="FILE.saif",
+                        help="Verilator: record every net's switching activity as SAIF in this file")
+    parser.add_argument("--workload", metavar="FILE.npz",
+                        help="stream this operand file (hwq.sim.workload: a real layer's codes) through the PE, "
+                             "every sum checked, instead of the bench's tests")
     parser.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
     parser.add_argument("--random-cycles", type=_random_cycles, default=20000, metavar="N",
                         help=f"cycles of the random test (and random pairs for codes > 8 bits), 1 to "

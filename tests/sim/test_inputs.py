@@ -243,7 +243,7 @@ def test_the_test_names_are_the_benchs_tests():
     tree = ast.parse((ROOT / "sim" / "pe_bench.py").read_text())
     defined = tuple(node.name for node in tree.body if isinstance(node, ast.AsyncFunctionDef)
                     and any(ast.unparse(d) == "cocotb.test()" for d in node.decorator_list))
-    assert defined == BENCH_TESTS
+    assert defined == BENCH_TESTS + (runner.WORKLOAD_TEST,)
     assert runner.TESTS == BENCH_TESTS
 
 
