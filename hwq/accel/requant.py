@@ -680,6 +680,16 @@ class Requantizer(wiring.Component):
         return ThresholdEncoder(self._layout.tables, q_width=self._numerator_width + 1,
                                 index_bits=self._layout.index_bits, max_logic_words=self._layout.max_logic_words)
 
+    def elaborate_product(self, m, total, multiplier):
+        """The numerator ``n = total * multiplier`` (pipeline step 2), built into ``m``.
+
+        ``total`` is stage 1's registered ``acc + bias`` (``signed(sum_width)``), ``multiplier``
+        its registered ``M`` (``unsigned(16)``); the result is registered as ``n``
+        (``signed(numerator_width)``). A plain ``*`` here; a subclass may replace it (the formal
+        proof of :mod:`hwq.accel.formal` abstracts the product into a free value).
+        """
+        return total * multiplier
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.encoder = enc = self.encoder()
@@ -704,7 +714,7 @@ class Requantizer(wiring.Component):
 
         # 2: the product, registered
         product = Signal(signed(self._numerator_width), name="product")
-        m.d.comb += product.eq(s1["sum"] * s1["m"])
+        m.d.comb += product.eq(self.elaborate_product(m, s1["sum"], s1["m"]))
         side = {k: s1[k] for k in ("shift", "table", "low", "high", "valid")}
         s2 = stage("s2", {"n": product, **side})
 

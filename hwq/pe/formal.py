@@ -37,7 +37,7 @@ from ..formats.golden import signed_width
 from .base import ProcessingElement
 
 __all__ = ["AccumulatorProperties", "add_pe", "reference_sum", "AntDecoderProperties", "golden_value", "golden_product", "ProofResult",
-           "prove", "prove_component", "formal_tools", "FORMAL_TOOLS", "TABLE_MAX_BITS"]
+           "prove", "prove_component", "formal_tools", "FORMAL_TOOLS", "TABLE_MAX_BITS", "MODES"]
 
 #: widest code the default golden table reference supports
 TABLE_MAX_BITS = 10
@@ -243,7 +243,7 @@ def formal_tools():
 
 _SBY = """\
 [options]
-mode prove
+mode {mode}
 depth {depth}
 multiclock off
 
@@ -254,14 +254,18 @@ smtbmc yices
 read_rtlil {name}.il
 proc -norom
 prep -top {name}
-
+{script}
 [files]
 {name}.il
 """
 
+#: the sby modes :func:`prove_component` runs
+MODES = ("prove", "bmc")
 
-def prove_component(component, workdir, *, name, depth, timeout=300):
-    """Prove the ``Assert`` statements of ``component`` by k-induction with ``yowasp-sby``.
+
+def prove_component(component, workdir, *, name, depth, timeout=300, mode="prove", script=()):
+    """Prove the ``Assert`` statements of ``component`` by k-induction with ``yowasp-sby``
+    (or check them to a bounded depth, ``mode="bmc"``).
 
     Parameters
     ----------
@@ -272,9 +276,15 @@ def prove_component(component, workdir, *, name, depth, timeout=300):
     name : str
         Top-level name.
     depth : int
-        Steps of the base case and of the induction.
+        Steps of the base case and of the induction (``bmc``: steps checked from the initial state).
     timeout : float
         Seconds before sby is stopped (status ``TIMEOUT``).
+    mode : str
+        sby's mode, one of :data:`MODES`: ``"prove"`` (default: k-induction, the asserts hold for
+        all time) or ``"bmc"`` (bounded model check: they hold on every cycle of every trace of
+        ``depth`` steps from the initial state; ``PASS`` says nothing of later cycles).
+    script : sequence of str
+        Yosys commands run after ``prep`` (e.g. ``flatten``, ``memory_map``); none by default.
 
     Returns
     -------
@@ -283,12 +293,17 @@ def prove_component(component, workdir, *, name, depth, timeout=300):
     env = formal_tools()
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise InputError(f"depth must be a positive integer, not {depth!r}")
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if isinstance(script, str) or any(not isinstance(c, str) or "\n" in c or not c.strip() for c in script):
+        raise InputError(f"script must be a sequence of one-line yosys commands, not {script!r}")
     text = rtlil.convert(component, name=name, emit_src=False)
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomic(workdir / f"{name}.il", text)
-    write_atomic(workdir / f"{name}.sby", _SBY.format(name=name, depth=depth))
+    write_atomic(workdir / f"{name}.sby", _SBY.format(name=name, depth=depth, mode=mode,
+                                                         script="".join(f"{c}\n" for c in script)))
 
     try:
         seconds = run_tool([env["SBY"], "-f", f"{name}.sby"], workdir, f"{name}.sby", f"sby on {name}",
