@@ -28,8 +28,11 @@ from hwq.errors import InputError  # noqa: E402
 FORMATS = ("fxp", "ant", "esb", "ausn", "uniq")
 
 
-def _exports(formats, configs, out):
-    """Train, quantize and export; returns {(format, config): export dir} and the images file."""
+def _exports(formats, configs, out, accuracy=None):
+    """Train, quantize and export; returns {(format, config): export dir} and the images file.
+
+    With a dict ``accuracy``, it receives the float model's (key ``"fp32"``) and each integer
+    model's ``(correct, total)`` on the whole digits test set (key ``(format, config)``)."""
     import torch
 
     from hwq.fileio import save_npy
@@ -40,7 +43,10 @@ def _exports(formats, configs, out):
     from hwq.quantize import _activation_spec, _parse_config
     start = time.perf_counter()
     torch.manual_seed(0)
-    model, (x_train, _, x_test, _) = train_digits_cnn(epochs=8, device="cpu")
+    model, (x_train, _, x_test, y_test) = train_digits_cnn(epochs=8, device="cpu")
+    if accuracy is not None:
+        with torch.no_grad():
+            accuracy["fp32"] = (int((model(x_test).argmax(1) == y_test).sum()), len(y_test))
     print(f"train: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     images = out / "test_images.npy"
@@ -56,6 +62,9 @@ def _exports(formats, configs, out):
                                                 calibration=[x_train[:64]]))
             exports[fmt, config] = out / "exports" / f"{fmt}_{config}"
             export(imodel, exports[fmt, config])
+            if accuracy is not None:
+                logits = imodel.run(x_test.numpy())
+                accuracy[fmt, config] = (int((logits.argmax(1) == y_test.numpy()).sum()), len(y_test))
     print(f"quantize and export: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return exports, images
 

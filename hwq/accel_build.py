@@ -134,13 +134,110 @@ def load_images(path, model):
     return model.quantize_input(x)
 
 
+def post_synthesis(model, codes, synth_dir, *, array, sched, acc, simulator, synthesis, macs):
+    """Run ``codes`` on the accelerator's synthesized netlist, checked bit-exact, and estimate its
+    power from their switching activity.
+
+    Parameters
+    ----------
+    model : hwq.integer.IntegerModel
+    codes : numpy.ndarray
+        ``(N,) + input shape`` input codes, N >= 1.
+    synth_dir : pathlib.Path
+        The synthesis build directory: its one job's ``yosys/netlist.v`` is simulated.
+    array, sched, acc
+        The array, schedule and :class:`~hwq.accel.top.Accelerator` the netlist was built from.
+    simulator : str
+        ``verilator`` records the activity (SAIF); ``icarus`` only checks the netlist.
+    synthesis : dict
+        :func:`hwq.synth.synthesize_design`'s result (logic cells, SB_MAC16 count, Fmax).
+    macs : int
+        Multiply-accumulates per inference.
+
+    Returns
+    -------
+    dict
+        :func:`accelerator_power` of the measured cycles, with ``netlist_verified_inputs``.
+
+    Raises
+    ------
+    hwq.sim.runner.BenchFailed
+        A code or cycle count of the netlist differs from the integer model.
+    """
+    import tempfile
+
+    from .sim.accel_runner import run_accel_bench
+    from .synth.yosys import NETLIST_VERILOG
+    path = next(iter(sorted(Path(synth_dir).glob(f"*/yosys/{NETLIST_VERILOG}"))), None)
+    if path is None:
+        raise InputError(f"no {NETLIST_VERILOG} in {synth_dir}: synthesize again with --no-cache")
+    with tempfile.TemporaryDirectory(prefix="hwq-accel-netlist-") as sim_dir:
+        saif = Path(sim_dir) / "activity.saif" if simulator == "verilator" else None
+        run = run_accel_bench(model, codes, input_shape=model.input_shape, array=array, simulator=simulator,
+                              build_dir=Path(sim_dir) / "build", dump=False, banks=sched.banks,
+                              mapping=acc.conv.mapping if acc.conv else "fabric",
+                              max_dsp=acc.conv.max_dsp if acc.conv else None, weight_capacity=sched.weight_capacity,
+                              netlist=path, saif=saif)
+        activity = None
+        if saif is not None:
+            from .synth.activity import cell_activity, read_saif
+            header = read_saif(saif)
+            cycles = round(header.duration * header.timescale_s / (run["clock_ns"] * 1e-9))
+            activity = cell_activity(saif, path, top=MODULE, cycles=cycles)
+    power = accelerator_power(activity, synthesis, cycles=int(run["cycles"][0]), macs=macs)
+    power["netlist_verified_inputs"] = len(codes)
+    return power
+
+
+def accelerator_power(activity, synthesis, *, cycles, macs):
+    """The accelerator's power and energy ESTIMATES: activity-based and first-order.
+
+    Parameters
+    ----------
+    activity : hwq.synth.activity.Activity or None
+        Switching activity of the netlist over whole inferences (None: first-order only).
+    synthesis : dict
+        :func:`hwq.synth.synthesize_design`'s result: ``lcs``, ``dsp``, ``fmax_mhz``.
+    cycles, macs : int
+        Clock cycles and MACs per inference.
+
+    Returns
+    -------
+    dict
+        ``activity`` (:func:`hwq.synth.power.estimate_activity_power` at 12 MHz, the
+        calibration's clock, and at Fmax; or None), ``first_order``
+        (:func:`hwq.synth.power.estimate_power`, activity factor 1: the fallback), each with
+        ``energy`` (:func:`hwq.synth.power.inference_energy`: per inference and per MAC), and
+        ``summary`` (one line, labelled as an estimate).
+    """
+    from .synth.power import estimate_activity_power, estimate_power, inference_energy
+    fmax = synthesis.get("fmax_mhz")
+    freqs = [12.0] + ([round(fmax, 2)] if fmax else [])
+    first = estimate_power(synthesis["lcs"], synthesis["dsp"], freqs)
+    first["energy"] = inference_energy(first, cycles, macs)
+    result = {"activity": None, "first_order": first}
+    if activity is not None:
+        est = estimate_activity_power(activity, freqs)
+        est["energy"] = inference_energy(est, cycles, macs)
+        result["activity"] = est
+    best = (result["activity"] or first)["energy"][-1]
+    kind = "activity-based" if result["activity"] else "first-order"
+    spread = ""
+    if "energy_per_inference_uj_low" in best:
+        spread = f" ({best['energy_per_inference_uj_low']:.2f} to {best['energy_per_inference_uj_high']:.2f})"
+    result["summary"] = (f"ESTIMATE ({kind}): {best['power_mw']:.2f} mW at {best['freq_mhz']:g} MHz, "
+                         f"{best['energy_per_inference_uj']:.2f} uJ{spread} per inference, "
+                         f"{best['energy_per_mac_pj']:.1f} pJ per MAC")
+    return result
+
+
 def _random_codes(model, count, seed):
     n_codes = len(model.tensors[model.input].format.int_values)
     return np.random.default_rng(seed).integers(0, n_codes, size=(count,) + tuple(model.input_shape))
 
 
 def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out", synth=True, verify=2,
-                      images=None, simulator="verilator", seed=0, cache=True, quiet=False, log=print):
+                      images=None, simulator="verilator", seed=0, cache=True, quiet=False, log=print, netlist=0):
     """Build the accelerator of the export in ``model_dir`` into ``out`` (module docstring).
 
     Parameters
@@ -164,6 +261,10 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
         ``.npy`` of real input samples to verify on; else seeded random codes.
     simulator : str
         ``verilator`` or ``icarus``.
+    netlist : int
+        Inputs to run on the synthesized netlist (post-synthesis simulation, 0: none): checked
+        bit-exact like ``verify``, and on Verilator their switching activity (SAIF) gives the
+        activity-based power and energy estimate (:func:`accelerator_power`). Needs synthesis.
 
     Returns
     -------
@@ -191,6 +292,11 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
         raise InputError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
     if isinstance(verify, bool) or not isinstance(verify, int) or verify < 0:
         raise InputError(f"--verify must be a non-negative number of inputs, not {verify!r}")
+    if isinstance(netlist, bool) or not isinstance(netlist, int) or netlist < 0:
+        raise InputError(f"--netlist must be a non-negative number of inputs, not {netlist!r}")
+    if netlist and not (synth and target != "sim"):
+        raise InputError("--netlist simulates the synthesized netlist: it needs synthesis (no --no-synth, a target "
+                         "other than sim)")
     auto = isinstance(array, str) and array.strip().lower() == "auto"
     if auto:
         arrays = [Array.parse(a) for a in (AUTO_ARRAYS if target != "sim" else AUTO_ARRAYS[:1])]
@@ -206,12 +312,13 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
     export_sha = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()
     out = check_output_dir(out)
     codes = None
-    if verify:
+    if verify or netlist:
         from .sim.runner import check_simulator
         check_simulator(simulator)
-        codes = load_images(images, model)[:verify] if images is not None else _random_codes(model, verify, seed)
+        count = max(verify, netlist)
+        codes = load_images(images, model)[:count] if images is not None else _random_codes(model, count, seed)
     elif images is not None:
-        raise InputError("--images needs --verify N (N > 0)")
+        raise InputError("--images needs --verify N or --netlist N (N > 0)")
     do_synth = synth and target != "sim"
     if do_synth:
         from .synth import SYNTH_TOOLS
@@ -244,7 +351,7 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
     log(f"checked {model_dir} in {timing['check_s']:.1f} s: {len(candidates[0][1].steps)} steps, "
         f"{candidates[0][1].macs} MACs; array {' or '.join(str(c[0]) for c in candidates)}")
 
-    verification = synthesis = None
+    verification = synthesis = power = None
     with staged_output(out) as stage:
         from .synth import synthesize_design
         from .synth.cache import as_cache
@@ -279,15 +386,22 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
             from .sim.accel_runner import run_accel_bench
             t = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="hwq-accel-sim-") as sim_dir:
-                verification = run_accel_bench(model, codes, input_shape=model.input_shape, array=array,
+                verification = run_accel_bench(model, codes[:verify], input_shape=model.input_shape, array=array,
                                                simulator=simulator, build_dir=Path(sim_dir) / "build", dump=False,
                                                banks=sched.banks, mapping=acc.conv.mapping if acc.conv else "fabric",
                                                max_dsp=acc.conv.max_dsp if acc.conv else None,
                                                weight_capacity=sched.weight_capacity)
             timing["verify_s"] = time.perf_counter() - t
-            log(f"verified {len(codes)} input(s) on {simulator} in {timing['verify_s']:.1f} s: bit-exact, "
+            log(f"verified {verify} input(s) on {simulator} in {timing['verify_s']:.1f} s: bit-exact, "
                 f"{verification['cycles'][0]} cycles per inference")
-        report = accelerator_report(manifest, synthesis=synthesis, verification=verification)
+        if netlist and synthesis.get("fits", True):
+            t = time.perf_counter()
+            power = post_synthesis(model, codes[:netlist], stage / "synth", array=array, sched=sched, acc=acc,
+                                   simulator=simulator, synthesis=synthesis, macs=int(manifest["latency"]["macs"]))
+            timing["netlist_s"] = time.perf_counter() - t
+            log(f"netlist: {netlist} input(s) bit-exact on {simulator} in {timing['netlist_s']:.1f} s"
+                + (f"; {power['summary']}" if power.get("summary") else ""))
+        report = accelerator_report(manifest, synthesis=synthesis, verification=verification, power=power)
         if auto:
             report["array_search"] = search
         write_report(report, stage)

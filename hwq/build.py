@@ -306,6 +306,9 @@ def _parser():
     accel.add_argument("--verify", type=int, default=2, metavar="N",
                        help="inputs to run bit-exact on the cocotb bench (default 2; 0 skips it)")
     accel.add_argument("--images", metavar="FILE.npy", help="real input samples to verify on (default: random codes)")
+    accel.add_argument("--netlist", type=int, default=0, metavar="N",
+                       help="inputs to run on the synthesized netlist (post-synthesis simulation, bit-exact); on "
+                            "Verilator their switching activity gives the power and energy estimate (default 0)")
     accel.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                        help="simulator of the bench (default verilator)")
     parser.add_argument("--mapping", choices=MAPPINGS, default="both",
@@ -329,7 +332,7 @@ _PE_OPTIONS = (("formats", "--format", None), ("a_bits", "--a-bits", None), ("w_
                ("jobs", "--jobs", None))
 #: accelerator-only options (name, default)
 _ACCEL_OPTIONS = (("array", "--array", "auto"), ("verify", "--verify", 2), ("images", "--images", None),
-                  ("sim", "--sim", "verilator"))
+                  ("sim", "--sim", "verilator"), ("netlist", "--netlist", 0))
 
 
 def _build_model(args):
@@ -342,7 +345,7 @@ def _build_model(args):
         raise InputError(f"--model builds for one target; got {', '.join(targets)}")
     build_accelerator(args.model, array=args.array, target=targets[0], out=Path(args.out or "accel_out"),
                       synth=not args.no_synth, verify=args.verify, images=args.images, simulator=args.sim,
-                      cache=None if args.no_cache else True, quiet=args.quiet)
+                      cache=None if args.no_cache else True, quiet=args.quiet, netlist=args.netlist)
 
 
 def main(argv=None):

@@ -10,7 +10,8 @@ HWQ_ACCEL_DIR
     Directory written by the runner: ``preload.npy`` (the weight store's contents as input
     payloads, sent once after reset; empty without a store), ``inputs.npy`` (``(N, input words)``
     int64 codes, CHW order per image) and ``bench.json`` (``output_words``: words the output stream sends per image;
-    ``timeout_cycles``: cycles an image may take before the bench gives up).
+    ``timeout_cycles``: cycles an image may take before the bench gives up; ``clock_ns``: the
+    clock period).
 HWQ_ACCEL_OUT
     Directory this bench writes to: ``words.npy``, ``(N, output_words)`` int64 (the activation
     memory read back after each image, ``-1`` for a word with X or Z bits), and ``cycles.npy``,
@@ -37,8 +38,6 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, with_timeout
 
-#: period of the generated clock, ns (the runner builds with ``timescale=("1ns", "1ps")``)
-CLOCK_NS = 10
 #: reset cycles at the start
 RESET_CYCLES = 2
 
@@ -70,11 +69,11 @@ async def _send(dut, image, limit):
     dut.input__valid.value = 0
 
 
-async def _collect(dut, n_words, limit, image):
+async def _collect(dut, n_words, limit, image, clock_ns):
     """The ``n_words`` words of the output stream (``output__ready`` is high), as a list."""
     if dut.output__valid.value != 1:
         try:
-            await with_timeout(RisingEdge(dut.output__valid), limit * CLOCK_NS, "ns")
+            await with_timeout(RisingEdge(dut.output__valid), limit * clock_ns, "ns")
         except SimTimeoutError:
             raise AssertionError(f"image {image}: no output within {limit} cycles of its input "
                                  f"(sequencer at step {_word(dut.step.value)})") from None
@@ -99,7 +98,7 @@ async def inference(dut):
     preload = np.load(data / "preload.npy")
     n_words, limit = int(meta["output_words"]), int(meta["timeout_cycles"])
 
-    Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
+    Clock(dut.clk, meta["clock_ns"], unit="ns", impl="gpi").start()
     dut.rst.value = 1
     dut.input__valid.value = 0
     dut.input__payload.value = 0
@@ -114,7 +113,7 @@ async def inference(dut):
     cycles = np.zeros(len(inputs), dtype=np.int64)
     for index, image in enumerate(inputs):
         await _send(dut, image, limit)
-        words[index] = await _collect(dut, n_words, limit, index)
+        words[index] = await _collect(dut, n_words, limit, index, meta["clock_ns"])
         cycles[index] = _word(dut.cycles.value)
     out = Path(os.environ["HWQ_ACCEL_OUT"])
     for name, values in (("cycles", cycles), ("words", words)):      # words last: the runner waits for it

@@ -38,11 +38,11 @@ import numpy as np
 from ..accel.schedule import Array, Schedule, schedule
 from ..accel.verify import describe, expected_dump, find_mismatches
 from ..errors import InputError
-from .runner import (CELLS_SIM_DEFINES, SAIF_BUILD_ARGS, SIMULATORS, VERILATOR_MAKE_VARS, BenchFailed,
+from .runner import (CELLS_SIM_DEFINES, NETLIST_MAKE_VARS, SAIF_BUILD_ARGS, SIMULATORS, VERILATOR_MAKE_VARS, BenchFailed,
                      SimulatorMissing, _build_env, _check_build_dir, _check_netlist, _failures, _runner,
                      _runtime_cache, _save_runtime, cells_sim, check_saif, check_simulator)
 
-__all__ = ["TOP", "BENCH_MODULE", "run_accel_bench"]
+__all__ = ["TOP", "BENCH_MODULE", "CLOCK_NS", "run_accel_bench"]
 
 #: name of the emitted Verilog module
 TOP = "hwq_accel"
@@ -57,6 +57,8 @@ BENCH_MODULE = "hwq.sim.accel_bench"
 BUILD_ARGS = {"verilator": ("-Wno-fatal",), "icarus": ("-g2005",)}
 #: mismatch records put in a :class:`BenchFailed` message
 REPORTED = 8
+#: period of the bench's clock, ns (the build's ``timescale`` is ``("1ns", "1ps")``)
+CLOCK_NS = 10
 
 
 def _check_images(images, shape, codes):
@@ -89,12 +91,12 @@ def _check_sched(sched, true):
     return sched
 
 
-def _make_runner(simulator, build_dir, trace):
+def _make_runner(simulator, build_dir, trace, make_vars):
     """The ``cocotb_tools`` runner of :mod:`hwq.sim.runner` (Verilator: runtime shared beside
-    ``build_dir``, :data:`~hwq.sim.runner.VERILATOR_MAKE_VARS` on its ``make`` command, the trace
-    writer built with ``trace``)."""
+    ``build_dir``, :data:`~hwq.sim.runner.VERILATOR_MAKE_VARS` and ``make_vars`` on its ``make``
+    command, the trace writer built with ``trace``)."""
     cache = _runtime_cache(build_dir) if simulator == "verilator" else None
-    return _runner(simulator, cache, trace), cache
+    return _runner(simulator, cache, trace, make_vars), cache
 
 
 def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator", build_dir=None, log=True,
@@ -153,7 +155,7 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         (the schedule's steady-state count), ``mismatches`` (0), ``outputs`` (``(N,) +`` output
         shape int64: the output tensor's codes read back), ``act_words`` (words read back per
         image), ``build_reused`` (bool), ``netlist`` and ``saif`` (the files used, or
-        None) and ``timing``: ``emit_s`` (Verilog), ``build_s``,
+        None), ``clock_ns`` (the bench's clock period) and ``timing``: ``emit_s`` (Verilog), ``build_s``,
         ``sim_s`` (seconds, wall clock).
 
     Raises
@@ -198,7 +200,8 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
 
     t0 = time.perf_counter()
     dut = Accelerator(hw, dump=bool(dump), mapping=mapping, max_dsp=max_dsp)
-    if netlist is not None:
+    if netlist is not None:                 # the design's figures only: the netlist is what runs
+        dut._MustUse__silence = True
         extra, text = [cells_sim()], netlist.read_text(encoding="utf-8")
     else:
         extra = [cells_sim()] if dut.conv is not None and dut.conv.dsp_blocks else []
@@ -213,7 +216,8 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
     source = build_dir / f"{TOP}.v"
     stamp = build_dir / "build.sha256"
     build_args = [*BUILD_ARGS[simulator], *(SAIF_BUILD_ARGS if saif is not None else ())]
-    recipe = [simulator, *build_args, *(VERILATOR_MAKE_VARS if simulator == "verilator" else ()),
+    make_vars = NETLIST_MAKE_VARS if netlist is not None and simulator == "verilator" else ()
+    recipe = [simulator, *build_args, *(VERILATOR_MAKE_VARS if simulator == "verilator" else ()), *make_vars,
               *(str(path) for path in extra)]
     digest = hashlib.sha256("\n".join(recipe + [text]).encode()).hexdigest()
     reuse = stamp.is_file() and stamp.read_text().strip() == digest and source.is_file() \
@@ -231,10 +235,11 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
     np.save(data / "mask.npy", mask)
     (data / "bench.json").write_text(json.dumps({"output_words": dut.output_words, "images": len(images),
                                                  "expected_cycles": dut.expected_cycles,
-                                                 "timeout_cycles": 2 * dut.expected_cycles + 1000},
+                                                 "timeout_cycles": 2 * dut.expected_cycles + 1000,
+                                                 "clock_ns": CLOCK_NS},
                                                 sort_keys=True, indent=1) + "\n")
 
-    runner, cache = _make_runner(simulator, build_dir, trace=saif is not None)
+    runner, cache = _make_runner(simulator, build_dir, saif is not None, make_vars)
     t1 = time.perf_counter()
     if not reuse:
         with contextlib.suppress(FileNotFoundError):
@@ -316,5 +321,5 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
     return {"images": len(images), "simulator": simulator, "cycles": cycles,
             "expected_cycles": dut.expected_cycles, "schedule_cycles": true.cycles, "mismatches": 0,
             "outputs": outputs.reshape((len(images),) + tuple(out.shape)),
-            "act_words": true.act_words, "build_reused": reuse, "netlist": netlist, "saif": saif,
+            "act_words": true.act_words, "build_reused": reuse, "netlist": netlist, "saif": saif, "clock_ns": CLOCK_NS,
             "timing": {"emit_s": emit_s, "build_s": build_s, "sim_s": sim_s}}

@@ -193,13 +193,17 @@ def _runtime_files():
 #: accelerator, a synthesized netlist) passes its precompiled header as a bare file name and the
 #: compiler stops ("linker input file not found"); ``-include`` is GCC's and Clang's option for it.
 VERILATOR_MAKE_VARS = ("CFG_CXXFLAGS_PCH_I=-include",)
+#: ``make`` variables of a Verilator build of a whole accelerator's netlist: its C++ is compiled
+#: without optimization (``-O0`` instead of ``-Os``), which builds several times faster; the
+#: simulation runs slower, which pays off for the few inferences a netlist run has
+NETLIST_MAKE_VARS = ("OPT_FAST=-O0", "OPT_SLOW=-O0")
 
 
-def _runner(simulator, cache, trace=False):
+def _runner(simulator, cache, trace=False, make_vars=()):
     """``get_runner(simulator)``; for Verilator, one whose ``make`` step gets
     :data:`VERILATOR_MAKE_VARS` and, with a runtime ``cache``, reuses it; with ``trace``, its
     ``make`` step builds the trace writer the build arguments chose (``VM_TRACE=1``: cocotb's
-    runner sets it only for its own VCD ``waves``).
+    runner sets it only for its own VCD ``waves``); ``make_vars`` are added to its ``make`` step.
 
     The cached objects are copied in between the ``verilator`` and ``make`` steps (they depend
     on the freshly generated ``Vtop.mk``, so they must be newer than it). If cocotb's build
@@ -214,7 +218,7 @@ def _runner(simulator, cache, trace=False):
         def _build_command(self):
             cmds = [list(cmd) for cmd in super()._build_command()]
             if cmds and cmds[-1][:1] == ["make"]:
-                cmds[-1] += list(VERILATOR_MAKE_VARS) + (["VM_TRACE=1"] if trace else [])
+                cmds[-1] += list(VERILATOR_MAKE_VARS) + (["VM_TRACE=1"] if trace else []) + list(make_vars)
             files = [cache / f for f in _runtime_files()] if cache is not None else []
             if len(cmds) == 2 and cmds[1][:1] == ["make"] and files and all(f.is_file() for f in files):
                 copy = [sys.executable, "-c",

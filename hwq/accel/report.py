@@ -20,6 +20,10 @@ Figures and where they come from:
 - ``weight_store``: the layers whose weights the SPRAM store holds, the payloads the host
   preloads after reset and the cycles per inference spent copying them (part of ``cycles``),
   or None;
+- ``power`` (with ``hwq-build --netlist N``): ESTIMATES of core power and energy per
+  inference and per MAC, activity-based (the synthesized netlist's switching activity over N
+  whole inferences, :mod:`hwq.synth.power`) and first-order (the fallback), each labelled with
+  its uncertainty; ``netlist_verified_inputs``: inputs run bit-exact on that netlist;
 - ``array_search`` (added by :func:`hwq.accel_build.build_accelerator` with ``array="auto"``):
   every array tried, whether it fit and why not.
 """
@@ -31,7 +35,7 @@ from ..fileio import write_atomic
 __all__ = ["accelerator_report", "report_markdown", "write_report"]
 
 
-def accelerator_report(manifest, *, synthesis=None, verification=None):
+def accelerator_report(manifest, *, synthesis=None, verification=None, power=None):
     """One accelerator's figures (module docstring) as a dict of JSON types.
 
     Parameters
@@ -42,6 +46,8 @@ def accelerator_report(manifest, *, synthesis=None, verification=None):
         :func:`hwq.synth.synthesize_design`'s result.
     verification : dict or None
         :func:`hwq.sim.accel_runner.run_accel_bench`'s result.
+    power : dict or None
+        :func:`hwq.accel_build.post_synthesis`'s result.
     """
     latency = manifest["latency"]
     pes = manifest["array"]["pes"]
@@ -73,6 +79,8 @@ def accelerator_report(manifest, *, synthesis=None, verification=None):
         if fmax and synthesis.get("fits", True):
             report["inferences_per_s"] = fmax * 1e6 / cycles
             report["macs_per_s_per_lc"] = fmax * 1e6 * macs / cycles / synthesis["lcs"] if synthesis.get("lcs") else None
+    report["netlist_verified_inputs"] = power.get("netlist_verified_inputs", 0) if power else 0
+    report["power"] = power
     report["summary"] = _summary(report)
     return report
 
@@ -86,6 +94,8 @@ def _summary(r):
         else:
             text += (f"; {r['lcs']} logic cells, {r['ebr']} EBR, {r['spram']} SPRAM, {r['dsp']} DSP, "
                      f"Fmax {r['fmax_mhz']:.1f} MHz, {r.get('inferences_per_s', 0):.0f} inferences/s")
+    if r.get("power"):
+        text += f"; {r['power']['summary']}"
     return text
 
 
@@ -112,6 +122,8 @@ def report_markdown(report):
         rows.append(("weight store (SPRAM)", f"{', '.join(w['layers'])}: {w['preload_payloads']} payloads preloaded "
                                              f"after reset, {w['load_cycles']} load cycles per inference"))
     lines += [f"| {label} | {value} |" for label, value in rows]
+    if r.get("power"):
+        lines += _power_markdown(r["power"], r["netlist_verified_inputs"])
     if r.get("array_search"):
         lines += ["", "## Array search (`--array auto`)", "", "| array | fits | logic cells | SB_MAC16 | why not |",
                   "|---|---|---|---|---|"]
@@ -126,6 +138,32 @@ def report_markdown(report):
     lines += [f"| {m['name']} | {m['depth']} x {m['width']} | {m['read_ports']} | {'yes' if m['initialised'] else 'no'} "
               f"| {m['kind']} | {m['blocks']} |" for m in r["memories"]]
     return "\n".join(lines) + "\n"
+
+
+def _power_markdown(power, inputs):
+    """The power section: both models' estimates at each frequency, and their caveats."""
+    lines = ["", "## Power and energy (ESTIMATES)", "",
+             f"Post-synthesis simulation: {inputs} input(s) ran bit-exact on the synthesized netlist"
+             + (", and their switching activity gives the activity-based estimate." if power["activity"] else
+                " (on Icarus: no switching activity recorded, first-order estimate only)."), "",
+             "| model | clock | core power | energy per inference | energy per MAC | uncertainty |",
+             "|---|---|---|---|---|---|"]
+    for name, key in (("activity-based", "activity"), ("first-order (fallback)", "first_order")):
+        est = power[key]
+        if not est:
+            continue
+        u = est["uncertainty"]
+        band = f"static ±{100 * u['static']:.0f} %, dynamic ±{100 * u['dynamic']:.0f} %" if isinstance(u, dict) \
+            else f"±{100 * u:.0f} %"
+        for row in est["energy"]:
+            lines.append(f"| {name} | {row['freq_mhz']:g} MHz | {row['power_mw']:.2f} mW "
+                         f"| {row['energy_per_inference_uj']:.2f} µJ | {row['energy_per_mac_pj']:.1f} pJ | {band} |")
+    if power["activity"]:
+        point = power["activity"]["points"][-1]
+        lines += ["", f"Activity-based, at {point['freq_mhz']:g} MHz: static {point['static_mw']:.3f} mW, "
+                      f"dynamic {point['dynamic_mw']:.3f} mW.", ""]
+        lines += [f"- {note}" for note in power["activity"]["notes"]]
+    return lines
 
 
 def write_report(report, out_dir):

@@ -88,6 +88,7 @@ from ..errors import InputError
 from .activity import GROUPS, Activity
 
 __all__ = ["CALIBRATION", "VCORE_V", "UNCERTAINTY", "COEFFICIENTS", "estimate_power", "derive_coefficients",
+           "inference_energy",
            "VCORE_MEASURED_V", "Measurement", "MEASUREMENTS", "Assumption", "ASSUMPTIONS", "TOGGLE_WEIGHTS",
            "ACTIVITY_MODEL", "ACTIVITY_DATA", "ACTIVITY_COEFFICIENTS", "activity_features", "estimate_activity_power",
            "calibration_report", "format_calibration_report"]
@@ -646,3 +647,47 @@ def format_calibration_report(report=None):
     lines += ["", f"Uncertainty stated with every estimate: static ±{u['static'] * 100:.1f} %, dynamic "
                   f"±{u['dynamic'] * 100:.1f} % (largest errors above)."]
     return "\n".join(lines)
+
+
+def inference_energy(estimate, cycles, macs):
+    """Energy per inference and per MAC at each frequency of a power estimate.
+
+    Parameters
+    ----------
+    estimate : dict
+        :func:`estimate_activity_power` or :func:`estimate_power` (their ``points``:
+        ``freq_mhz`` and ``power_mw``, with ``power_mw_low``/``power_mw_high`` when given).
+    cycles : int
+        Clock cycles per inference.
+    macs : int
+        Multiply-accumulates per inference.
+
+    Returns
+    -------
+    list of dict
+        Per point: ``freq_mhz``, ``power_mw``, ``energy_per_inference_uj`` = ``power_mw *
+        cycles / freq_mhz`` (mW x µs = nJ, / 1000 for µJ) and ``energy_per_mac_pj`` =
+        that / ``macs``, with ``_low``/``_high`` bounds when the estimate has them; points at
+        0 MHz are left out (no inference ends).
+
+    Raises
+    ------
+    InputError
+        If ``cycles`` or ``macs`` is not a positive integer.
+    """
+    for name, value in (("cycles", cycles), ("macs", macs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    rows = []
+    for point in estimate["points"]:
+        f = point["freq_mhz"]
+        if not f:
+            continue
+        row = {"freq_mhz": f, "power_mw": point["power_mw"]}
+        for suffix in ("", "_low", "_high"):
+            if f"power_mw{suffix}" in point:
+                uj = point[f"power_mw{suffix}"] * cycles / f / 1000
+                row[f"energy_per_inference_uj{suffix}"] = round(uj, 4)
+                row[f"energy_per_mac_pj{suffix}"] = round(uj * 1e6 / macs, 3)
+        rows.append(row)
+    return rows
