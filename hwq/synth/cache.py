@@ -129,11 +129,15 @@ class SynthCache:
         Returns whether the entry was written; an ``OSError`` is recorded in :attr:`write_error`.
         """
         entry = {"format": CACHE_FORMAT, "key": key, "inputs": inputs, "result": result}
-        text = json.dumps(entry, indent=1, sort_keys=True, allow_nan=False) + "\n"
-        path = self.path(key)
+        return self._write(self.path(key), lambda: json.dumps(entry, indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+    def _write(self, path, data):
+        """Write ``data()`` (text or bytes) to ``path`` atomically; on an ``OSError`` record it in
+        :attr:`write_error` and return False."""
         try:
+            content = data()
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, text)
+            write_atomic(path, content)
         except OSError as exc:
             with self._lock:
                 if self.write_error is None:
@@ -150,17 +154,7 @@ class SynthCache:
 
         Returns whether it was written; an ``OSError`` is recorded in :attr:`write_error`.
         """
-        path = self.file_path(key, name)
-        try:
-            data = gzip.compress(Path(source).read_bytes(), mtime=0)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, data)
-        except OSError as exc:
-            with self._lock:
-                if self.write_error is None:
-                    self.write_error = f"cannot write {path} ({exc.strerror or exc})"
-            return False
-        return True
+        return self._write(self.file_path(key, name), lambda: gzip.compress(Path(source).read_bytes(), mtime=0))
 
     def get_file(self, key, name, destination):
         """Write the job file ``name`` of entry ``key`` to ``destination``; return whether there
