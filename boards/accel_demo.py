@@ -230,11 +230,19 @@ def build_demo(acc, codes, board, build_dir, *, baud=BAUD, name=None, log=None):
     check_fit(demo, "up5k" if board.part.startswith("iCE40UP") else "hx8k")
     check_writable_dir(build_dir, "build_dir")
     overrides = {}
+    name = name or f"accel_demo_{board.name}"
     if board.part.startswith("iCE40UP"):
         # as hwq.synth.yosys does: the activation banks lose their (zero) initial contents, so
-        # that synth_ice40 -spram maps them to SB_SPRAM256KA; products go to SB_MAC16
+        # that synth_ice40 -spram maps them to SB_SPRAM256KA; products go to SB_MAC16, and the
+        # SB_MAC16 the PE array instantiates (mapping="dsp", 8x8 mode) are hidden from
+        # synth_ice40's ice40_dsp pass, which would rewrite them as unregistered 16x16
+        # multipliers: synth_ice40 runs in three parts, the cells renamed for the coarse one
+        # (docs/toolchain.md, "SB_MAC16 Fmax")
         from hwq.accel.memory import SPRAM_MARK
-        overrides = {"synth_opts": ["-dsp", "-spram"],
-                     "script_after_read": f"delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i"}
-    return demo, build_top(SelfTestTop(demo, board), board, build_dir, name or f"accel_demo_{board.name}",
-                           overrides=overrides, log=log)
+        hidden, synth = "hwq_hidden_SB_MAC16", f"synth_ice40 -dsp -spram -top {name}"
+        overrides = {"synth_opts": ["-dsp", "-spram", "-run", ":coarse"],
+                     "script_after_read": f"delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i",
+                     "script_after_synth": f"copy SB_MAC16 {hidden}; chtype -set {hidden} t:SB_MAC16; "
+                                           f"{synth} -run coarse:map_ram; chtype -set SB_MAC16 t:{hidden}; "
+                                           f"delete ={hidden}; {synth} -run map_ram:"}
+    return demo, build_top(SelfTestTop(demo, board), board, build_dir, name, overrides=overrides, log=log)

@@ -13,6 +13,21 @@ emits one (all zeros for ``init=[]``): the script therefore drops the initial co
 memory whose name contains :data:`SPRAM_MARK` (the design marks the memories it never reads
 before writing, see :mod:`hwq.accel.top`).
 
+With ``dsp``, the SB_MAC16 cells the design instantiates itself (:class:`hwq.accel.array.PEArray`
+with ``mapping="dsp"``: two registered 8x8 products per block) are hidden from ``synth_ice40``'s
+``ice40_dsp`` pass, which would otherwise rewrite them: it matches every SB_MAC16 as if it were
+one of the plain 16x16 multipliers that ``synth_ice40 -dsp`` itself maps from ``$mul``, and sets
+``MODE_8x8 = 0``, ``TOP/BOT_8x8_MULT_REG = 0``, ``TOP/BOTOUTPUT_SELECT = 3``, ``CLK = CE = 0``
+(yosys 0.70; its help says "only the 16x16 multiply mode is supported"; yosys issue #2922
+reports the same pass crashing on an instantiated SB_MAC16). The netlist then computes the
+unregistered 32-bit product ``{a, a} * {b1, b0}`` instead of two 8x8 products a cycle later.
+The script therefore runs ``synth_ice40`` in three parts (``-run :coarse``,
+``-run coarse:map_ram``, ``-run map_ram:``, the same commands as one run): before ``coarse``,
+where ``ice40_dsp`` runs, the instantiated SB_MAC16 cells get the type :data:`HIDDEN_MAC16`
+(a copy of the SB_MAC16 blackbox: same ports and directions), and they get SB_MAC16 back, and
+the copy is deleted, before ``map_ram``. The multipliers ``-dsp`` maps are not affected (they
+become SB_MAC16 inside ``coarse``).
+
 Yosys prints nothing to stdout after ABC when stdout is a file or pipe (docs/toolchain.md,
 "Yosys output after ABC"), so the full log goes through ``-l`` and the statistics through
 ``tee -o``.
@@ -24,8 +39,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..tools import run_tool
 
-__all__ = ["CELL_KEYS", "DESIGN_CELL_KEYS", "SPRAM_MARK", "NETLIST_VERILOG", "yosys_script", "run_yosys",
-           "cell_counts", "parse_stat"]
+__all__ = ["CELL_KEYS", "DESIGN_CELL_KEYS", "SPRAM_MARK", "NETLIST_VERILOG", "HIDDEN_MAC16", "yosys_script",
+           "run_yosys", "cell_counts", "parse_stat"]
 
 #: result keys of :func:`cell_counts` for a PE, in report order
 CELL_KEYS = ("lut4", "carry", "ff", "dsp", "ram")
@@ -50,6 +65,9 @@ STAT = "stat.json"
 #: names (``_123_``). Verilator traces those only with ``--trace-underscore``, and it stops with an
 #: internal error when tracing the long ones (Verilator 5.48).
 HIDE_DRIVER_NAMES = "rename -hide w:*_SB_* t:SB_*"
+#: With ``dsp``: the type the design's own SB_MAC16 cells have while ``synth_ice40``'s ``coarse``
+#: step (and its ``ice40_dsp`` pass) runs (module docstring)
+HIDDEN_MAC16 = "hwq_hidden_SB_MAC16"
 LOG = "yosys"
 
 
@@ -65,7 +83,8 @@ def yosys_script(sources, top, *, device, dsp, spram=False):
     device : str
         ``synth_ice40 -device`` value.
     dsp : bool
-        Map multipliers to SB_MAC16 (``synth_ice40 -dsp``).
+        Map multipliers to SB_MAC16 (``synth_ice40 -dsp``), the design's own SB_MAC16 cells hidden
+        from ``ice40_dsp`` (module docstring).
     spram : bool, optional
         Map single-port memories to SB_SPRAM256KA (``synth_ice40 -spram``), after dropping the
         initial contents of the memories named with :data:`SPRAM_MARK` (module docstring).
@@ -76,6 +95,11 @@ def yosys_script(sources, top, *, device, dsp, spram=False):
     if spram:
         reads += f"; delete */t:$meminit_v2 */r:MEMID=*{SPRAM_MARK}* %i"
         synth += " -spram"
+    if dsp:
+        # the instantiated SB_MAC16 cells out of ice40_dsp's way (module docstring)
+        synth = (f"{synth} -run :coarse; copy SB_MAC16 {HIDDEN_MAC16}; chtype -set {HIDDEN_MAC16} t:SB_MAC16; "
+                 f"{synth} -run coarse:map_ram; chtype -set SB_MAC16 t:{HIDDEN_MAC16}; delete ={HIDDEN_MAC16}; "
+                 f"{synth} -run map_ram:")
     return (f"{reads}; {synth}; tee -q -o {STAT} stat -json; design -save synthesized; {HIDE_DRIVER_NAMES}; "
             f"write_verilog -noattr {NETLIST_VERILOG}; design -load synthesized; flatten; write_json {NETLIST}")
 
