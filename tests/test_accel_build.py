@@ -278,3 +278,32 @@ def test_a_model_the_generator_cannot_run_is_refused_naming_the_layer(tmp_path, 
     code, _, stderr = run_cli("--model", tmp_path / "model", "--target", "sim", "--verify", 0, "--out", out)
     assert code == 2 and re.search(match, stderr), stderr
     assert len(stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.slow
+def test_the_synthesized_netlist_runs_real_images_bit_exact_and_gives_the_power(exports, tmp_path):
+    """fxp W4A4 on 1x8: synthesized for the UP5K, then 2 test images on its iCE40 netlist (yosys's
+    cell models, Verilator): bit-exact, and their switching activity gives the report's power,
+    static and dynamic apart, per inference and per MAC, beside the first-order fallback."""
+    out = tmp_path / "acc"
+    code, stdout, stderr = run_cli("--model", exports["fxp4", "fxp4"], "--array", "1x8", "--verify", 1,
+                                   "--netlist", 2, "--images", exports["images"], "--out", out, "--no-cache")
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["fits"] is True and report["netlist_verified_inputs"] == 2
+    power, macs = report["power"], sum(DIGITS_MACS.values())
+    activity = power["activity"]
+    assert activity["estimate"] is True and "ESTIMATE" in activity["label"]
+    for point in activity["points"]:
+        assert 0 < point["static_mw"] < point["dynamic_mw"] < 100
+        assert point["power_mw_low"] < point["power_mw"] < point["power_mw_high"]
+    for model in (activity, power["first_order"]):
+        for row in model["energy"]:
+            point = next(p for p in model["points"] if p["freq_mhz"] == row["freq_mhz"])
+            expected_uj = point["power_mw"] * report["cycles"] / row["freq_mhz"] / 1000   # mW x us = nJ
+            assert row["energy_per_inference_uj"] == pytest.approx(expected_uj, rel=1e-3)
+            assert row["energy_per_mac_pj"] == pytest.approx(expected_uj * 1e6 / macs, rel=1e-3)
+    assert activity["inputs"]["untraced_bits"] == 0
+    cells = activity["inputs"]["cells"]
+    assert cells["lut4"]["toggles_per_cycle"] > 0 and cells["dsp"]["cells"] == report["dsp"]
+    assert "ESTIMATE" in report["summary"] and "## Power and energy (ESTIMATES)" in (out / "report.md").read_text()
