@@ -37,12 +37,12 @@ def wilson(correct, total, z=1.96):
     return centre - half, centre + half
 
 
-def _point(fmt, config, model_dir, images, netlist_images, out):
+def _point(fmt, config, model_dir, images, netlist_images, out, array="auto"):
     from hwq.accel_build import build_accelerator
     start = time.perf_counter()
     point = {"format": fmt, "config": config}
     try:
-        result = build_accelerator(model_dir, array="auto", target="up5k", out=out / "points" / f"{fmt}_{config}",
+        result = build_accelerator(model_dir, array=array, target="up5k", out=out / "points" / f"{fmt}_{config}",
                                    verify=1, images=images, netlist=netlist_images, quiet=True)
     except InputError as exc:
         point.update(fits=False, reason=str(exc))
@@ -147,6 +147,9 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=2, help="inferences simulated on each netlist (default 2)")
     parser.add_argument("--out", default="build/format_energy", type=Path)
     parser.add_argument("--jobs", type=int, default=2, help="points built at once (default 2)")
+    parser.add_argument("--arrays-from", type=Path, metavar="SWEEP_JSON",
+                        help="take each point's array from an accelerator_sweep.py sweep.json (the largest that "
+                             "fitted) instead of --array auto, which synthesizes each larger array first")
     args = parser.parse_args(argv)
     if args.replot:
         data = json.loads(args.replot.read_text())
@@ -156,9 +159,17 @@ def main(argv=None):
     exports, images = _exports(args.formats, args.configs, args.out, accuracy=raw)
     accuracy = {("fp32" if key == "fp32" else "_".join(key)): value for key, value in raw.items()}
     start = time.perf_counter()
+    arrays = {}
+    if args.arrays_from:
+        for p in json.loads(args.arrays_from.read_text()):
+            if p.get("fits") and p.get("lcs"):
+                best = arrays.get((p["format"], p["config"]))
+                if best is None or p["pes"] > best[1]:
+                    arrays[p["format"], p["config"]] = (p["array"], p["pes"])
     tasks = [(fmt, config) for fmt in args.formats for config in args.configs]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(_point, fmt, config, exports[fmt, config], images, args.images, args.out)
+        futures = [pool.submit(_point, fmt, config, exports[fmt, config], images, args.images, args.out,
+                               arrays.get((fmt, config), ("auto",))[0])
                    for fmt, config in tasks]
         points = []
         for future, task in zip(futures, tasks):
