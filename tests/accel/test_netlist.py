@@ -37,25 +37,12 @@ BANKS = 3
 
 
 def _tiny_model():
-    """The tiny CNN as an integer model (fxp4 weights and activations) and two inputs' codes."""
+    """The tiny CNN of the formal proofs as an integer model (fxp4) and two inputs' codes."""
     import torch
-    from torch import nn
-    from torch.nn import functional as F
 
-    from hwq.quant import quantize
-    from hwq.quant.integer import integer_model
-
-    class Tiny(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3, padding=1)
-            self.fc = nn.Linear(2 * 2 * 2, 3)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(F.max_pool2d(F.relu(self.conv(x)), 2), 1))
-
-    torch.manual_seed(0)
-    imodel = integer_model(quantize(Tiny().eval(), "fxp4", "fxp4", calibration=[torch.randn(8, *INPUT_SHAPE)]))
+    from tests.accel.test_formal import _tiny_model as tiny_integer_model
+    imodel = tiny_integer_model()
+    torch.manual_seed(1)
     return imodel, imodel.quantize_input(torch.randn(2, *INPUT_SHAPE).numpy())
 
 
