@@ -36,6 +36,7 @@ from hwq.formats import Ant, Ausn, Esb, FixedPoint, Uniq
 from hwq.formats.ant import ANT_TYPES
 from hwq.integer.requant import EncoderTable
 from hwq.pe.formal import prove_component
+from tests.accel.test_requant import distinct_tables
 
 
 def _formats(bits):
@@ -55,20 +56,8 @@ def _formats(bits):
     return out
 
 
-def _tables(formats):
-    """The distinct tables of ``formats`` (equal tables need no second proof)."""
-    seen, out = set(), []
-    for fmt in formats:
-        table = EncoderTable.of(fmt)
-        key = (table.grid.tobytes(), table.codes.tobytes(), table.thresholds2.tobytes(), table.up_on_tie.tobytes())
-        if key not in seen:
-            seen.add(key)
-            out.append(table)
-    return out
-
-
-TABLES4 = _tables(_formats(4))
-TABLES8 = _tables(_formats(8))
+TABLES4 = distinct_tables(_formats(4))
+TABLES8 = distinct_tables(_formats(8))
 
 
 def _mutant(table, *, flip=None, shift=None):

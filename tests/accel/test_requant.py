@@ -66,10 +66,10 @@ def _formats():
 FORMATS = _formats()
 
 
-def _tables():
-    """The distinct tables of :data:`FORMATS` (equal tables need no second run)."""
+def distinct_tables(formats):
+    """The distinct encoder tables of ``formats`` (equal tables need no second run or proof)."""
     seen, out = set(), []
-    for fmt in FORMATS:
+    for fmt in formats:
         table = EncoderTable.of(fmt)
         key = (table.grid.tobytes(), table.codes.tobytes(), table.thresholds2.tobytes(), table.up_on_tie.tobytes())
         if key not in seen:
@@ -78,7 +78,7 @@ def _tables():
     return out
 
 
-TABLES = _tables()
+TABLES = distinct_tables(FORMATS)
 #: quotients beyond the last threshold tested on both sides
 MARGIN = 6
 #: a table whose doubled thresholds span more than this is tested around its thresholds and grid
