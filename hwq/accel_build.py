@@ -181,9 +181,9 @@ def post_synthesis(model, codes, synth_dir, *, array, sched, acc, simulator, syn
         activity = None
         if saif is not None:
             from .synth.activity import cell_activity, read_saif
-            header = read_saif(saif)
-            cycles = round(header.duration * header.timescale_s / (run["clock_ns"] * 1e-9))
-            activity = cell_activity(saif, path, top=MODULE, cycles=cycles)
+            parsed = read_saif(saif)                            # parsed once, for its duration and its nets
+            cycles = round(parsed.duration * parsed.timescale_s / (run["clock_ns"] * 1e-9))
+            activity = cell_activity(parsed, path, top=MODULE, cycles=cycles)
     power = accelerator_power(activity, synthesis, cycles=int(run["cycles"][0]), macs=macs)
     power["netlist_verified_inputs"] = len(codes)
     return power
