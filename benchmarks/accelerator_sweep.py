@@ -40,7 +40,7 @@ def _exports(formats, configs, out, accuracy=None):
     from hwq.quant import quantize
     from hwq.quant.digits import train_digits_cnn
     from hwq.quant.integer import integer_model
-    from hwq.quantize import _activation_spec, _parse_config
+    from hwq.quantize import activation_spec, parse_config
     start = time.perf_counter()
     torch.manual_seed(0)
     model, (x_train, _, x_test, y_test) = train_digits_cnn(epochs=8, device="cpu")
@@ -55,10 +55,10 @@ def _exports(formats, configs, out, accuracy=None):
     start = time.perf_counter()
     for fmt in formats:
         for config in configs:
-            w_bits, a_bits = _parse_config(config)
+            w_bits, a_bits = parse_config(config)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                imodel = integer_model(quantize(model, f"{fmt}{w_bits}", _activation_spec(fmt, a_bits),
+                imodel = integer_model(quantize(model, f"{fmt}{w_bits}", activation_spec(fmt, a_bits),
                                                 calibration=[x_train[:64]]))
             exports[fmt, config] = out / "exports" / f"{fmt}_{config}"
             export(imodel, exports[fmt, config])

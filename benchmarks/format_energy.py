@@ -2,7 +2,8 @@
 netlist's switching activity over whole inferences (issue 13's format comparison).
 
 Run with ``python benchmarks/format_energy.py`` (``--formats fxp ant``, ``--configs w4a4 w8a8``,
-``--images 2`` inferences simulated on each netlist, ``--out build/format_energy``, ``--jobs 2``).
+``--images 2`` inferences simulated on each netlist, ``--arrays fxp_w8a8=1x8 uniq=1x1``, ``--out build/format_energy``,
+``--jobs 2``).
 Steps, each timed: train the digits CNN (scikit-learn's digits, offline), quantize and export it
 per format and configuration, measure each integer model's accuracy on the 450 test images, then
 per point :func:`hwq.accel_build.build_accelerator` for the iCE40UP5K with ``--array auto`` (the
@@ -150,6 +151,9 @@ def main(argv=None):
     parser.add_argument("--arrays-from", type=Path, metavar="SWEEP_JSON",
                         help="take each point's array from an accelerator_sweep.py sweep.json (the largest that "
                              "fitted) instead of --array auto, which synthesizes each larger array first")
+    parser.add_argument("--arrays", nargs="+", default=[], metavar="FORMAT=RxC",
+                        help="a format's array (fxp=1x8), or a format's at one configuration (fxp_w8a8=1x8), over "
+                             "--arrays-from and --array auto")
     args = parser.parse_args(argv)
     if args.replot:
         data = json.loads(args.replot.read_text())
@@ -166,6 +170,14 @@ def main(argv=None):
                 best = arrays.get((p["format"], p["config"]))
                 if best is None or p["pes"] > best[1]:
                     arrays[p["format"], p["config"]] = (p["array"], p["pes"])
+    for item in args.arrays:
+        name, _, array = item.partition("=")
+        fmt, _, config = name.partition("_")
+        if fmt not in args.formats or (config and config not in args.configs) or not array:
+            parser.error(f"--arrays {item!r}: expected FORMAT=RxC or FORMAT_CONFIG=RxC with FORMAT one of "
+                         f"{', '.join(args.formats)} and CONFIG one of {', '.join(args.configs)}")
+        for config in [config] if config else args.configs:
+            arrays[fmt, config] = (array, None)
     tasks = [(fmt, config) for fmt in args.formats for config in args.configs]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(_point, fmt, config, exports[fmt, config], images, args.images, args.out,

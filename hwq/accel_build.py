@@ -24,9 +24,11 @@ Output is staged and replaces ``out`` as a whole only when every step succeeded
 (:func:`hwq.fileio.staged_output`).
 """
 
+import gc
 import hashlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ import numpy as np
 from .errors import InputError
 from .fileio import check_output_dir, staged_output
 
-__all__ = ["build_accelerator", "load_images", "TARGETS", "AUTO_ARRAYS"]
+__all__ = ["build_accelerator", "load_images", "TARGETS", "AUTO_ARRAYS", "ARRAY_MAPPINGS"]
 
 #: what ``--target`` may name for an accelerator
 TARGETS = ("up5k", "hx8k", "sim")
@@ -42,6 +44,9 @@ TARGETS = ("up5k", "hx8k", "sim")
 #: banks fit the UP5K's SPRAMs), 16, 8, 4 and 2 output channels (the digits CNN's channel counts
 #: are multiples of 8: no idle column at 8 or fewer)
 AUTO_ARRAYS = ("1x16", "1x8", "1x4", "1x2")
+#: where the PE array's products go (``mapping``): SB_MAC16 blocks where the part has them and the
+#: operands fit (``"auto"``), always LUT fabric, or SB_MAC16 blocks or an error
+ARRAY_MAPPINGS = ("auto", "fabric", "dsp")
 MODULE = "hwq_accel"
 #: SB_MAC16 left to yosys's inference on a part with DSPs, outside the PE array: the shared
 #: requantizer's 32 x 16 product takes 2, the vector unit's multiplier 1 (measured with
@@ -49,7 +54,7 @@ MODULE = "hwq_accel"
 DSP_RESERVED = 3
 
 
-def hardware(model, array, target):
+def hardware(model, array, target, mapping="auto"):
     """The schedule and the :class:`~hwq.accel.top.Accelerator` for ``target`` (a part name).
 
     - **Activations**: on a part with SPRAM, in single-port banks (``schedule(..., banks=n)``,
@@ -63,7 +68,9 @@ def hardware(model, array, target):
     - **Products**: on a part with SB_MAC16, two 8 x 8 products per block (``mapping="dsp"``),
       at most ``dsp - DSP_RESERVED`` blocks, when every decoded operand fits 8 bits; else fabric.
       AUSN weights always stay in fabric: their code fields drive shift-add cells, no decoder
-      and no multiplier (the format's point, :class:`~hwq.accel.array.PEArray`).
+      and no multiplier (the format's point, :class:`~hwq.accel.array.PEArray`). That is
+      ``mapping="auto"``; ``"fabric"`` keeps every product in LUTs, ``"dsp"`` puts them in
+      SB_MAC16 blocks or refuses the model (:data:`ARRAY_MAPPINGS`).
 
     Returns
     -------
@@ -72,11 +79,16 @@ def hardware(model, array, target):
     Raises
     ------
     InputError
-        What :func:`~hwq.accel.schedule.schedule` and :class:`~hwq.accel.top.Accelerator` refuse.
+        What :func:`~hwq.accel.schedule.schedule` and :class:`~hwq.accel.top.Accelerator` refuse;
+        ``mapping`` not one of :data:`ARRAY_MAPPINGS`; ``"dsp"`` for a part without SB_MAC16 or
+        AUSN weights.
     """
+    if not isinstance(mapping, str) or mapping not in ARRAY_MAPPINGS:
+        raise InputError(f"mapping must be one of {', '.join(ARRAY_MAPPINGS)}, not {mapping!r}")
     from .accel.fit import PARTS, ebr_blocks, ebr_capacity, memories, memory_budget
     from .accel.schedule import schedule
     from .accel.top import Accelerator
+    from amaranth.hdl import UnusedElaboratable
     part = PARTS[target]
     options = {}
     if target != "sim" and part.spram:
@@ -89,14 +101,25 @@ def hardware(model, array, target):
                 continue
     sched = schedule(model, model.input_shape, array, **options)
     ausn = all(step.w_format.name == "ausn" for step in sched.steps if step.kind == "conv")
-    dsp = target != "sim" and part.dsp > DSP_RESERVED and not ausn
+    dsp = target != "sim" and part.dsp > DSP_RESERVED and not ausn and mapping != "fabric"
+    if mapping == "dsp" and not dsp:
+        why = ("AUSN weights drive shift-add cells, with no multiplier" if ausn
+               else f"the {target} target has no SB_MAC16 for the PE array")
+        raise InputError(f"mapping 'dsp': {why}; use 'auto' or 'fabric'")
 
     def build(sched):
         if dsp:
-            try:
-                return Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED)
-            except InputError:
-                pass                                         # operands wider than 8 bits: fabric
+            # a refused DSP design's half-built blocks are never elaborated: collect them here,
+            # without amaranth's UnusedElaboratable warning for each
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnusedElaboratable)
+                try:
+                    return Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED)
+                except InputError:
+                    if mapping == "dsp":
+                        raise
+                    # operands wider than 8 bits: fabric
+                gc.collect()
         return Accelerator(sched)
 
     acc = build(sched)
@@ -237,7 +260,8 @@ def _random_codes(model, count, seed):
 
 
 def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out", synth=True, verify=2,
-                      images=None, simulator="verilator", seed=0, cache=True, quiet=False, log=print, netlist=0):
+                      images=None, simulator="verilator", seed=0, cache=True, quiet=False, log=print, netlist=0,
+                      mapping="auto", pnr_seed=None):
     """Build the accelerator of the export in ``model_dir`` into ``out`` (module docstring).
 
     Parameters
@@ -265,6 +289,12 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
         Inputs to run on the synthesized netlist (post-synthesis simulation, 0: none): checked
         bit-exact like ``verify``, and on Verilator their switching activity (SAIF) gives the
         activity-based power and energy estimate (:func:`accelerator_power`). Needs synthesis.
+    mapping : str
+        The PE array's products: ``"auto"`` (default), ``"fabric"`` or ``"dsp"``
+        (:func:`hardware`, :data:`ARRAY_MAPPINGS`).
+    pnr_seed : int or None
+        nextpnr's placer seed (default: :data:`hwq.synth.flow.DEFAULT_SEED`); Fmax varies with it
+        by a few per cent.
 
     Returns
     -------
@@ -294,6 +324,10 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
         raise InputError(f"--verify must be a non-negative number of inputs, not {verify!r}")
     if isinstance(netlist, bool) or not isinstance(netlist, int) or netlist < 0:
         raise InputError(f"--netlist must be a non-negative number of inputs, not {netlist!r}")
+    if not isinstance(mapping, str) or mapping not in ARRAY_MAPPINGS:
+        raise InputError(f"--mapping {mapping!r}: choose one of {', '.join(ARRAY_MAPPINGS)}")
+    if pnr_seed is not None and (isinstance(pnr_seed, bool) or not isinstance(pnr_seed, int) or pnr_seed < 0):
+        raise InputError(f"pnr_seed must be a non-negative integer (nextpnr --seed), not {pnr_seed!r}")
     if netlist and not (synth and target != "sim"):
         raise InputError("--netlist simulates the synthesized netlist: it needs synthesis (no --no-synth, a target "
                          "other than sim)")
@@ -330,7 +364,7 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
     candidates, refused = [], []
     for candidate in arrays:
         try:
-            sched, acc = hardware(model, candidate, target)
+            sched, acc = hardware(model, candidate, target, mapping)
             memories, _ = check_fit(acc, target)
         except InputError as exc:
             if not auto:
@@ -370,7 +404,8 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
                 search.append({"array": str(array), "fits": None, "reason": "memories fit; not synthesized"})
                 break
             t = time.perf_counter()
-            synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, cache=as_cache(cache))
+            synthesis = synthesize_design(v_path, MODULE, stage / "synth", target=target, cache=as_cache(cache),
+                                          **({} if pnr_seed is None else {"seed": pnr_seed}))
             timing["synth_s"] += time.perf_counter() - t
             fits = synthesis.get("fits", True)
             search.append({"array": str(array), "fits": bool(fits), "lcs": synthesis.get("lcs"),

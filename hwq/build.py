@@ -15,9 +15,9 @@ options, tools and hwq/synth source, runs no tool. ``--no-cache`` runs every job
 Progress (a bar on a terminal, one line per synthesis job) goes to stderr; ``--quiet`` prints
 nothing but errors.
 
-A PE too big for the part is a result, not a failure (:func:`synthesize_pes`): its row says
-``does not fit: 7330 of 5280 logic cells`` (needed, and the part's capacity from nextpnr), the
-run exits 0 and writes the reports.
+A PE too big for the part is a result, not a failure (:func:`hwq.synth.synthesize_all` returns it
+with ``fits: false``): its row says ``does not fit: 7330 of 5280 logic cells`` (needed, and the
+part's capacity from nextpnr), the other jobs keep going, the run exits 0 and writes the reports.
 
 Examples
 --------
@@ -45,7 +45,7 @@ from .pe import PE_CLASSES, pe_class, pe_variants, write_pe
 from .synth.targets import TARGETS
 from .accel_build import TARGETS as ACCEL_TARGETS
 
-__all__ = ["build", "plan_pes", "synthesize_pes", "main"]
+__all__ = ["build", "plan_pes", "main"]
 
 MAPPINGS = ("fabric", "dsp", "both")
 
@@ -116,125 +116,30 @@ def _quiet(*args, **kwargs):
     pass
 
 
-def _does_not_fit_result(job, exc, job_dir, seconds):
-    """The result of ``job``, which nextpnr stopped with :class:`~hwq.synth.nextpnr.DoesNotFit`
-    ``exc``: the PE's cells from yosys, the utilisation from nextpnr's log, ``fits: false``,
-    ``overfull`` and the does-not-fit note; no Fmax, no power."""
-    import json
-    from .manifest import read_manifest
-    from .synth import get_target
-    from .synth.harness import harness_name
-    from .synth.nextpnr import OPTIONAL_UTILIZATION, UTILIZATION
-    from .synth.report import does_not_fit_text
-    from .synth.yosys import STAT, parse_stat
-    manifest = read_manifest(job.manifest)
-    target = get_target(job.target)
-    cells = parse_stat(json.loads((Path(job_dir) / "yosys" / STAT).read_text(encoding="utf-8")),
-                       harness_name(manifest), manifest["module"])
-    util = {key: {"used": exc.utilization[bel][0], "available": exc.utilization[bel][1]}
-            for bel, key in {**UTILIZATION, **OPTIONAL_UTILIZATION}.items() if bel in exc.utilization}
-    over = {key: [u["used"], u["available"]] for key, u in util.items() if u["used"] > u["available"]}
-    if not over:                            # nextpnr named a cell type hwq does not report
-        over = {bel: list(counts) for bel, counts in exc.overfull.items()}
-    width = lambda port: (manifest["ports"].get(port) or {}).get("width")
-    fmt = manifest.get("format")
-    return {
-        "module": manifest["module"], "format": fmt.get("name") if isinstance(fmt, dict) else None,
-        "a_bits": width("a"), "w_bits": width("w"), "acc_bits": width("acc"),
-        "target": target.name, "part": target.part, "use_dsp": bool(job.dsp),
-        "freq_target_mhz": float(job.freq_mhz), "seed": job.seed,
-        **cells["pe"], "harness": cells["harness"], "total": cells["total"], "submodules": cells["submodules"],
-        "lcs": util.get("lc", {}).get("used"), "utilization": util,
-        "fmax_mhz": None, "fmax_dsp_path_mhz": None, "power": None, "power_mw_12mhz": None, "power_mw_fmax": None,
-        "fits": False, "overfull": over, "notes": [does_not_fit_text(over)],
-        "timing": {"yosys_s": None, "nextpnr_s": None, "wall_s": round(seconds, 2)}, "cached": False,
-    }
-
-
-def synthesize_pes(synth_jobs, build_dir, *, jobs=None, cache=None, progress=False):
-    """:func:`hwq.synth.synthesize_all`, with a PE too big for the part as a result.
-
-    nextpnr stops on a design that needs more cells than the part has
-    (:class:`~hwq.synth.nextpnr.DoesNotFit`), and ``synthesize_all`` stops the batch with it.
-    Here that job becomes a result with ``fits: false`` (:func:`hwq.synth.report.does_not_fit_text`),
-    the results of the jobs that finished are kept, and the jobs left run again in a new batch
-    (a job that was running beside the one that stopped runs twice, unless the cache has it).
-
-    Parameters
-    ----------
-    synth_jobs : list of hwq.synth.SynthJob
-    build_dir : pathlib.Path
-    jobs, cache
-        As :func:`hwq.synth.synthesize_all`.
-    progress : bool
-        A bar on stderr (on a terminal) and one line per finished job.
-
-    Returns
-    -------
-    list of dict
-        One result per job, in order.
-
-    Raises
-    ------
-    hwq.errors.ToolError
-        A tool failed for another reason than a design too big for the part.
-    """
-    from .synth import synthesize_all
-    from .synth.flow import job_dirname
-    from .synth.nextpnr import DoesNotFit
-    from .synth.report import progress_line
-    from tqdm import tqdm
-    index = {(Path(job.manifest).stem, job.target, bool(job.dsp)): i for i, job in enumerate(synth_jobs)}
-    results = [None] * len(synth_jobs)
-    bar = tqdm(total=len(synth_jobs), desc="synthesis", unit="job", file=sys.stderr, disable=None, leave=False,
-               dynamic_ncols=True) if progress else None
-
-    def done(result, *_):
-        results[index[result["module"], result["target"], bool(result["use_dsp"])]] = result
-        if bar is not None:
-            bar.write(progress_line(result, sum(r is not None for r in results), len(results)), file=sys.stderr)
-            bar.update(1)
-    try:
-        while True:
-            todo = [i for i, result in enumerate(results) if result is None]
-            if not todo:
-                return results
-            start = time.perf_counter()
-            try:
-                synthesize_all([synth_jobs[i] for i in todo], build_dir, jobs=jobs, cache=cache, progress=done)
-            except DoesNotFit as exc:
-                job_dir = Path(exc.log).parent.parent if exc.log else None
-                names = {i: job_dirname(Path(j.manifest).stem, j.target, j.dsp, j.freq_mhz, j.seed)
-                         for i, j in ((i, synth_jobs[i]) for i in todo)}
-                stopped = [i for i in todo if job_dir is not None and job_dir.name == names[i] and results[i] is None]
-                if len(stopped) != 1:
-                    raise
-                done(_does_not_fit_result(synth_jobs[stopped[0]], exc, job_dir, time.perf_counter() - start))
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up5k",), synth=True,
           mapping="both", jobs=None, pipeline=0, max_terms=1024, cache=True, quiet=False, log=print):
     """Emit PEs into ``out`` and, with ``synth``, synthesize them and write the reports.
 
     ``out`` is replaced as a whole on success (:func:`hwq.fileio.staged_output`). ``cache`` is
     the synthesis result cache: ``True`` (default) for ``$HWQ_CACHE_DIR`` / ``~/.cache/hwq``,
-    a directory, or ``None`` for none (:func:`hwq.synth.synthesize_all`). ``quiet`` drops the
-    progress, the table and every message (``log`` is not called).
+    a directory, or ``None`` for none (:func:`hwq.synth.synthesize_all`). Without ``quiet``
+    synthesis shows a progress bar (on a terminal) and one line per finished job on stderr;
+    ``quiet`` drops them, the table and every message (``log`` is not called).
 
     Returns
     -------
     dict
         ``manifests`` (list of dicts), ``results`` (synthesis result dicts, empty without
-        ``synth``) and ``timing`` (seconds per step: ``check_s``, ``emit_s``, ``synth_s``,
-        ``report_s``, ``total_s``).
+        ``synth``; a PE too big for the part has ``fits: false``) and ``timing`` (seconds per
+        step: ``check_s``, ``emit_s``, ``synth_s``, ``report_s``, ``total_s``).
 
     Raises
     ------
     InputError
         Before any output is written, for every kind of bad input or missing tool.
+    ToolError
+        If a synthesis tool fails for another reason than a PE too big for the part (``out``
+        is left as it was).
     """
     start = time.perf_counter()
     if quiet:
@@ -263,10 +168,10 @@ def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up
         timing["emit_s"] = time.perf_counter() - emit_start
         log(f"emitted {len(manifests)} PE(s) in {timing['emit_s']:.1f} s")
         if synth:
-            from .synth import format_table, write_report
+            from .synth import format_table, synthesize_all, write_report
             synth_jobs = _synth_jobs([stage / f"{m['module']}.json" for m in manifests], pairs)
             synth_start = time.perf_counter()
-            results = synthesize_pes(synth_jobs, stage / "synth", jobs=jobs, cache=cache, progress=not quiet)
+            results = synthesize_all(synth_jobs, stage / "synth", jobs=jobs, cache=cache, progress=not quiet)
             timing["synth_s"] = time.perf_counter() - synth_start
             report_start = time.perf_counter()
             write_report(results, stage)
@@ -278,8 +183,7 @@ def build(formats=None, a_bits=None, w_bits=None, *, out="rtl_out", targets=("up
                 f"({where}; {jobs or 'one per CPU'} in parallel); wrote the reports in {timing['report_s']:.1f} s")
             for r in results:
                 if r.get("fits") is False:
-                    log(f"{r['module']} on the {r['part']}: {r['notes'][0]} (a result, in the reports; "
-                        f"not cached, so the next run synthesizes it again)")
+                    log(f"{r['module']} on the {r['part']}: {r['notes'][0]} (a result, in the reports)")
             if cache is not None and cache.write_error:
                 log(f"note: the synthesis cache was not updated: {cache.write_error}")
     timing["total_s"] = time.perf_counter() - start

@@ -37,7 +37,7 @@ from .fileio import check_output_dir, save_npy, staged_output, write_atomic
 from .tools import find_tools
 from .pe import PE_CLASSES, check_pe, discard, pe_variants, write_pe
 
-__all__ = ["CONFIGS", "TEST_IMAGES", "PLOT", "run", "main"]
+__all__ = ["CONFIGS", "TEST_IMAGES", "PLOT", "parse_config", "activation_spec", "run", "main"]
 
 #: the report's plot: accuracy against the accelerator's logic cells
 PLOT = "accuracy_vs_cells.png"
@@ -51,7 +51,14 @@ CONFIGS = ("w8a8", "w4a8", "w4a4")
 _CONFIG = re.compile(r"^w(\d+)a(\d+)$")
 
 
-def _parse_config(text):
+def parse_config(text):
+    """``(weight bits, activation bits)`` of a configuration ``"w<bits>a<bits>"`` (e.g. ``"w4a8"``).
+
+    Raises
+    ------
+    InputError
+        If ``text`` is not of that form.
+    """
     match = _CONFIG.match(text)
     if match is None:
         raise InputError(f"configuration {text!r} is not of the form w<bits>a<bits>, e.g. w4a8")
@@ -77,7 +84,7 @@ def _formats(names, log):
     return list(dict.fromkeys(names))
 
 
-def _activation_spec(fmt, bits):
+def activation_spec(fmt, bits):
     """The activation spec a format's PE takes: its own format, or the one the PE accepts."""
     return f"{PE_CLASSES[fmt].operand_formats('activation')[0]}{bits}"
 
@@ -100,7 +107,7 @@ def _quantize_run(model, data, fmt, w_bits, a_bits, qat_epochs, seed, progress=F
     from .quant.integer import integer_model
     x_train, y_train, x_test, y_test = data
     timing = {}
-    weights, activations = f"{fmt}{w_bits}", _activation_spec(fmt, a_bits)
+    weights, activations = f"{fmt}{w_bits}", activation_spec(fmt, a_bits)
     qmodel = _timed(timing, "ptq_s", lambda: quantize(model, weights, activations, calibration=[x_train[:256]]))
     with torch.no_grad():
         float_logits = model(x_test).double().numpy()
@@ -136,11 +143,11 @@ def _closest_pe(fmt, a_bits, w_bits, weight_format):
 
 
 def _pe_costs(runs, weight_formats, stage, out, jobs, log):
-    """Synthesize the PE of every run; a PE that fails gets an ``error`` entry instead of figures
-    (``fits: false`` when it does not fit the part, a measured outcome), and the other runs keep
-    theirs. Returns the errors of PEs whose synthesis failed for another reason."""
+    """Synthesize the PE of every run. A PE too big for the part is a result (``fits: false``,
+    a measured outcome) whose ``error`` is its does-not-fit note; a PE whose synthesis fails for
+    another reason gets ``failed`` and an ``error`` entry instead of figures, and the other runs
+    keep theirs. Returns the errors of PEs whose synthesis failed."""
     from .synth import SYNTH_TOOLS, SynthJob, synthesize_all
-    from .synth.nextpnr import DoesNotFit
     find_tools(*SYNTH_TOOLS)
     manifests = {}
     for run_, weight_format in zip(runs, weight_formats):
@@ -152,18 +159,18 @@ def _pe_costs(runs, weight_formats, stage, out, jobs, log):
     start = time.perf_counter()
     try:
         results = synthesize_all(jobs_list, stage / "rtl" / "synth", jobs=jobs)
-    except ToolError:
+    except ToolError:           # a tool failed and stopped the batch: one job at a time, to name the ones that fail
         results = []
         for job, manifest in zip(jobs_list, manifests.values()):
             try:
                 results.extend(synthesize_all([job], stage / "rtl" / "synth"))
             except ToolError as exc:
-                outcome = {"fits": False} if isinstance(exc, DoesNotFit) else {"failed": True}
-                results.append({"module": manifest["module"], **outcome,
+                results.append({"module": manifest["module"], "failed": True,
                                 "error": str(exc).replace(str(stage), str(out)),
                                 "log": str(exc.log).replace(str(stage), str(out)) if exc.log else None})
     log(f"synthesized {len(results)} PE(s) in {time.perf_counter() - start:.1f} s")
-    costs = {key: result for key, result in zip(manifests, results)}
+    costs = {key: ({**result, "error": result["notes"][0]} if result.get("fits") is False else result)
+             for key, result in zip(manifests, results)}
     keys = ("module", "fits", "error", "lut4", "carry", "ff", "dsp", "fmax_mhz", "power_mw_12mhz")
     for run_, weight_format in zip(runs, weight_formats):
         result = costs[run_["format"], run_["a_bits"], run_["w_bits"], weight_format]
@@ -369,7 +376,7 @@ def run(formats=None, configs=CONFIGS, *, out="build/quantize", epochs=30, qat_e
     check_int("qat_epochs", qat_epochs, 1, 10_000)
     if jobs is not None:
         check_int("jobs", jobs, 1, 1024)
-    configs = [_parse_config(c) for c in configs]
+    configs = [parse_config(c) for c in configs]
     if not configs:
         raise InputError("no configuration given; use e.g. --config w4a8")
     out = check_output_dir(out)

@@ -6,6 +6,8 @@ quantizers chosen at calibration (their formats and scales stay fixed). Runs on 
 is present (``device=None``), on the CPU otherwise.
 """
 
+import contextlib
+
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -26,12 +28,25 @@ def default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@contextlib.contextmanager
+def _restore_threads(threads):
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None, progress=False,
           description="training"):
     """Train ``model`` on tensors ``x``, ``y`` (class indices) with Adam and cross-entropy.
 
     ``progress=True`` shows a progress bar of the epochs (tqdm, on stderr, removed when done)
     headed ``description``, with the last epoch's mean loss; nothing is printed otherwise.
+
+    On the CPU the loop runs on one intra-op thread, so that the trained weights do not depend on
+    the machine's core count (torch splits a reduction's sums by thread, and float addition is
+    not associative: with 2 and with 4 threads the digits CNN ends up with different weights and
+    a different accuracy). The caller's thread setting is restored afterwards.
 
     Returns the model (trained in place) and the last epoch's mean loss.
     """
@@ -43,7 +58,10 @@ def train(model, x, y, *, epochs=20, lr=1e-2, batch_size=64, seed=0, device=None
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     loss_sum = 0.0
-    with tqdm(total=epochs, desc=description, unit="epoch", leave=False, disable=not progress) as bar:
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    with _restore_threads(threads), tqdm(total=epochs, desc=description, unit="epoch", leave=False, disable=not progress) as bar:
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=generator)
             loss_sum, batches = 0.0, 0

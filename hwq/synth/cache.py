@@ -84,18 +84,23 @@ def cache_key(inputs):
 class SynthCache:
     """A synthesis result cache in ``directory`` (default :func:`default_cache_dir`).
 
+    ``kind`` names the subdirectory of its entries (default ``"synth"``); other content-addressed
+    results use the same store under their own kind (``"explore"``: :mod:`hwq.explore.cache`).
+
     Thread-safe: :func:`hwq.synth.synthesize_all` calls :meth:`get` and :meth:`put` from its
     worker threads.
 
     Attributes
     ----------
     directory : pathlib.Path
+    kind : str
     write_error : str or None
         Why the first entry that could not be written was not written (the run goes on uncached).
     """
 
-    def __init__(self, directory=None):
+    def __init__(self, directory=None, kind="synth"):
         self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.kind = kind
         self.write_error = None
         self._lock = threading.Lock()
 
@@ -104,7 +109,7 @@ class SynthCache:
 
     def path(self, key):
         """The entry file of ``key``."""
-        return self.directory / "synth" / f"v{CACHE_FORMAT}" / key[:2] / f"{key}.json"
+        return self.directory / self.kind / f"v{CACHE_FORMAT}" / key[:2] / f"{key}.json"
 
     def get(self, key, required=()):
         """The stored result of ``key``, or ``None`` when there is none or it is unusable.
@@ -170,7 +175,7 @@ class SynthCache:
         """Remove every entry of this :data:`CACHE_FORMAT`."""
         import shutil
         with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.directory / "synth" / f"v{CACHE_FORMAT}")
+            shutil.rmtree(self.directory / self.kind / f"v{CACHE_FORMAT}")
 
 
 def as_cache(cache):

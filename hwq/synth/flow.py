@@ -22,7 +22,7 @@ Result dictionary of one job (all counts are ints, frequencies MHz):
 ``lcs``
     logic cells used after placement (whole design);
 ``utilization``
-    ``{"lc"|"io"|"dsp"|"ram": {"used", "available"}}`` from nextpnr;
+    ``{"lc"|"io"|"dsp"|"ram": {"used", "available"}}`` (plus ``"spram"`` on the UP5K) from nextpnr;
 ``fmax_mhz``
     nextpnr's achieved Fmax of ``clk`` (not a real figure when ``dsp > 0``, see ``notes``);
 ``fmax_dsp_path_mhz``
@@ -33,6 +33,14 @@ Result dictionary of one job (all counts are ints, frequencies MHz):
     two Fmax figures), ``None`` for targets the model is not calibrated for;
 ``notes``
     list of one-line caveats;
+``fits``, ``overfull``
+    only in the result of a design too big for the part (nextpnr stopped with
+    :class:`~hwq.synth.nextpnr.DoesNotFit`): ``fits`` is ``False`` and ``overfull``
+    ``{key: [used, available]}`` names every resource over capacity. Such a result is a
+    measured outcome, not an error: the batch goes on, the cache stores it, and it has the
+    PE's cells from yosys, ``lcs`` and ``utilization`` from nextpnr's log, no Fmax and no power
+    (``None``), and one note, :func:`hwq.synth.report.does_not_fit_text` (e.g.
+    ``does not fit: 7330 of 5280 logic cells``). A result that fits has neither key;
 ``timing``
     ``{"yosys_s", "nextpnr_s", "wall_s"}`` wall-clock seconds (not deterministic);
 ``cached``
@@ -64,8 +72,9 @@ from ..manifest import read_manifest, verilog_path
 from ..tools import find_tools, tool_versions
 from .cache import CACHE_FORMAT, as_cache, cache_key, source_digest
 from .harness import harness_name, harness_verilog
-from .nextpnr import DoesNotFit, nextpnr_args, parse_report, run_nextpnr
+from .nextpnr import OPTIONAL_UTILIZATION, UTILIZATION, DoesNotFit, nextpnr_args, parse_report, run_nextpnr
 from .power import UNCERTAINTY, estimate_power
+from .report import does_not_fit_text
 from .targets import get_target
 from .yosys import NETLIST, NETLIST_VERILOG, parse_stat, run_yosys, yosys_script
 
@@ -88,7 +97,8 @@ POWER_FREQ_MHZ = 12.0
 #: result keys that describe one run, not the design: left out of cache entries and reports
 RUN_KEYS = ("timing", "cached")
 
-#: the design keys every result has (a cache entry's result must hold them all)
+#: the design keys every result has (a cache entry's result must hold them all; a result of a
+#: design too big for the part has ``fits`` and ``overfull`` after them)
 DESIGN_KEYS = ("module", "format", "a_bits", "w_bits", "acc_bits", "target", "part", "use_dsp",
                "freq_target_mhz", "seed", "lut4", "carry", "ff", "dsp", "ram", "harness", "total",
                "submodules", "lcs", "utilization", "fmax_mhz", "fmax_dsp_path_mhz", "power",
@@ -260,34 +270,25 @@ def fresh_job_dir(job_dir):
     return ydir
 
 
-def _run_job(plan, build_dir, tools):
-    """Run one checked job; return its result dict."""
+def _log_utilization(does_not_fit):
+    """``{key: {"used", "available"}}`` (keys as :func:`hwq.synth.nextpnr.parse_report`'s) from
+    the utilisation lines of the log of a nextpnr run that stopped with ``does_not_fit``."""
+    found = does_not_fit.utilization
+    return {key: {"used": found[bel][0], "available": found[bel][1]}
+            for bel, key in {**UTILIZATION, **OPTIONAL_UTILIZATION}.items() if bel in found}
+
+
+def _overfull(util, does_not_fit):
+    """``{key: [used, available]}`` of every resource over capacity; nextpnr's own cell names
+    if it stopped on a cell type hwq does not report."""
+    over = {key: [u["used"], u["available"]] for key, u in util.items() if u["used"] > u["available"]}
+    return over or {bel: list(counts) for bel, counts in does_not_fit.overfull.items()}
+
+
+def _result(plan, cells, util, chain, start, *, fmax=None, fmax_dsp=None, power=None, notes, overfull=None):
+    """The result dict of a job (module docstring), fitting or, with ``overfull``, not."""
     job, target, manifest = plan["job"], plan["target"], plan["manifest"]
-    start = time.perf_counter()
-    job_dir = Path(build_dir) / plan["dirname"]
-    ydir = fresh_job_dir(job_dir)
-    top = harness_name(manifest)
-    shutil.copyfile(plan["verilog"], ydir / plan["verilog"].name)
-    (ydir / f"{top}.v").write_text(plan["harness"], encoding="utf-8")
-
-    chain = run_chain(tools, [plan["verilog"].name, f"{top}.v"], top, job_dir, target, dsp=job.dsp,
-                      freq_mhz=job.freq_mhz, seed=job.seed)
-    if chain["does_not_fit"] is not None:
-        raise chain["does_not_fit"]
-    cells = parse_stat(chain["stat"], top, manifest["module"])
-    timing = chain["timing"]
-
-    fmax = timing["fmax_mhz"]
-    dsp_path_ns = timing["dsp_path_ns"] if cells["total"]["dsp"] else None
-    fmax_dsp = round(1000 / dsp_path_ns, 2) if dsp_path_ns else None
-    candidates = [f for f in (fmax, fmax_dsp) if f]
-    fmax_eff = min(candidates) if candidates else None
-    util = timing["utilization"]
     fmt = manifest.get("format")
-    power = None
-    if target.power_calibrated:
-        freqs = [POWER_FREQ_MHZ] + ([round(fmax_eff, 2)] if fmax_eff else [])
-        power = estimate_power(util["lc"]["used"], util["dsp"]["used"], freqs, activity=job.activity)
     result = {
         "module": manifest["module"],
         "format": fmt.get("name") if isinstance(fmt, dict) else None,
@@ -303,18 +304,65 @@ def _run_job(plan, build_dir, tools):
         "harness": cells["harness"],
         "total": cells["total"],
         "submodules": cells["submodules"],
-        "lcs": util["lc"]["used"],
+        "lcs": util.get("lc", {}).get("used"),
         "utilization": util,
         "fmax_mhz": round(fmax, 2) if fmax is not None else None,
         "fmax_dsp_path_mhz": fmax_dsp,
         "power": power,
         "power_mw_12mhz": power["points"][0]["power_mw"] if power else None,
         "power_mw_fmax": power["points"][1]["power_mw"] if power and len(power["points"]) > 1 else None,
-        "notes": _notes(cells["pe"], fmax, dsp_path_ns, job, target, power),
-        "timing": {"yosys_s": round(chain["yosys_s"], 2), "nextpnr_s": round(chain["nextpnr_s"], 2),
-                   "wall_s": round(time.perf_counter() - start, 2)},
+        "notes": notes,
     }
+    if overfull is not None:
+        result.update(fits=False, overfull=overfull)
+    result["timing"] = {"yosys_s": round(chain["yosys_s"], 2), "nextpnr_s": round(chain["nextpnr_s"], 2),
+                        "wall_s": round(time.perf_counter() - start, 2)}
     return result
+
+
+def _run_job(plan, build_dir, tools):
+    """Run one checked job with the tools.
+
+    Returns
+    -------
+    dict
+        The result dictionary (module docstring). A design too big for the part is a result
+        too, with ``fits`` False, not an exception: nextpnr's log stays in the job directory.
+
+    Raises
+    ------
+    ToolError
+        If a tool fails for any other reason.
+    """
+    job, target, manifest = plan["job"], plan["target"], plan["manifest"]
+    start = time.perf_counter()
+    job_dir = Path(build_dir) / plan["dirname"]
+    ydir = fresh_job_dir(job_dir)
+    top = harness_name(manifest)
+    shutil.copyfile(plan["verilog"], ydir / plan["verilog"].name)
+    (ydir / f"{top}.v").write_text(plan["harness"], encoding="utf-8")
+
+    chain = run_chain(tools, [plan["verilog"].name, f"{top}.v"], top, job_dir, target, dsp=job.dsp,
+                      freq_mhz=job.freq_mhz, seed=job.seed)
+    cells = parse_stat(chain["stat"], top, manifest["module"])
+    if chain["does_not_fit"] is not None:
+        util = _log_utilization(chain["does_not_fit"])
+        over = _overfull(util, chain["does_not_fit"])
+        return _result(plan, cells, util, chain, start, notes=[does_not_fit_text(over)], overfull=over)
+    timing = chain["timing"]
+
+    fmax = timing["fmax_mhz"]
+    dsp_path_ns = timing["dsp_path_ns"] if cells["total"]["dsp"] else None
+    fmax_dsp = round(1000 / dsp_path_ns, 2) if dsp_path_ns else None
+    candidates = [f for f in (fmax, fmax_dsp) if f]
+    fmax_eff = min(candidates) if candidates else None
+    util = timing["utilization"]
+    power = None
+    if target.power_calibrated:
+        freqs = [POWER_FREQ_MHZ] + ([round(fmax_eff, 2)] if fmax_eff else [])
+        power = estimate_power(util["lc"]["used"], util["dsp"]["used"], freqs, activity=job.activity)
+    return _result(plan, cells, util, chain, start, fmax=fmax, fmax_dsp=fmax_dsp, power=power,
+                   notes=_notes(cells["pe"], fmax, dsp_path_ns, job, target, power))
 
 
 def _cache_inputs(plan, versions, source):
@@ -463,13 +511,16 @@ def synthesize(manifest_path, build_dir, target="up5k", dsp=False, freq_mhz=DEFA
     Returns
     -------
     dict
-        The result dictionary described in the module docstring.
+        The result dictionary described in the module docstring. A PE too big for the part is
+        a result with ``fits`` False (and ``overfull``), not an exception.
 
     Raises
     ------
     InputError
         Before any tool runs: missing tool, unknown target, DSP on a target without one, bad
-        manifest or Verilog. :class:`~hwq.errors.ToolError` if a tool fails.
+        manifest or Verilog.
+    ToolError
+        If a tool fails for any other reason than a design too big for the part.
     """
     return synthesize_all([SynthJob(manifest_path, target, dsp, freq_mhz, seed, activity)], build_dir, jobs=1,
                           cache=cache)[0]
@@ -506,12 +557,17 @@ def synthesize_all(specs, build_dir, jobs=None, *, cache=None, progress=None):
     -------
     SynthResults
         A list of result dicts, one per spec in the same order, with ``wall_s`` for the batch.
+        A PE too big for the part is a result with ``fits`` False (and ``overfull``), not an
+        exception: the other jobs of the batch go on, and the cache stores it like any other.
 
     Raises
     ------
     InputError
-        If any job is bad (checked for all jobs before the first starts), if two jobs would
-        share a directory, or if a tool fails.
+        If any job is bad (checked for all jobs before the first starts) or if two jobs would
+        share a directory.
+    ToolError
+        If a tool fails for any other reason than a design too big for the part (the batch
+        stops: jobs not yet started are cancelled).
     """
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise InputError(f"jobs must be a positive int, got {jobs!r}")

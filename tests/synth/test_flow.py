@@ -169,12 +169,27 @@ def test_overfull_utilisation_is_read_from_the_log():
 def test_a_pe_too_big_for_the_part_is_reported_as_not_fitting(tmp_path):
     from hwq.formats import FixedPoint, Uniq
     from hwq.pe import UniqPE
-    from hwq.synth.nextpnr import DoesNotFit
+    from hwq.synth.flow import DESIGN_KEYS, RUN_KEYS, job_dirname
+    from hwq.synth.nextpnr import log_utilization
     # a loadable 8-bit UNIQ table forced into registers (256 words in flip-flops and LUTs) does
-    # not fit the iCE40UP5K's 5280 LCs
+    # not fit the iCE40UP5K's 5280 LCs: a result with fits False, not an exception
     write_pe(UniqPE(FixedPoint(8, signed=False), Uniq(8), loadable=True, table_storage="fabric"), tmp_path)
     [manifest] = tmp_path.glob("*.json")
-    with pytest.raises(DoesNotFit, match=r"does not fit the iCE40UP5K-SG48: ICESTORM_LC \d+/5280") as info:
-        synthesize(manifest, tmp_path / "build")
-    used, available = info.value.overfull["ICESTORM_LC"]
-    assert used > available == 5280 and info.value.log.is_file()
+    module = read_manifest(manifest)["module"]
+    r = synthesize(manifest, tmp_path / "build", cache=tmp_path / "cache")
+    assert r["module"] == module and r["fits"] is False and r["cached"] is False
+    used, available = r["overfull"]["lc"]
+    assert used > available == 5280 and r["lcs"] == used
+    assert r["utilization"]["lc"] == {"used": used, "available": 5280}
+    assert r["notes"] == [f"does not fit: {used} of 5280 logic cells"]
+    assert r["ff"] > 256 * 8 and r["lut4"] > 0                                # the PE's cells, from yosys
+    assert r["fmax_mhz"] is r["fmax_dsp_path_mhz"] is r["power"] is r["power_mw_12mhz"] is r["power_mw_fmax"] is None
+    assert list(r) == [*DESIGN_KEYS, "fits", "overfull", "timing", "cached"]
+    assert r["timing"]["yosys_s"] > 0 and r["timing"]["nextpnr_s"] > 0
+    log = tmp_path / "build" / job_dirname(module, "up5k", False, 48.0, 1) / "nextpnr" / "nextpnr.log"
+    assert log_utilization(log.read_text())["ICESTORM_LC"] == (used, 5280)      # nextpnr's log is kept
+    # the result is in the cache: a second run runs no tool and gives the same result
+    again = synthesize(manifest, tmp_path / "again", cache=tmp_path / "cache")
+    assert again["cached"] is True and again["timing"]["nextpnr_s"] == 0.0
+    design = lambda result: {k: v for k, v in result.items() if k not in RUN_KEYS}
+    assert design(again) == design(r) and list(again) == list(r)
