@@ -54,7 +54,7 @@ MODULE = "hwq_accel"
 DSP_RESERVED = 3
 
 
-def hardware(model, array, target, mapping="auto"):
+def hardware(model, array, target, mapping="auto", pipeline=0):
     """The schedule and the :class:`~hwq.accel.top.Accelerator` for ``target`` (a part name).
 
     - **Activations**: on a part with SPRAM, in single-port banks (``schedule(..., banks=n)``,
@@ -70,7 +70,8 @@ def hardware(model, array, target, mapping="auto"):
       AUSN weights always stay in fabric: their code fields drive shift-add cells, no decoder
       and no multiplier (the format's point, :class:`~hwq.accel.array.PEArray`). That is
       ``mapping="auto"``; ``"fabric"`` keeps every product in LUTs, ``"dsp"`` puts them in
-      SB_MAC16 blocks or refuses the model (:data:`ARRAY_MAPPINGS`).
+      SB_MAC16 blocks or refuses the model (:data:`ARRAY_MAPPINGS`). ``pipeline``: the PE
+      array's product register stages (:class:`~hwq.accel.array.PEArray`).
 
     Returns
     -------
@@ -114,13 +115,14 @@ def hardware(model, array, target, mapping="auto"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UnusedElaboratable)
                 try:
-                    return Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED)
+                    return Accelerator(sched, mapping="dsp", max_dsp=int(part.dsp) - DSP_RESERVED,
+                                       pipeline=pipeline)
                 except InputError:
                     if mapping == "dsp":
                         raise
                     # operands wider than 8 bits: fabric
                 gc.collect()
-        return Accelerator(sched)
+        return Accelerator(sched, pipeline=pipeline)
 
     acc = build(sched)
     if target != "sim" and acc.conv is not None and part.spram > options.get("banks", 0):
@@ -200,6 +202,7 @@ def post_synthesis(model, codes, synth_dir, *, array, sched, acc, simulator, syn
                               build_dir=Path(sim_dir) / "build", dump=False, banks=sched.banks,
                               mapping=acc.conv.mapping if acc.conv else "fabric",
                               max_dsp=acc.conv.max_dsp if acc.conv else None, weight_capacity=sched.weight_capacity,
+                              pipeline=acc.conv.pipeline if acc.conv else 0,
                               netlist=path, saif=saif)
         activity = None
         if saif is not None:
@@ -261,7 +264,7 @@ def _random_codes(model, count, seed):
 
 def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out", synth=True, verify=2,
                       images=None, simulator="verilator", seed=0, cache=True, quiet=False, log=print, netlist=0,
-                      mapping="auto", pnr_seed=None):
+                      mapping="auto", pipeline=0, pnr_seed=None):
     """Build the accelerator of the export in ``model_dir`` into ``out`` (module docstring).
 
     Parameters
@@ -292,6 +295,9 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
     mapping : str
         The PE array's products: ``"auto"`` (default), ``"fabric"`` or ``"dsp"``
         (:func:`hardware`, :data:`ARRAY_MAPPINGS`).
+    pipeline : int
+        The PE array's product register stages, 0 (default) to
+        :data:`hwq.accel.array.MAX_PIPELINE` (:class:`~hwq.accel.array.PEArray`).
     pnr_seed : int or None
         nextpnr's placer seed (default: :data:`hwq.synth.flow.DEFAULT_SEED`); Fmax varies with it
         by a few per cent.
@@ -326,6 +332,9 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
         raise InputError(f"--netlist must be a non-negative number of inputs, not {netlist!r}")
     if not isinstance(mapping, str) or mapping not in ARRAY_MAPPINGS:
         raise InputError(f"--mapping {mapping!r}: choose one of {', '.join(ARRAY_MAPPINGS)}")
+    from .accel.array import MAX_PIPELINE
+    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or not 0 <= pipeline <= MAX_PIPELINE:
+        raise InputError(f"--pipeline {pipeline!r}: the PE array takes 0 to {MAX_PIPELINE} product register stages")
     if pnr_seed is not None and (isinstance(pnr_seed, bool) or not isinstance(pnr_seed, int) or pnr_seed < 0):
         raise InputError(f"pnr_seed must be a non-negative integer (nextpnr --seed), not {pnr_seed!r}")
     if netlist and not (synth and target != "sim"):
@@ -364,7 +373,7 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
     candidates, refused = [], []
     for candidate in arrays:
         try:
-            sched, acc = hardware(model, candidate, target, mapping)
+            sched, acc = hardware(model, candidate, target, mapping, pipeline)
             memories, _ = check_fit(acc, target)
         except InputError as exc:
             if not auto:
@@ -425,6 +434,7 @@ def build_accelerator(model_dir, *, array="auto", target="up5k", out="accel_out"
                                                simulator=simulator, build_dir=Path(sim_dir) / "build", dump=False,
                                                banks=sched.banks, mapping=acc.conv.mapping if acc.conv else "fabric",
                                                max_dsp=acc.conv.max_dsp if acc.conv else None,
+                                               pipeline=acc.conv.pipeline if acc.conv else 0,
                                                weight_capacity=sched.weight_capacity)
             timing["verify_s"] = time.perf_counter() - t
             log(f"verified {verify} input(s) on {simulator} in {timing['verify_s']:.1f} s: bit-exact, "

@@ -216,9 +216,10 @@ def _parser():
     accel.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                        help="simulator of the bench (default verilator)")
     parser.add_argument("--mapping", choices=MAPPINGS, default="both",
-                        help="multipliers in fabric, in SB_MAC16 DSPs (up5k only), or both (default)")
+                        help="multipliers in fabric, in SB_MAC16 DSPs (up5k only), or both (default; with --model: "
+                             "SB_MAC16 where the operands fit)")
     parser.add_argument("--pipeline", type=int, default=0, metavar="N",
-                        help="product register stages (0-4, default 0)")
+                        help="product register stages (0-4, default 0; with --model: the PE array's)")
     parser.add_argument("--max-terms", type=positive_int, default=1024, metavar="K",
                         help="longest sum the accumulator holds without overflow (default 1024)")
     parser.add_argument("--no-synth", action="store_true", help="emit Verilog and manifests only")
@@ -232,8 +233,7 @@ def _parser():
 
 #: PE-only options: refused with --model (name, default)
 _PE_OPTIONS = (("formats", "--format", None), ("a_bits", "--a-bits", None), ("w_bits", "--w-bits", None),
-               ("mapping", "--mapping", "both"), ("pipeline", "--pipeline", 0), ("max_terms", "--max-terms", 1024),
-               ("jobs", "--jobs", None))
+               ("max_terms", "--max-terms", 1024), ("jobs", "--jobs", None))
 #: accelerator-only options (name, default)
 _ACCEL_OPTIONS = (("array", "--array", "auto"), ("verify", "--verify", 2), ("images", "--images", None),
                   ("sim", "--sim", "verilator"), ("netlist", "--netlist", 0))
@@ -249,7 +249,8 @@ def _build_model(args):
         raise InputError(f"--model builds for one target; got {', '.join(targets)}")
     build_accelerator(args.model, array=args.array, target=targets[0], out=Path(args.out or "accel_out"),
                       synth=not args.no_synth, verify=args.verify, images=args.images, simulator=args.sim,
-                      cache=None if args.no_cache else True, quiet=args.quiet, netlist=args.netlist)
+                      cache=None if args.no_cache else True, quiet=args.quiet, netlist=args.netlist,
+                      mapping="auto" if args.mapping == "both" else args.mapping, pipeline=args.pipeline)
 
 
 def main(argv=None):

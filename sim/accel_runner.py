@@ -101,7 +101,7 @@ def _make_runner(simulator, build_dir, trace, make_vars):
 
 def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator", build_dir=None, log=True,
                     sched=None, dump=True, banks=1, mapping="fabric", max_dsp=None, weight_capacity=None,
-                    netlist=None, saif=None):
+                    netlist=None, saif=None, pipeline=0):
     """Run ``images`` through the accelerator of ``imodel`` in a Verilog simulator; check every
     tensor of every image (with ``dump``; else the output tensor) and the cycle count.
 
@@ -131,10 +131,10 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
         deployed build, ``Accelerator(schedule(imodel, input_shape, array))`` (regions reused,
         no read-back), as ``hwq-build --model`` emits it; only the output codes are checked,
         and ``cycles`` is that design's cycles per inference.
-    banks, mapping, max_dsp, weight_capacity : optional
+    banks, mapping, max_dsp, weight_capacity, pipeline : optional
         The hardware's choices, as :func:`hwq.accel_build.hardware` makes them for a part
         (:func:`~hwq.accel.schedule.schedule`'s ``banks`` and ``weight_capacity``,
-        :class:`~hwq.accel.top.Accelerator`'s ``mapping`` and ``max_dsp``). With a weight store
+        :class:`~hwq.accel.top.Accelerator`'s ``mapping``, ``max_dsp`` and ``pipeline``). With a weight store
         the bench sends :meth:`~hwq.accel.top.Accelerator.preload` after reset.
     netlist : str or Path, optional
         Post-synthesis simulation: the iCE40 netlist of the same build (``hwq-build --model``
@@ -199,7 +199,7 @@ def run_accel_bench(imodel, images, *, input_shape, array, simulator="verilator"
     build_dir = _check_build_dir(build_dir if given else Path("sim_build") / simulator / TOP, given)
 
     t0 = time.perf_counter()
-    dut = Accelerator(hw, dump=bool(dump), mapping=mapping, max_dsp=max_dsp)
+    dut = Accelerator(hw, dump=bool(dump), mapping=mapping, max_dsp=max_dsp, pipeline=pipeline)
     if netlist is not None:                 # the design's figures only: the netlist is what runs
         dut._MustUse__silence = True
         extra, text = [cells_sim()], netlist.read_text(encoding="utf-8")

@@ -65,7 +65,7 @@ def test_emits_the_accelerator_with_its_manifest_and_report(exports, tmp_path):
     assert manifest["interfaces"]["input"]["words_per_image"] == 64
     assert manifest["interfaces"]["output"]["words_per_image"] == 10
     # on the UP5K: pairs of 4-bit products in 5 SB_MAC16 (3 left for the requantizer and vector unit)
-    assert manifest["array"] == {"rows": 1, "cols": 16, "pes": 16, "mapping": "dsp", "dsp_blocks": 5}
+    assert manifest["array"] == {"rows": 1, "cols": 16, "pes": 16, "mapping": "dsp", "dsp_blocks": 5, "pipeline": 0}
     assert {s["name"]: s["macs"] for s in manifest["steps"] if s["kind"] == "conv"} == DIGITS_MACS
     assert manifest["latency"]["macs"] == sum(DIGITS_MACS.values())
     # conv2 and conv3 fill the 16 columns every cycle: 16 MACs per cycle
@@ -107,6 +107,30 @@ def test_ausn_weights_stay_shift_add_on_a_part_with_dsps(exports, tmp_path):
     manifest = json.loads((out / "hwq_accel.json").read_text())
     assert manifest["array"]["mapping"] == "fabric" and manifest["array"]["dsp_blocks"] == 0
     assert "SB_MAC16" not in (out / "hwq_accel.v").read_text()
+    # asked for SB_MAC16 products, the AUSN model is refused with the reason, nothing written
+    code, _, stderr = run_cli("--model", exports["ausn4", "fxp4"], "--no-synth", "--verify", 0, "--mapping", "dsp",
+                              "--out", tmp_path / "dsp")
+    assert code == 2 and "mapping 'dsp': AUSN weights drive shift-add cells" in stderr, stderr
+    assert not (tmp_path / "dsp").exists()
+
+
+def test_mapping_and_pipeline_options(exports, tmp_path):
+    """--mapping fabric keeps every product in LUTs on a part with SB_MAC16; --pipeline 2 adds
+    two product register stages: the manifest says so and each of the four conv steps takes
+    the cycles more (tests/accel/test_top.py runs such a design bit-exact)."""
+    runs = {}
+    for name, args in (("auto", []), ("fabric", ["--mapping", "fabric", "--pipeline", "2"])):
+        out = tmp_path / name
+        code, _, stderr = run_cli("--model", exports["fxp4", "fxp4"], "--no-synth", "--verify", 0, "--out", out, *args)
+        assert code == 0, stderr
+        runs[name] = json.loads((out / "hwq_accel.json").read_text())
+    assert runs["auto"]["array"]["mapping"] == "dsp" and runs["auto"]["array"]["pipeline"] == 0
+    assert runs["fabric"]["array"] == {"rows": 1, "cols": 16, "pes": 16, "mapping": "fabric", "dsp_blocks": 0,
+                                       "pipeline": 2}
+    assert "SB_MAC16" not in (tmp_path / "fabric" / "hwq_accel.v").read_text()
+    # the DSP products' own register is one stage, the fabric's two more make it one deeper
+    assert (runs["fabric"]["latency"]["cycles_per_inference"]
+            == runs["auto"]["latency"]["cycles_per_inference"] + 4 * (2 - 1))
 
 
 def test_block_counts():
@@ -128,7 +152,8 @@ def test_block_counts():
     (["--verify", "-1"], r"--verify"),
     (["--format", "fxp"], r"--format build single PEs"),
     (["--images", "missing.npy"], r"--images .*missing\.npy"),
-], ids=["array zero", "array text", "target", "two targets", "verify", "format", "images"])
+    (["--pipeline", "5"], r"--pipeline 5: the PE array takes 0 to 4"),
+], ids=["array zero", "array text", "target", "two targets", "verify", "format", "images", "pipeline"])
 def test_bad_options_are_refused_before_anything_is_written(exports, tmp_path, args, match):
     out = tmp_path / "acc"
     code, stdout, stderr = run_cli("--model", exports["fxp4", "fxp4"], "--no-synth", "--out", out, *args)

@@ -39,7 +39,8 @@ from ..pe.ausn import AusnPE
 from .requant import MAX_ACC_WIDTH, _signed_width
 
 __all__ = ["TableDecoder", "FieldDecoder", "LoadableTableDecoder", "load_layout", "PEArray", "MAX_TABLE_BITS",
-           "MAX_ROWS", "MAX_COLS", "MAPPINGS", "DECODERS", "UNIQ_TABLES", "AUTO_TABLE_MAX_BITS", "DSP_OPERAND_BITS"]
+           "MAX_ROWS", "MAX_COLS", "MAPPINGS", "DECODERS", "UNIQ_TABLES", "AUTO_TABLE_MAX_BITS", "DSP_OPERAND_BITS",
+           "MAX_PIPELINE"]
 
 #: widest code a :class:`TableDecoder` takes (``2**bits`` constants each: LUTs, or for 8-bit codes
 #: a ROM that yosys puts in an SB_RAM40_4K)
@@ -64,6 +65,8 @@ UNIQ_TABLES = ("fixed", "loadable")
 AUTO_TABLE_MAX_BITS = 4
 #: widest operand of one of an SB_MAC16's two 8x8 multipliers
 DSP_OPERAND_BITS = 8
+#: most product register stages of a :class:`PEArray` (``pipeline``)
+MAX_PIPELINE = 4
 
 
 def _check_formats(name, formats):
@@ -464,6 +467,12 @@ class PEArray(wiring.Component):
         With ``mapping="dsp"``, at most this many SB_MAC16 (the first pairs, row-major); the
         other products are registered fabric multipliers, with the same latency. ``None``
         (default): every pair of columns.
+    pipeline : int
+        Register stages between the products and the accumulators, 0 (default) to
+        :data:`MAX_PIPELINE`: each cuts the path from the decoders through the multiplier (or
+        shift-add) to the accumulator's adder, for a higher Fmax, at one register per product
+        and one cycle of :attr:`latency` per stage (the throughput, one input per cycle, is the
+        same). With ``mapping="dsp"`` they follow the SB_MAC16's own product register.
     uniq_tables : str
         ``"fixed"`` (default): an operand's UNIQ tables are constants, as every table;
         ``"loadable"``: an operand with a UNIQ format among its formats decodes by a
@@ -523,8 +532,9 @@ class PEArray(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, a_formats, w_formats, acc_width, mapping="fabric", decoders="auto",
-                 uniq_tables="fixed", max_dsp=None):
+                 uniq_tables="fixed", max_dsp=None, pipeline=0):
         self._rows = check_int("rows", rows, 1, MAX_ROWS)
+        self._pipeline = check_int("pipeline", pipeline, 0, MAX_PIPELINE)
         self._cols = check_int("cols", cols, 1, MAX_COLS)
         self._max_dsp = None if max_dsp is None else check_int("max_dsp", max_dsp, 0, MAX_ROWS * MAX_COLS)
         self._a_formats = _check_formats("a_formats", a_formats)
@@ -615,6 +625,11 @@ class PEArray(wiring.Component):
         return self._mapping
 
     @property
+    def pipeline(self):
+        """Product register stages (``pipeline``)."""
+        return self._pipeline
+
+    @property
     def weight_path(self):
         """``"shift-add"`` (AUSN weight fields drive shift-add cells, no weight decoder) or
         ``"table"`` (a :class:`TableDecoder` per column, cells multiply)."""
@@ -658,8 +673,9 @@ class PEArray(wiring.Component):
         """Cycles from the clock edge that takes a tile's ``last`` input to the first cycle with
         its first result on ``drain`` (``valid`` high), when the capture registers are free: 2
         (decoders, accumulate), so the result is on ``drain`` in the cycle after the second edge;
-        3 with ``mapping="dsp"`` (decoders, SB_MAC16 product register, accumulate)."""
-        return 3 if self._mapping == "dsp" else 2
+        3 with ``mapping="dsp"`` (decoders, SB_MAC16 product register, accumulate); plus
+        :attr:`pipeline`."""
+        return (3 if self._mapping == "dsp" else 2) + self._pipeline
 
     def _dsp_products(self, m, en, a_vals, w_vals):
         """``products[r][c]``: registered products, pairs of columns in SB_MAC16 blocks (the first
@@ -777,6 +793,17 @@ class PEArray(wiring.Component):
             products = self._shift_add_products(cells, a_vals, w_vals)
         else:
             products = [[a_vals[r] * w_vals[c] for c in range(C)] for r in range(R)]
+        for stage in range(self._pipeline):    # product registers, the control beside them
+            staged = [[Signal(signed(self._product_width), name=f"p{stage}_{r}_{c}", reset_less=True)
+                       for c in range(C)] for r in range(R)]
+            ctrl = (Signal(name=f"p{stage}_valid"), Signal(name=f"p{stage}_first", reset_less=True),
+                    Signal(name=f"p{stage}_last", reset_less=True))
+            with cells.If(en):
+                cells.d.sync += [staged[r][c].eq(products[r][c]) for r in range(R) for c in range(C)]
+            with m.If(en):
+                m.d.sync += [ctrl[0].eq(s_valid), ctrl[1].eq(s_first), ctrl[2].eq(s_last)]
+            products = staged
+            s_valid, s_first, s_last = ctrl
         acc = [[Signal(signed(self._acc_width), name=f"acc_{r}_{c}", reset_less=True) for c in range(C)]
                for r in range(R)]
         done = Signal(name="done")             # acc holds a finished tile

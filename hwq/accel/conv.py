@@ -77,9 +77,10 @@ class ConvEngine(wiring.Component):
         for its conv engine and vector unit, which never run at once), built by the caller from
         tables that start with the engine's own :attr:`tables`, in order (more may follow): the
         engine builds none and drives it through the port ``rq``. Default: its own.
-    mapping, max_dsp : optional
+    mapping, max_dsp, pipeline : optional
         The PE array's products in fabric (``"fabric"``, default) or in SB_MAC16 blocks
-        (``"dsp"``, at most ``max_dsp`` of them), :class:`~hwq.accel.array.PEArray`.
+        (``"dsp"``, at most ``max_dsp`` of them), and its product register stages (default 0),
+        :class:`~hwq.accel.array.PEArray`.
 
     Attributes
     ----------
@@ -135,7 +136,8 @@ class ConvEngine(wiring.Component):
         ``requant`` whose tables do not start with the engine's or narrower than its accumulator.
     """
 
-    def __init__(self, sched, *, a_formats=None, w_formats=None, requant=None, mapping="fabric", max_dsp=None):
+    def __init__(self, sched, *, a_formats=None, w_formats=None, requant=None, mapping="fabric", max_dsp=None,
+                 pipeline=0):
         if not isinstance(sched, Schedule):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         steps = [s for s in sched.steps if isinstance(s, ConvStep)]
@@ -159,12 +161,14 @@ class ConvEngine(wiring.Component):
         self._w_formats = _check_formats("w_formats", _unique(s.w_format for s in steps) if w_formats is None
                                          else w_formats)
         probe = _probe(PEArray(rows=self._rows, cols=self._cols, a_formats=self._a_formats, w_formats=self._w_formats,
-                               acc_width=MAX_ACC_WIDTH, mapping=mapping, max_dsp=max_dsp))   # checks the formats
+                               acc_width=MAX_ACC_WIDTH, mapping=mapping, max_dsp=max_dsp,
+                               pipeline=pipeline))                                         # checks the formats
         self._acc_width = max(acc_width, probe.product_width)
         self._array_args = dict(rows=self._rows, cols=self._cols, a_formats=self._a_formats,
-                                w_formats=self._w_formats, acc_width=self._acc_width, mapping=mapping, max_dsp=max_dsp)
+                                w_formats=self._w_formats, acc_width=self._acc_width, mapping=mapping, max_dsp=max_dsp,
+                                pipeline=pipeline)
         self._array_latency, self._dsp_blocks = probe.latency, probe.dsp_blocks
-        self._mapping, self._max_dsp = mapping, max_dsp
+        self._mapping, self._max_dsp, self._pipeline = mapping, max_dsp, probe.pipeline
         self._a_bits, self._a_format_bits = len(probe.a[0]), len(probe.a_format)
         self._w_format_bits = len(probe.w_format)
         # the encoder computes uniform tables (fxp) of any size and searches the others, of at most
@@ -267,6 +271,11 @@ class ConvEngine(wiring.Component):
         return self._mapping
 
     @property
+    def pipeline(self):
+        """The PE array's product register stages (``pipeline``)."""
+        return self._pipeline
+
+    @property
     def max_dsp(self):
         """The PE array's ``max_dsp`` (None: no limit)."""
         return self._max_dsp
@@ -310,7 +319,7 @@ class ConvEngine(wiring.Component):
     def fixed_cycles(self):
         """The fixed part of :meth:`overhead`: :attr:`setup_cycles`, the address generator's
         latency, the memory read stage (1), the array's latency (:attr:`PEArray.latency`: 2, 3 with
-        SB_MAC16 products), the parameter read stage (1) and the requantizer's latency."""
+        SB_MAC16 products, plus its product register stages), the parameter read stage (1) and the requantizer's latency."""
         return self.setup_cycles + self._gen.latency + 1 + self._array_latency + 1 + self._requant.latency
 
     def overhead(self, step):

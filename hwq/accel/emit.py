@@ -14,8 +14,8 @@ Manifest keys (version :data:`MANIFEST_VERSION`)
     ``export_sha256`` (of ``model.json``, or None), ``input`` / ``output``: tensor name, shape
     (one sample, CHW), format name and parameters.
 ``array``, ``target``
-    ``{"rows", "cols", "pes", "mapping", "dsp_blocks"}`` (the products in fabric or in SB_MAC16
-    blocks, and how many blocks) and the target name.
+    ``{"rows", "cols", "pes", "mapping", "dsp_blocks", "pipeline"}`` (the products in fabric or
+    in SB_MAC16 blocks, how many blocks, the product register stages) and the target name.
 ``interfaces``
     The ports: ``clk`` (rising edge), ``rst`` (synchronous, active high), ``input`` and
     ``output`` (``amaranth.lib.stream``: a transfer is a cycle with ``valid`` and ``ready``
@@ -82,7 +82,8 @@ def accelerator_manifest(acc, *, module="hwq_accel", target="sim", memories=(), 
                   "output": _tensor(model, model.output, s.output)},
         "array": {"rows": s.array.rows, "cols": s.array.cols, "pes": s.array.pes,
                   "mapping": acc.conv.mapping if acc.conv is not None else "fabric",
-                  "dsp_blocks": acc.conv.dsp_blocks if acc.conv is not None else 0},
+                  "dsp_blocks": acc.conv.dsp_blocks if acc.conv is not None else 0,
+                  "pipeline": acc.conv.pipeline if acc.conv is not None else 0},
         "target": target,
         "interfaces": {
             "clk": "clock, rising edge",

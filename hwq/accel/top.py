@@ -89,6 +89,9 @@ class Accelerator(wiring.Component):
         The PE array's products in fabric (``"fabric"``, default: amaranth.sim runs it) or in
         SB_MAC16 blocks, two 8 x 8 products each (``"dsp"``, at most ``max_dsp`` blocks; Verilog
         simulation needs yosys's ``ice40/cells_sim.v``), :class:`~hwq.accel.array.PEArray`.
+    pipeline : int, optional
+        The PE array's product register stages (default 0; :class:`~hwq.accel.array.PEArray`):
+        each adds a cycle to every conv step's fixed overhead, :attr:`expected_cycles` included.
 
     Attributes
     ----------
@@ -113,7 +116,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, sched, *, cycle_bits=32, dump=False, spram=None, share_requant=True, mapping="fabric",
-                 max_dsp=None):
+                 max_dsp=None, pipeline=0):
         if not isinstance(sched, Schedule):
             raise InputError(f"sched must be a Schedule (hwq.accel.schedule), not {type(sched).__name__}")
         if isinstance(cycle_bits, bool) or not isinstance(cycle_bits, int) or cycle_bits < 1:
@@ -130,7 +133,7 @@ class Accelerator(wiring.Component):
         vec_steps = [s for s in steps if s.kind in _VECTOR_KINDS]
         if share_requant not in (True, False):
             raise InputError(f"share_requant must be True or False, not {share_requant!r}")
-        array = {"mapping": mapping, "max_dsp": max_dsp}
+        array = {"mapping": mapping, "max_dsp": max_dsp, "pipeline": pipeline}
         self._conv = _silence(ConvEngine(sched, **array)) if conv_steps else None
         self._vec = _silence(VectorUnit(sched)) if vec_steps else None
         self._requant = None

@@ -1,4 +1,5 @@
-"""The design space of a sweep: format x weight/activation bits x PE array x mapping x seed.
+"""The design space of a sweep: format x weight/activation bits x PE array x pipeline stages x
+mapping x nextpnr seed.
 
 A :class:`Space` is checked when it is made (every error names the dimension and the value at
 fault) and enumerates its :class:`Point` s in a fixed order. The accuracy of a point depends only
@@ -39,6 +40,8 @@ class Point:
         One of :data:`MAPPINGS`.
     seed : int
         nextpnr's placer seed.
+    pipeline : int
+        The PE array's product register stages (:class:`hwq.accel.array.PEArray`).
     """
 
     format: str
@@ -47,6 +50,7 @@ class Point:
     array: str
     mapping: str = "auto"
     seed: int = 1
+    pipeline: int = 0
 
     @property
     def config(self):
@@ -66,8 +70,8 @@ class Point:
 
     @property
     def name(self):
-        """A short unique name, e.g. ``fxp_w4a4_1x8_auto_s1``."""
-        return f"{self.format}_{self.config}_{self.array}_{self.mapping}_s{self.seed}"
+        """A short unique name, e.g. ``fxp_w4a4_1x8_p0_auto_s1``."""
+        return f"{self.format}_{self.config}_{self.array}_p{self.pipeline}_{self.mapping}_s{self.seed}"
 
     def as_dict(self):
         """The point's fields as a JSON-able dict."""
@@ -129,6 +133,9 @@ class Space:
         Of :data:`MAPPINGS` (default ``("auto",)``).
     seeds : sequence of int
         nextpnr placer seeds (default ``(1,)``).
+    pipelines : sequence of int
+        The PE array's product register stages, 0 to :data:`hwq.accel.array.MAX_PIPELINE`
+        (default ``(0,)``).
     target : str
         The part, one of :data:`TARGETS` (default ``"up5k"``).
 
@@ -136,7 +143,8 @@ class Space:
     ------
     InputError
         An empty dimension, an unknown format (naming the known ones), bits outside 2..8, a
-        malformed array, an unknown mapping or target, a negative seed, or a repeated value.
+        malformed array, an unknown mapping or target, a negative seed, pipeline stages out of
+        range, or a repeated value.
     """
 
     formats: tuple
@@ -144,6 +152,7 @@ class Space:
     arrays: tuple
     mappings: tuple = ("auto",)
     seeds: tuple = (1,)
+    pipelines: tuple = (0,)
     target: str = "up5k"
 
     def __post_init__(self):
@@ -162,26 +171,33 @@ class Space:
         for seed in seeds:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
                 raise InputError(f"seed {seed!r}: nextpnr's seed is a non-negative integer")
+        pipelines = _nonempty("pipelines", self.pipelines)
+        from ..accel.array import MAX_PIPELINE
+        for stages in pipelines:
+            if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= MAX_PIPELINE:
+                raise InputError(f"pipeline {stages!r}: the PE array takes 0 to {MAX_PIPELINE} product register stages")
         if self.target not in TARGETS:
             raise InputError(f"target {self.target!r}: choose from {', '.join(TARGETS)}")
         for name, values in (("formats", formats), ("bits", bits), ("arrays", arrays), ("mappings", mappings),
-                             ("seeds", seeds)):
+                             ("seeds", seeds), ("pipelines", pipelines)):
             repeated = sorted({str(v) for v in values if values.count(v) > 1})
             if repeated:
                 raise InputError(f"the space's {name} repeat {', '.join(repeated)}")
             object.__setattr__(self, name, tuple(values))
 
     def points(self):
-        """Every :class:`Point`, format-major, then bits, arrays, mappings, seeds (list)."""
-        return [Point(fmt, w, a, array, mapping, seed) for fmt, (w, a), array, mapping, seed
-                in itertools.product(self.formats, self.bits, self.arrays, self.mappings, self.seeds)]
+        """Every :class:`Point`, format-major, then bits, arrays, pipelines, mappings, seeds (list)."""
+        return [Point(fmt, w, a, array, mapping=mapping, seed=seed, pipeline=stages)
+                for fmt, (w, a), array, stages, mapping, seed
+                in itertools.product(self.formats, self.bits, self.arrays, self.pipelines, self.mappings, self.seeds)]
 
     def accuracy_keys(self):
         """The distinct ``(format, w_bits, a_bits)`` of the points, in order (list)."""
         return list(dict.fromkeys(p.accuracy_key for p in self.points()))
 
     def __len__(self):
-        return len(self.formats) * len(self.bits) * len(self.arrays) * len(self.mappings) * len(self.seeds)
+        return (len(self.formats) * len(self.bits) * len(self.arrays) * len(self.mappings) * len(self.seeds)
+                * len(self.pipelines))
 
 
 #: the default sweep: 3 formats x 2 widths x 3 arrays = 18 points, about 15 minutes on 2 cores

@@ -152,7 +152,8 @@ def build_task(accuracy, point, *, target="up5k", verify=0, netlist=0, images=No
                 warnings.simplefilter("ignore")
                 built = build_accelerator(model_dir, array=point.array, target=target, out=Path(tmp) / "out",
                                           verify=verify, images=image_file, netlist=netlist, quiet=True,
-                                          mapping=point.mapping, pnr_seed=point.seed)
+                                          mapping=point.mapping, pipeline=point.pipeline,
+                                          pnr_seed=point.seed)
     except InputError as exc:
         result.update(status=REFUSED, reason=str(exc))
         return _finish(result, start)

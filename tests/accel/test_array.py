@@ -362,6 +362,31 @@ def test_array_throughput(rows, cols, a_names, w_names):
     assert info["stalls"] == 0 and info["last_taken"] == sum(long_lengths) - 1
 
 
+@pytest.mark.parametrize("pipeline", [1, 3])
+@pytest.mark.parametrize("rows, cols, a_names, w_names", [ARRAY_CASES[1], (2, 2, ["fxp4"], ["ausn4s"])])
+def test_array_pipeline(rows, cols, a_names, w_names, pipeline):
+    """Product register stages: the same sums, ``pipeline`` more cycles of latency, and exactly
+    the stalls of a design that deep (:func:`expected_stalls`), random drain back-pressure too;
+    AUSN's shift-add products (the second case) are registered the same way."""
+    rng = np.random.default_rng(200 + 10 * pipeline + rows)
+    args = dict(rows=rows, cols=cols, a_formats=[FORMATS[n] for n in a_names],
+                w_formats=[FORMATS[n] for n in w_names], acc_width=32)
+    dut = PEArray(**args, pipeline=pipeline)
+    assert dut.pipeline == pipeline and dut.latency == 2 + pipeline
+    n = rows * cols
+    lengths = [5, 1, 1, n, max(1, n - 2), 2 * n + 1, 1, n + 3, n, 2]
+    tiles = make_tiles(rng, dut, lengths)
+    results, info = simulate(dut, input_words(rng, dut, tiles), lambda i: 1, 4 * len(lengths) * (n + 8) + 40)
+    check_results(dut, tiles, results)
+    taken, stalls = expected_stalls(lengths, n, 2 + pipeline)
+    assert (info["last_taken"], info["stalls"]) == (taken, stalls)
+    dut = PEArray(**args, pipeline=pipeline)
+    tiles = make_tiles(rng, dut, [1, 9, 1, n + 1, 2])
+    ready = rng.random(4000) < 0.6
+    results, _ = simulate(dut, input_words(rng, dut, tiles, idle=0.2), lambda i: int(ready[i]), 600)
+    check_results(dut, tiles, results)
+
+
 def test_array_every_format_pair():
     """Every format on both sides, every (activation, weight) pair one tile, in random order."""
     rng = np.random.default_rng(5)
@@ -511,6 +536,7 @@ def test_array_wraps():
     ({"a_formats": []}, "a_formats"), ({"a_formats": "fxp8"}, "a_formats"), ({"w_formats": [3]}, r"w_formats\[0\]"),
     ({"w_formats": [FixedPoint(12, signed=True)]}, r"w_formats\[0\]"),
     ({"decoders": "rom"}, "decoders"), ({"decoders": None}, "decoders"), ({"uniq_tables": "ram"}, "uniq_tables"),
+    ({"pipeline": -1}, "pipeline"), ({"pipeline": 5}, "pipeline"), ({"pipeline": True}, "pipeline"),
 ])
 def test_bad_parameters(kwargs, match):
     args = {"rows": 2, "cols": 2, "a_formats": [FORMATS["fxp4"]], "w_formats": [FORMATS["fxp4"]], "acc_width": 20}

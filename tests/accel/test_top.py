@@ -102,6 +102,22 @@ def test_digits_cnn_images(digits_sched, config, array):
           f"(+{cycles[0] - sched.cycles}, {cycles[0] / sched.cycles - 1:.2%}), sim {elapsed:.1f}s")
 
 
+@pytest.mark.parametrize("pipeline", [2])
+def test_product_pipeline(digits_sched, pipeline):
+    """A deeper PE array (product register stages): the same output codes, and each conv step
+    ``pipeline`` cycles longer than without them (its fixed overhead), exactly."""
+    imodel, sched, codes = digits_sched(("ausn4", "fxp4"), Array(1, 4))
+    base = Accelerator(sched)
+    base._MustUse__silence = True
+    dut = Accelerator(sched, pipeline=pipeline)
+    convs = sum(1 for step in sched.steps if step.kind == "conv")
+    assert dut.conv.pipeline == pipeline
+    assert dut.expected_cycles == base.expected_cycles + pipeline * convs
+    outputs, cycles = run_images(dut, codes[:1], limit=2 * (dut.expected_cycles + 1000))
+    assert np.array_equal(np.array(outputs[0]), imodel.run_codes(codes[:1])[0].ravel())
+    assert cycles == [dut.expected_cycles]
+
+
 @pytest.mark.parametrize("config, array, banks", [
     (("fxp8", "fxp8"), Array(2, 3), 1),
     (("ant4", "ant8"), Array(1, 4), 1),
