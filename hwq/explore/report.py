@@ -505,7 +505,31 @@ def _points_md(points, fp32, report):
              "refused or failed says why (in full in points.csv and points.json).", ""]
     rows = [[*_point_row(p, report["intervals"]), _status_cell(p)] for p in points]
     lines += _table((*_POINT_HEADERS, "status"), rows, _RIGHT)
+    lines += ["", *_estimate_md(points)]
     return "\n".join(lines) + "\n"
+
+
+def _estimate_md(points):
+    """The analytic cost model's section: its lines and its leave-one-out error."""
+    from .estimate import cost_model, leave_one_out
+    model, loo = cost_model(points), leave_one_out(points)
+    lines = ["## The analytic cost model", "",
+             "Logic cells ≈ base + per PE × PEs, fitted per format, width and mapping on the synthesized points "
+             "(hwq.explore.estimate); each line needs two array sizes. Cycles need no model: the schedule gives them "
+             "exactly.", ""]
+    if not model:
+        return lines + ["No group has two array sizes: no line fitted."]
+    rows = [[f"{fmt} w{w}a{a}", mapping, f"{line['base']:.0f}", f"{line['per_pe']:.1f}", str(line["points"])]
+            for (fmt, w, a, mapping), line in sorted(model.items(), key=lambda item: tuple(map(str, item[0])))]
+    lines += _table(("group", "mapping", "base LCs", "LCs per PE", "points"), rows, {"base LCs", "LCs per PE",
+                                                                                     "points"})
+    if loo["rows"]:
+        lines += ["", f"Leave-one-out: each point predicted from the others of its group, mean absolute error "
+                      f"{loo['mean_abs_error_pct']:.1f} %, largest {loo['max_abs_error_pct']:.1f} % "
+                      f"({len(loo['rows'])} points)."]
+    else:
+        lines += ["", "Leave-one-out needs three array sizes in a group: not measured."]
+    return lines
 
 
 def _pareto_md(fp32, report):
