@@ -317,10 +317,16 @@ def _plot(runs, float_accuracy, path):
                       Line2D([], [], color="black", linestyle="--", label=f"FP32 ({100 * float_accuracy:.1f} %)")]),
     ]
     top = 1.0
-    for title, handles in legends:
+    for i, (title, handles) in enumerate(legends):
         legend = ax.legend(handles=handles, title=title, loc="upper left", bbox_to_anchor=(1.02, top), fontsize=10,
                            title_fontsize=10, frameon=False, borderaxespad=0)
-        ax.add_artist(legend)
+        if i < len(legends) - 1:
+            # each ax.legend replaces the last: keep the earlier ones as artists. add_artist clips them to the
+            # Axes, and matplotlib leaves artists clipped to the Axes out of tight_layout and
+            # bbox_inches="tight" (these lie outside, so they were cropped away): unclip them. The last stays
+            # the Axes' own legend, unclipped; adding it too would draw it twice and clip it
+            ax.add_artist(legend)
+            legend.set_clip_on(False)
         top -= 0.07 + 0.045 * len(handles)
     fig.tight_layout()
     fig.savefig(path, dpi=150, bbox_inches="tight")

@@ -117,3 +117,41 @@ def test_a_failed_synthesis_is_reported_and_exits_1(tmp_path, capsys, monkeypatc
     (run,) = json.loads((out / "report.json").read_text())["runs"]
     assert "fits" not in run["pe"] and "this yosys is broken" in run["pe"]["error"]
     assert "(failed, see report.json)" in (out / "report.md").read_text()
+
+
+def test_plot_keeps_every_legend_in_the_saved_image(tmp_path, monkeypatch):
+    # the legends lie outside the Axes; ax.add_artist clips an artist to the Axes, and matplotlib leaves
+    # artists clipped to the Axes out of tight_layout and bbox_inches="tight": legends added so were
+    # cropped out of the PNG (at dpi 150 they only survived by a 1e-13 rounding difference)
+    import struct
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
+    figures, savefig = [], Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    runs = [{"format": fmt, "w_bits": w, "a_bits": a, "integer_accuracy": 0.8 + 0.01 * i, "qat_accuracy": 0.9,
+             "accelerator": {"lcs": 1000 + 300 * i}}
+            for i, (fmt, (w, a)) in enumerate([("fxp", (8, 8)), ("fxp", (4, 4)), ("esb", (8, 8)), ("esb", (4, 4))])]
+    runs.append({**runs[0], "format": "ant", "accelerator": {"error": "does not fit"}})
+    path = tmp_path / "plot.png"
+    example._plot(runs, 0.97, path)
+    (fig,) = figures
+    (ax,) = fig.axes
+    legends = [artist for artist in ax.get_children() if isinstance(artist, Legend)]
+    assert [legend.get_title().get_text() for legend in legends] == ["format", "configuration", "accuracy"]  # once each
+    renderer = FigureCanvasAgg(fig).get_renderer()   # (pyplot.close left the figure a bare canvas)
+    tight = fig.get_tightbbox(renderer)         # what bbox_inches="tight" keeps, in inches
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert box.width > 0 and fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, legend.get_title().get_text()
+        box = box.transformed(fig.dpi_scale_trans.inverted())
+        assert tight.x0 <= box.x0 and box.x1 <= tight.x1 and tight.y0 <= box.y0 and box.y1 <= tight.y1
+    # and the PNG is that box (plus savefig's 0.1 in padding) at 150 dpi
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])
+    assert width == pytest.approx(150 * (tight.width + 0.2), abs=3)
+    assert height == pytest.approx(150 * (tight.height + 0.2), abs=3)

@@ -154,7 +154,10 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
 
     from distributed import as_completed
     tasks = {}                                               # future -> ("accuracy", pair) or ("point", index)
-    model_f, data_f = client.scatter([model, data], broadcast=False)
+    # tasks, not client.scatter: scattered data dies with the worker that holds it (and every point
+    # then fails), while a task's result is computed again on another worker
+    model_f = client.submit(_constant, model, pure=False)
+    data_f = client.submit(_constant, data, pure=False)
     acc_futures = {}
     for key in needed:
         if accuracy[key] is None:
@@ -162,7 +165,7 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
                                              retries=retries, pure=False)
             tasks[acc_futures[key]] = ("accuracy", key)
         else:
-            acc_futures[key] = client.scatter(accuracy[key])
+            acc_futures[key] = client.submit(_constant, accuracy[key], pure=False)
     for i in todo:
         p = points[i]
         f = client.submit(build_task, acc_futures[p.accuracy_key], p, target=space.target, verify=verify,
@@ -213,6 +216,11 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
     return {"points": rows, "fp32": fp32, "environment": environment, "stats": stats, "timing": timing,
             "outcomes": {"_".join(map(str, k)): (v or {}).get("outcomes") for k, v in accuracy.items()},
             "target": space.target}
+
+
+def _constant(value):
+    """``value``, as a task: Dask keeps its input and runs it again if the worker holding it dies."""
+    return value
 
 
 def _versions():
