@@ -33,15 +33,24 @@ def _version():
         return "(not installed)"
 
 
-def positive_int(text):
-    """``argparse`` type: a positive integer, or a usage error naming the bad value."""
+def _int_at_least(text, minimum, kind):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer, not {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer, not {value}")
     return value
+
+
+def positive_int(text):
+    """``argparse`` type: a positive integer, or a usage error naming the bad value."""
+    return _int_at_least(text, 1, "positive")
+
+
+def non_negative_int(text):
+    """``argparse`` type: a non-negative integer, or a usage error naming the bad value."""
+    return _int_at_least(text, 0, "non-negative")
 
 
 def run_command(prog, call):

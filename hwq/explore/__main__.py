@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import ArgumentParser, positive_int, run_command
+from ..cli import ArgumentParser, non_negative_int, positive_int, run_command
 from ..errors import InputError
 from .space import DEFAULT_SPACE, MAPPINGS, TARGETS, Space
 
@@ -40,16 +40,6 @@ def parse_loss(text):
     return value
 
 
-def _non_negative(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {value}")
-    return value
-
-
 def _parser():
     parser = ArgumentParser(prog="python -m hwq.explore", description=__doc__.splitlines()[0])
     space = parser.add_argument_group("the space (every combination)")
@@ -62,9 +52,9 @@ def _parser():
     space.add_argument("--mappings", nargs="+", default=["auto"], choices=MAPPINGS,
                        help="products in SB_MAC16 where they fit (auto, default), in LUTs (fabric) or in SB_MAC16 "
                             "(dsp)")
-    space.add_argument("--seeds", nargs="+", type=_non_negative, default=[1], metavar="N",
+    space.add_argument("--seeds", nargs="+", type=non_negative_int, default=[1], metavar="N",
                        help="nextpnr placer seeds (default 1)")
-    space.add_argument("--pipelines", nargs="+", type=_non_negative, default=[0], metavar="N",
+    space.add_argument("--pipelines", nargs="+", type=non_negative_int, default=[0], metavar="N",
                        help="the PE array's product register stages (default 0)")
     space.add_argument("--target", default="up5k", choices=TARGETS, help="iCE40 part (default up5k)")
     model = parser.add_argument_group("the model (the digits CNN)")
@@ -72,10 +62,10 @@ def _parser():
                        help=f"float training epochs (default {DEFAULT_EPOCHS})")
     model.add_argument("--calibration", type=positive_int, default=DEFAULT_CALIBRATION,
                        help=f"training samples for post-training quantization (default {DEFAULT_CALIBRATION})")
-    model.add_argument("--verify", type=_non_negative, default=0,
+    model.add_argument("--verify", type=non_negative_int, default=0,
                        help="test images run bit-exact on each point's RTL, cycles measured (default 0: the "
                             "schedule's cycles)")
-    model.add_argument("--netlist", type=_non_negative, default=0,
+    model.add_argument("--netlist", type=non_negative_int, default=0,
                        help="test images run on each point's synthesized netlist: activity-based energy "
                             "(default 0: first-order energy)")
     out = parser.add_argument_group("results")

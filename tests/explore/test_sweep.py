@@ -528,7 +528,6 @@ def test_sweep_on_a_separately_started_scheduler(digits, external_cluster, tmp_p
 
 @pytest.mark.slow
 def test_cli_on_a_separately_started_scheduler(external_cluster, tmp_path):
-    pytest.importorskip("hwq.explore.__main__")
     address, synth = external_cluster
     out, cache = tmp_path / "out", tmp_path / "cache"
     designs = len(_synth_entries(synth))
@@ -545,3 +544,23 @@ def test_cli_on_a_separately_started_scheduler(external_cluster, tmp_path):
     assert len(_point_entries(cache)) == 1
     # its model (trained by the command) is new to the dask workers, which synthesized it
     assert len(_synth_entries(synth)) == designs + 1
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--seeds", "-1"], "--seeds: expected a non-negative integer, not -1"),
+    (["--pipelines", "x"], "--pipelines: expected a non-negative integer, not 'x'"),
+    (["--workers", "0"], "--workers: expected a positive integer, not 0"),
+    (["--formats", "posit"], "posit"),
+    (["--arrays", "0x4"], "0x4"),
+])
+def test_cli_bad_option_is_one_error_before_any_work(argv, named, tmp_path, capsys):
+    from hwq.explore.__main__ import main
+    out = tmp_path / "out"
+    try:   # argparse's usage errors exit, hwq's InputError is returned as the exit status
+        status = main([*argv, "--out", str(out), "--no-cache", "--quiet"])
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("error") == 1, err
+    assert not out.exists()
