@@ -1,4 +1,4 @@
-"""The four command lines share one convention and work from any directory after installation.
+"""The five command lines share one convention and work from any directory after installation.
 
 Each is run as a new user runs it: the console script beside the interpreter (or ``python -m``),
 from a fresh directory outside the repository, with no PYTHONPATH and nothing of the venv on PATH.
@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 
 #: console script -> its ``python -m`` module
 COMMANDS = {"hwq-build": "hwq.build", "hwq-quantize": "hwq.quantize", "hwq-sim": "hwq.sim",
-            "hwq-board": "hwq.boards"}
+            "hwq-board": "hwq.boards", "hwq-explore": "hwq.explore"}
 
 #: console script -> (arguments that are bad input, a regular expression for the message)
 BAD_INPUT = {
@@ -25,6 +25,7 @@ BAD_INPUT = {
     "hwq-quantize": (["--config", "w4x8", "--no-synth"], r"hwq-quantize: error: configuration 'w4x8' is not"),
     "hwq-sim": (["missing.json", "--sim", "icarus"], r"hwq-sim: error: manifest \S*/missing.json not found"),
     "hwq-board": (["--board", "de0"], r"hwq-board: error: argument --board: invalid choice: 'de0'"),
+    "hwq-explore": (["--formats", "posit"], r"hwq-explore: error: format 'posit': unknown"),
 }
 
 

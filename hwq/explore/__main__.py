@@ -1,4 +1,4 @@
-"""``python -m hwq.explore``: sweep format x bits x PE array for the digits CNN on Dask, and write
+"""``hwq-explore`` (``python -m hwq.explore``): sweep format x bits x PE array for the digits CNN on Dask, and write
 the table of every point, the Pareto fronts and their plots.
 
 Steps, each timed: check every argument (one clear error, nothing written), connect to Dask (a
@@ -41,7 +41,7 @@ def parse_loss(text):
 
 
 def _parser():
-    parser = ArgumentParser(prog="python -m hwq.explore", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="hwq-explore", description=" ".join(__doc__.split("\n\n")[0].split()))
     space = parser.add_argument_group("the space (every combination)")
     space.add_argument("--formats", nargs="+", default=list(DEFAULT_SPACE["formats"]), metavar="NAME",
                        help=f"formats (default {' '.join(DEFAULT_SPACE['formats'])})")
@@ -134,7 +134,7 @@ def main(argv=None):
             raise InputError("--cache and --no-cache: give one of them")
         from tqdm import tqdm
         run(args, log=(lambda *_: None) if args.quiet else tqdm.write)
-    return run_command("python -m hwq.explore", call)
+    return run_command("hwq-explore", call)
 
 
 if __name__ == "__main__":
