@@ -37,7 +37,7 @@ def serial(model, data, space):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--formats", nargs="+", default=["fxp", "ausn"])
     parser.add_argument("--bits", nargs="+", default=["w4a4", "w8a8"])
     parser.add_argument("--arrays", nargs="+", default=["1x2", "1x4"])

@@ -8,7 +8,8 @@
 - ``points.csv``: one row per point, flat columns (:data:`CSV_COLUMNS`);
 - ``points.md``: every point as a Markdown table;
 - ``pareto.md``: per front of :data:`hwq.explore.pareto.FRONTS` (accuracy against logic cells,
-  against energy per inference, against inferences/s), its points ordered by the cost;
+  against energy per inference, against inferences/s), its points ordered from the best cost
+  (fewest logic cells, least energy, most inferences/s);
 - ``cheapest.md``: per format, the point with the fewest logic cells among those that fit and lose
   at most ``max_loss`` accuracy against the float model, and which other formats' picks it cannot
   be told apart from (the exact McNemar test on the same test images, :func:`~hwq.explore.stats.mcnemar`);
@@ -102,7 +103,7 @@ def write_report(result, out, *, max_loss=0.005, plots=True):
     Returns
     -------
     dict
-        ``fronts``: front name -> the names of its points, ordered by the cost; ``cheapest``:
+        ``fronts``: front name -> the names of its points, ordered from the best cost; ``cheapest``:
         format -> its pick (``point`` is None when no point is within ``max_loss``; ``text`` says
         it in a sentence); ``max_loss``; ``files``: the file names written, relative to ``out``.
 
@@ -269,7 +270,8 @@ def _analyse(points, fp32, outcomes, max_loss):
     for name, objectives in FRONTS.items():
         cost = _cost(name)
         front = pareto_front(fitting, objectives)
-        fronts[name] = sorted(front, key=lambda p: (p[cost], -p["accuracy"], p["name"]))
+        sign = 1 if _sense(name) == "min" else -1   # best cost first: fewest LCs, most inferences/s
+        fronts[name] = sorted(front, key=lambda p: (sign * p[cost], -p["accuracy"], p["name"]))
     on_front = {name: {p["name"] for p in front} for name, front in fronts.items()}
     formats = list(dict.fromkeys(p["format"] for p in points))
     configs = list(dict.fromkeys(p.get("config") or f"w{p.get('w_bits')}a{p.get('a_bits')}" for p in points))
@@ -540,7 +542,7 @@ def _pareto_md(fp32, report):
         cost, sense = _cost(name), _sense(name)
         label = _COST_LABELS.get(cost, (cost, cost))[0]
         lines += [f"## Accuracy vs {label}", "",
-                  f"{len(front)} point(s), ordered by {cost} ({'less' if sense == 'min' else 'more'} is better).", ""]
+                  f"{len(front)} point(s), best {cost} first ({'less' if sense == 'min' else 'more'} is better).", ""]
         if front:
             rows = [[i + 1, *_point_row(p, report["intervals"])] for i, p in enumerate(front)]
             lines += _table(("rank", *_POINT_HEADERS), rows, _RIGHT)
@@ -607,7 +609,7 @@ def _plot(name, points, fp32, report):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    cost, sense = _cost(name), _sense(name)
+    cost = _cost(name)
     formats, configs, intervals = report["formats"], report["configs"], report["intervals"]
     front = report["fronts"][name]
     on_front = report["on_front"][name]
@@ -636,7 +638,7 @@ def _plot(name, points, fp32, report):
                 ax.scatter([x], [y], marker=marker, s=45, color=color, alpha=0.6, linewidths=0, zorder=3)
         if front:
             ax.step([p[cost] for p in front], [100 * p["accuracy"] for p in front],
-                    where="post" if sense == "min" else "pre", color="black", linewidth=1, zorder=3)
+                    where="post", color="black", linewidth=1, zorder=3)   # best cost first: post either way
         xs = [p[cost] for p in shown]
         if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
