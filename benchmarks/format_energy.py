@@ -3,7 +3,7 @@ netlist's switching activity over whole inferences (issue 13's format comparison
 
 Run with ``python benchmarks/format_energy.py`` (``--formats fxp ant``, ``--configs w4a4 w8a8``,
 ``--images 2`` inferences simulated on each netlist, ``--arrays fxp_w8a8=1x8 uniq=1x1``, ``--out build/format_energy``,
-``--jobs 2``).
+``--jobs 2``, ``--reuse`` to resume an interrupted run from the points it finished).
 Steps, each timed: train the digits CNN (scikit-learn's digits, offline), quantize and export it
 per format and configuration, measure each integer model's accuracy on the 450 test images, then
 per point :func:`hwq.accel_build.build_accelerator` for the iCE40UP5K with ``--array auto`` (the
@@ -38,17 +38,24 @@ def wilson(correct, total, z=1.96):
     return centre - half, centre + half
 
 
-def _point(fmt, config, model_dir, images, netlist_images, out, array="auto"):
+def _point(fmt, config, model_dir, images, netlist_images, out, array="auto", reuse=False):
     from hwq.accel_build import build_accelerator
     start = time.perf_counter()
     point = {"format": fmt, "config": config}
-    try:
-        result = build_accelerator(model_dir, array=array, target="up5k", out=out / "points" / f"{fmt}_{config}",
-                                   verify=1, images=images, netlist=netlist_images, quiet=True)
-    except InputError as exc:
-        point.update(fits=False, reason=str(exc))
+    point_dir = out / "points" / f"{fmt}_{config}"
+    earlier = point_dir / "report.json"
+    if reuse and earlier.is_file():   # --reuse: an earlier (interrupted) run's finished point
+        report = json.loads(earlier.read_text())
+        point["reused"] = True
     else:
-        report = result["report"]
+        try:
+            report = build_accelerator(model_dir, array=array, target="up5k", out=point_dir, verify=1,
+                                       images=images, netlist=netlist_images, quiet=True)["report"]
+        except InputError as exc:
+            point.update(fits=False, reason=str(exc))
+            report = None
+    if report is not None:
+        point["netlist_images"] = report.get("netlist_verified_inputs")
         point.update({key: report.get(key) for key in ("array", "pes", "lcs", "ebr", "spram", "dsp", "fmax_mhz",
                                                        "cycles", "macs", "inferences_per_s", "fits")})
         power = report.get("power")
@@ -73,9 +80,9 @@ def _table(points, accuracy):
     lines = []
     if fp32:
         lines.append(f"FP32 accuracy: {100 * fp32[0] / fp32[1]:.1f} % ({fp32[0]} of {fp32[1]} test images).\n")
-    lines += ["| format | config | accuracy (95 % CI) | array | LCs | Fmax MHz | cycles | power mW | static / dynamic mW "
-              "| µJ/inference (band) | pJ/MAC | vs fxp | first-order µJ/inference |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| format | config | accuracy (95 % CI) | array | LCs | Fmax MHz | cycles | netlist images | power mW "
+              "| static / dynamic mW | µJ/inference (band) | pJ/MAC | vs fxp | first-order µJ/inference |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fxp = {p["config"]: p["activity"]["energy_per_inference_uj"] for p in points
            if p["format"] == "fxp" and p.get("activity")}
     for p in points:
@@ -86,12 +93,12 @@ def _table(points, accuracy):
             acc_text = f"{100 * acc[0] / acc[1]:.1f} % ({100 * lo:.1f}–{100 * hi:.1f})"
         if not p.get("activity"):
             lines.append(f"| {p['format']} | {p['config']} | {acc_text} | {p.get('array', '')} | "
-                         f"{p.get('reason', 'no activity')[:100]} | | | | | | | | |")
+                         f"{p.get('reason', 'no activity')[:100]} | | | | | | | | | |")
             continue
         a, f = p["activity"], p.get("first_order") or {}
         ratio = a["energy_per_inference_uj"] / fxp[p["config"]] if p["config"] in fxp else None
         lines.append(f"| {p['format']} | {p['config']} | {acc_text} | {p['array']} | {p['lcs']} | {p['fmax_mhz']:.1f} "
-                     f"| {p['cycles']} | {a['power_mw']:.2f} | {a['static_mw']:.2f} / {a['dynamic_mw']:.2f} "
+                     f"| {p['cycles']} | {p.get('netlist_images', '')} | {a['power_mw']:.2f} | {a['static_mw']:.2f} / {a['dynamic_mw']:.2f} "
                      f"| {a['energy_per_inference_uj']:.2f} ({a['energy_per_inference_uj_low']:.2f}–"
                      f"{a['energy_per_inference_uj_high']:.2f}) | {a['energy_per_mac_pj']:.1f} "
                      f"| {'' if ratio is None else f'{ratio:.2f}'} "
@@ -148,6 +155,9 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=2, help="inferences simulated on each netlist (default 2)")
     parser.add_argument("--out", default="build/format_energy", type=Path)
     parser.add_argument("--jobs", type=int, default=2, help="points built at once (default 2)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a point whose report.json an earlier run left in --out/points instead of "
+                             "building it again (resume an interrupted run)")
     parser.add_argument("--arrays-from", type=Path, metavar="SWEEP_JSON",
                         help="take each point's array from an accelerator_sweep.py sweep.json (the largest that "
                              "fitted) instead of --array auto, which synthesizes each larger array first")
@@ -181,7 +191,7 @@ def main(argv=None):
     tasks = [(fmt, config) for fmt in args.formats for config in args.configs]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(_point, fmt, config, exports[fmt, config], images, args.images, args.out,
-                               arrays.get((fmt, config), ("auto",))[0])
+                               arrays.get((fmt, config), ("auto",))[0], args.reuse)
                    for fmt, config in tasks]
         points = []
         for future, task in zip(futures, tasks):
