@@ -62,6 +62,9 @@ def _parser():
                        help=f"float training epochs (default {DEFAULT_EPOCHS})")
     model.add_argument("--calibration", type=positive_int, default=DEFAULT_CALIBRATION,
                        help=f"training samples for post-training quantization (default {DEFAULT_CALIBRATION})")
+    model.add_argument("--qat-epochs", type=non_negative_int, default=0, metavar="N",
+                       help="epochs of quantization-aware training per format x bits (default 0: post-training "
+                            "quantization only)")
     model.add_argument("--verify", type=non_negative_int, default=0,
                        help="test images run bit-exact on each point's RTL, cycles measured (default 0: the "
                             "schedule's cycles)")
@@ -108,13 +111,15 @@ def run(args, log=print):
 
         from ..quant.digits import train_digits_cnn
         torch.manual_seed(0)
-        model, (x_train, _, x_test, y_test) = train_digits_cnn(epochs=args.epochs, device="cpu")
+        model, (x_train, y_train, x_test, y_test) = train_digits_cnn(epochs=args.epochs, device="cpu")
         timing["train_s"] = time.perf_counter() - t
         log(f"trained the digits CNN ({args.epochs} epochs) in {timing['train_s']:.1f} s")
         data = {"calibration": x_train[:args.calibration].numpy(), "x": x_test.numpy(), "y": y_test.numpy()}
+        if args.qat_epochs:
+            data.update(train_x=x_train.numpy(), train_y=y_train.numpy())
         t = time.perf_counter()
         result = sweep(model, data, space, client=client, cache=cache, verify=args.verify, netlist=args.netlist,
-                       progress=not args.quiet, log=log)
+                       qat_epochs=args.qat_epochs, progress=not args.quiet, log=log)
         timing["sweep_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with staged_output(out) as stage:

@@ -122,6 +122,7 @@ def write_report(result, out, *, max_loss=0.005, plots=True):
                          f"not {max_loss!r}")
     points, fp32, outcomes = _check_result(result, out)
     report = _analyse(points, fp32, outcomes, float(max_loss))
+    report["qat_epochs"] = result.get("qat_epochs") or 0
 
     files = {"points.json": _json(result, report), "points.csv": _csv(points, report),
              "points.md": _points_md(points, fp32, report), "pareto.md": _pareto_md(fp32, report),
@@ -431,9 +432,12 @@ def _table(headers, rows, right=()):
     return lines
 
 
-def _preamble(fp32):
+def _preamble(fp32, report):
     n = fp32["total"]
-    return (f"FP32 accuracy: {_pct(fp32['accuracy'])} ({fp32['correct']} of {n} test images). With {n} test "
+    qat = report.get("qat_epochs") or 0
+    training = (f"Accuracy after {qat} epoch(s) of quantization-aware training" if qat else
+                "Accuracy after post-training quantization")
+    return (f"{training}, of the integer model (bit-exact with the hardware). FP32 accuracy: {_pct(fp32['accuracy'])} ({fp32['correct']} of {n} test images). With {n} test "
             f"images one image is {100 / n:.2f} %, so accuracies a few images apart may not differ: each accuracy "
             "is given with its 95 % Wilson interval [low, high].")
 
@@ -502,7 +506,7 @@ def _point_row(p, intervals):
 
 
 def _points_md(points, fp32, report):
-    lines = ["# Every point of the sweep", "", _preamble(fp32), "", _ENERGY_NOTE, "",
+    lines = ["# Every point of the sweep", "", _preamble(fp32, report), "", _ENERGY_NOTE, "",
              "Resources, Fmax and cycles are those of a point that was synthesized; a point that does not fit, was "
              "refused or failed says why (in full in points.csv and points.json).", ""]
     rows = [[*_point_row(p, report["intervals"]), _status_cell(p)] for p in points]
@@ -537,7 +541,7 @@ def _estimate_md(points):
 def _pareto_md(fp32, report):
     lines = ["# Pareto fronts", "", "A point is on a front when no point that fits is at least as accurate and at "
              "least as cheap on that cost, and better on one (equal points are all on it). Only points that fit "
-             "(status ok) and have the cost are candidates.", "", _preamble(fp32), "", _ENERGY_NOTE, ""]
+             "(status ok) and have the cost are candidates.", "", _preamble(fp32, report), "", _ENERGY_NOTE, ""]
     for name, front in report["fronts"].items():
         cost, sense = _cost(name), _sense(name)
         label = _COST_LABELS.get(cost, (cost, cost))[0]
@@ -555,7 +559,7 @@ def _pareto_md(fp32, report):
 def _cheapest_md(fp32, report):
     max_loss, picks = report["max_loss"], report["cheapest"]
     limit = fp32["accuracy"] - max_loss
-    lines = [f"# Cheapest point per format within {_loss(max_loss)} of FP32", "", _preamble(fp32), "",
+    lines = [f"# Cheapest point per format within {_loss(max_loss)} of FP32", "", _preamble(fp32, report), "",
              f"Candidates: points that fit (status ok) with accuracy at least FP32's minus {_loss(max_loss)}, "
              f"{_pct(max(limit, 0.0))} (a point exactly at the limit counts). The fewest logic cells wins; ties go "
              "to more inferences/s.", "",

@@ -29,13 +29,18 @@ __all__ = ["sweep", "DEFAULT_RETRIES"]
 DEFAULT_RETRIES = 2
 
 
-def _check_data(data):
-    """``data`` as a dict of numpy arrays: ``calibration``, ``x``, ``y`` (checked)."""
+def _check_data(data, qat_epochs=0):
+    """``data`` as a dict of numpy arrays: ``calibration``, ``x``, ``y`` (and ``train_x``,
+    ``train_y`` for QAT), checked."""
     if not isinstance(data, dict) or not {"calibration", "x", "y"} <= set(data):
         raise InputError("data must be a dict with 'calibration' (float inputs for PTQ), 'x' and 'y' (evaluation "
                          "inputs and their class indices)")
-    out = {key: np.asarray(data[key].cpu() if hasattr(data[key], "cpu") else data[key]) for key in ("calibration",
-                                                                                                   "x", "y")}
+    keys = ("calibration", "x", "y") + (("train_x", "train_y") if qat_epochs else ())
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise InputError(f"data: quantization-aware training (qat_epochs={qat_epochs}) needs the training set as "
+                         f"'train_x' and 'train_y'; missing {', '.join(map(repr, missing))}")
+    out = {key: np.asarray(data[key].cpu() if hasattr(data[key], "cpu") else data[key]) for key in keys}
     x, y, cal = out["x"], out["y"], out["calibration"]
     if len(x) < 1 or len(x) != len(y):
         raise InputError(f"data: 'x' has {len(x)} samples and 'y' {len(y)} labels; need as many, at least one")
@@ -44,7 +49,15 @@ def _check_data(data):
                          f"{x.shape[1:]}")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"data: 'y' must be a 1-D array of class indices, not {y.dtype} of shape {y.shape}")
-    for key in ("calibration", "x"):
+    if qat_epochs:
+        tx, ty = out["train_x"], out["train_y"]
+        if len(tx) < 1 or len(tx) != len(ty) or tx.shape[1:] != x.shape[1:]:
+            raise InputError(f"data: 'train_x' of shape {tx.shape} and 'train_y' of {len(ty)} labels: need as many "
+                             f"labels as samples, at least one, each of shape {x.shape[1:]}")
+        if ty.ndim != 1 or not np.issubdtype(ty.dtype, np.integer):
+            raise InputError(f"data: 'train_y' must be a 1-D array of class indices, not {ty.dtype} of shape "
+                             f"{ty.shape}")
+    for key in ("calibration", "x") + (("train_x",) if qat_epochs else ()):
         if not np.issubdtype(out[key].dtype, np.floating) or not np.isfinite(out[key]).all():
             raise InputError(f"data: {key!r} must hold finite floats")
     return out
@@ -60,7 +73,7 @@ def _fp32_accuracy(model, x, y):
             "outcomes": "".join("1" if r else "0" for r in right)}
 
 
-def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, images=None,
+def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, images=None, qat_epochs=0,
           retries=DEFAULT_RETRIES, progress=True, log=print):
     """Run every point of ``space`` for ``model`` on ``client``; return every point's result.
 
@@ -70,7 +83,8 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
         The trained float model.
     data : dict
         ``calibration`` (float inputs for post-training quantization), ``x`` and ``y``
-        (evaluation inputs and class indices): numpy arrays or tensors.
+        (evaluation inputs and class indices): numpy arrays or tensors; with ``qat_epochs``,
+        also ``train_x`` and ``train_y`` (the training set).
     space : hwq.explore.space.Space
     client : distributed.Client or None
         Where the tasks run; ``None``: a ``LocalCluster`` sized to the machine for this call
@@ -82,6 +96,10 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
         (:func:`hwq.explore.tasks.build_task`; ``netlist`` gives activity-based energy).
     images : array_like or None
         Float samples for ``verify`` / ``netlist`` (default: the first of ``data["x"]``).
+    qat_epochs : int
+        0 (default): accuracy after post-training quantization. Otherwise after that many epochs
+        of quantization-aware training per format x bits (:func:`hwq.explore.tasks.accuracy_task`);
+        the exported (and built) model is the fine-tuned one.
     retries : int
         Times Dask runs a task again after its worker died.
     progress : bool
@@ -107,7 +125,9 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
     start = time.perf_counter()
     if not isinstance(space, Space):
         raise InputError(f"space must be a hwq.explore.Space, not {type(space).__name__}")
-    data = _check_data(data)
+    if isinstance(qat_epochs, bool) or not isinstance(qat_epochs, int) or qat_epochs < 0:
+        raise InputError(f"qat_epochs must be a non-negative number of epochs, not {qat_epochs!r}")
+    data = _check_data(data, qat_epochs)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InputError(f"retries must be a non-negative integer, not {retries!r}")
     for name, value in (("verify", verify), ("netlist", netlist)):
@@ -121,7 +141,7 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
         from .cluster import connect
         with connect() as client:
             return sweep(model, data, space, client=client, cache=cache, verify=verify, netlist=netlist,
-                         images=images, retries=retries, progress=progress, log=log)
+                         images=images, qat_epochs=qat_epochs, retries=retries, progress=progress, log=log)
 
     fp32 = _fp32_accuracy(model, data["x"], data["y"])
     timing = {}
@@ -133,7 +153,8 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
     timing["environment_s"] = time.perf_counter() - t
     base = {"model": model_digest(model), "data": data_digest(data), "hwq": environment["hwq"],
             "versions": _versions()}
-    acc_inputs = {key: {"stage": "accuracy", **base, "format": key[0], "w_bits": key[1], "a_bits": key[2]}
+    acc_inputs = {key: {"stage": "accuracy", **base, "format": key[0], "w_bits": key[1], "a_bits": key[2],
+                        "qat_epochs": qat_epochs}
                   for key in space.accuracy_keys()}
     acc_keys = {key: ExploreCache.key(inputs) for key, inputs in acc_inputs.items()}
     points = space.points()
@@ -161,8 +182,8 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
     acc_futures = {}
     for key in needed:
         if accuracy[key] is None:
-            acc_futures[key] = client.submit(accuracy_task, model_f, data_f, *key, key=f"accuracy-{acc_keys[key]}",
-                                             retries=retries, pure=False)
+            acc_futures[key] = client.submit(accuracy_task, model_f, data_f, *key, qat_epochs=qat_epochs,
+                                             key=f"accuracy-{acc_keys[key]}", retries=retries, pure=False)
             tasks[acc_futures[key]] = ("accuracy", key)
         else:
             acc_futures[key] = client.submit(_constant, accuracy[key], pure=False)
@@ -215,7 +236,7 @@ def sweep(model, data, space, *, client=None, cache=None, verify=0, netlist=0, i
         f"failed, in {timing['total_s']:.1f} s")
     return {"points": rows, "fp32": fp32, "environment": environment, "stats": stats, "timing": timing,
             "outcomes": {"_".join(map(str, k)): (v or {}).get("outcomes") for k, v in accuracy.items()},
-            "target": space.target}
+            "target": space.target, "qat_epochs": qat_epochs}
 
 
 def _constant(value):

@@ -50,7 +50,7 @@ def worker_environment():
     return {"hwq": hwq_source_digest(), "tools": tool_versions("yosys", "nextpnr-ice40")}
 
 
-def accuracy_task(model, data, fmt, w_bits, a_bits):
+def accuracy_task(model, data, fmt, w_bits, a_bits, qat_epochs=0):
     """Quantize ``model`` to ``fmt`` at ``w_bits`` / ``a_bits`` and evaluate its integer model.
 
     Parameters
@@ -59,11 +59,17 @@ def accuracy_task(model, data, fmt, w_bits, a_bits):
         The float model (not modified: quantization works on a copy).
     data : dict
         ``calibration`` (float inputs, ``(N, *input_shape)``), ``x`` and ``y`` (evaluation
-        inputs and class indices), as numpy arrays.
+        inputs and class indices), as numpy arrays; with ``qat_epochs``, also ``train_x`` and
+        ``train_y`` (the training set).
     fmt : str
         Weight format name; activations take the format the format's PE accepts
         (:func:`hwq.quantize.activation_spec`).
     w_bits, a_bits : int
+    qat_epochs : int
+        0 (default): post-training quantization only. Otherwise the quantized model is then
+        fine-tuned for that many epochs on ``train_x``, ``train_y`` the way its format's paper
+        does (:func:`hwq.quant.train.quantization_aware_training`: UNIQ's gradual noise
+        injection, straight-through for the others), seeded, before its integer model is taken.
 
     Returns
     -------
@@ -86,6 +92,12 @@ def accuracy_task(model, data, fmt, w_bits, a_bits):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             qmodel = quantize(model, f"{fmt}{w_bits}", activation_spec(fmt, a_bits), calibration=[calibration])
+            if qat_epochs:
+                from ..quant.train import quantization_aware_training
+                quantization_aware_training(
+                    qmodel, torch.as_tensor(np.asarray(data["train_x"], dtype=np.float32)),
+                    torch.as_tensor(np.asarray(data["train_y"], dtype=np.int64)), epochs=qat_epochs, seed=0,
+                    device="cpu")
             imodel = integer_model(qmodel)
         logits = imodel.run(np.asarray(data["x"], dtype=np.float32))
         right = np.asarray(logits).argmax(1) == np.asarray(data["y"])

@@ -3,11 +3,12 @@
 Stages run over the quantized layers in execution order. In the stage of layer ``i``: layers
 before it are quantized and frozen, layer ``i``'s weights go through noise injection
 (:func:`hwq.quant.uniq_noise.noise_quantize` with the Gaussian fitted to its current weights,
-resampled on every forward pass) while everything else of it trains, and later layers run in
-floating point. At the end of the stage layer ``i``'s k-quantile levels are refitted to its
+resampled on every forward pass from a generator seeded by ``seed`` and the stage) while
+everything else of it trains, and later layers run in floating point. At the end of the stage layer ``i``'s k-quantile levels are refitted to its
 trained weights and it is frozen. After the last stage every layer is quantized.
 """
 
+import torch
 from tqdm import tqdm
 
 from ..errors import InputError
@@ -39,7 +40,7 @@ def uniq_gradual_training(qmodel, x, y, *, epochs_per_stage=1, lr=1e-3, seed=0, 
         stages.set_postfix(layer=name)
         bits = layer.weight_quantizer.format.bits
         dist = fit_distribution(layer.layer.weight.detach().cpu().double().numpy(), "gaussian")
-        layer.set_mode("noise", lambda w, dist=dist, bits=bits: noise_quantize(w, dist, bits))
+        layer.set_mode("noise", _seeded_noise(dist, bits, seed + index))
         for later_name, later in layers[index + 1:]:
             later.set_mode("float")
         train(qmodel, x, y, epochs=epochs_per_stage, lr=lr, seed=seed + index, device=device, progress=progress,
@@ -55,6 +56,19 @@ def uniq_gradual_training(qmodel, x, y, *, epochs_per_stage=1, lr=1e-3, seed=0, 
         for parameter in layer.parameters():
             parameter.requires_grad_(True)
     return qmodel
+
+
+def _seeded_noise(dist, bits, seed):
+    """The noise-injection quantizer of one stage, its noise drawn from its own generator seeded
+    with ``seed`` (one per device): the stage's result depends on ``seed`` alone, not on what
+    else used torch's global random state before it."""
+    generators = {}
+
+    def quantize(w):
+        if w.device not in generators:
+            generators[w.device] = torch.Generator(device=w.device).manual_seed(seed)
+        return noise_quantize(w, dist, bits, generator=generators[w.device])
+    return quantize
 
 
 @QAT_PROCEDURES.register("uniq")

@@ -212,6 +212,55 @@ def test_sweep_rejects_bad_data_before_any_work(change, named, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("qat_epochs, change, named", [
+    (1, lambda d: None, ["qat_epochs=1", "'train_x'", "'train_y'"]),
+    (1, lambda d: d.update(train_x=d["x"], train_y=d["y"][:-1]), ["'train_x'", "8 labels"]),
+    (1, lambda d: d.update(train_x=d["x"], train_y=d["y"].astype(np.float32)), ["'train_y'", "float32"]),
+    (-1, lambda d: None, ["qat_epochs", "-1"]),
+    (True, lambda d: None, ["qat_epochs", "True"]),
+])
+def test_sweep_rejects_bad_qat_before_any_work(qat_epochs, change, named, tmp_path):
+    data = _small_data(9)
+    change(data)
+    with pytest.raises(InputError) as info:
+        sweep(_tiny_model(), data, Space(formats=["fxp"], bits=["w4a4"], arrays=["1x2"]), client=_NoClient(),
+              cache=tmp_path / "cache", qat_epochs=qat_epochs, progress=False)
+    for text in named:
+        assert text in str(info.value)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("fmt", ["fxp", "uniq"])
+def test_accuracy_task_with_qat_is_the_fine_tuned_integer_model(digits, fmt):
+    """QAT through the task (UNIQ's own procedure, straight-through for fxp) against the same steps
+    taken here with the quantization API: the same outcomes, an export of the fine-tuned weights."""
+    import warnings
+
+    import torch
+
+    from hwq.explore.tasks import accuracy_task
+    from hwq.quant import quantize
+    from hwq.quant.integer import integer_model
+    from hwq.quant.train import quantization_aware_training
+    from hwq.quantize import activation_spec
+    model, (x_train, y_train, x_test, y_test) = digits
+    data = {"calibration": x_train[:64].numpy(), "x": x_test[:120].numpy(), "y": y_test[:120].numpy(),
+            "train_x": x_train[:256].numpy(), "train_y": y_train[:256].numpy()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ptq = accuracy_task(model, data, fmt, 4, 4)
+    qat = accuracy_task(model, data, fmt, 4, 4, qat_epochs=1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # the float model untouched
+    assert ptq["status"] == qat["status"] == "ok", (ptq.get("reason"), qat.get("reason"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qmodel = quantize(model, f"{fmt}4", activation_spec(fmt, 4), calibration=[x_train[:64]])
+        quantization_aware_training(qmodel, x_train[:256], y_train[:256], epochs=1, seed=0, device="cpu")
+        logits = integer_model(qmodel).run(data["x"])
+    expected = "".join("1" if r else "0" for r in np.asarray(logits).argmax(1) == data["y"])
+    assert qat["outcomes"] == expected and qat["correct"] == expected.count("1")
+    assert qat["export"] != ptq["export"]                   # the fine-tuned weights are what gets built
+
+
 def test_sweep_rejects_a_space_that_is_not_a_space():
     with pytest.raises(InputError) as info:
         sweep(_tiny_model(), _small_data(), {"formats": ["fxp"]}, client=_NoClient(), progress=False)

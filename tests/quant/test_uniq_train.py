@@ -32,3 +32,22 @@ def test_uniq_stages_show_progress_only_when_asked(digits, capsys):
     assert out == ""
     assert "UNIQ noise-injection stages" in err and f"/{len(qmodel.layers)} [" in err
     assert all(f"UNIQ stage {i + 1} ({name})" in err for i, name in enumerate(qmodel.layers))
+
+
+def test_uniq_training_depends_on_its_seed_alone(digits):
+    """The noise comes from the stage's own seeded generator: the same seed gives the same
+    weights whatever used torch's global random state before, another seed other weights."""
+    import torch
+
+    from hwq.quant.uniq_train import uniq_gradual_training
+    model, (x_train, y_train, _, _) = digits
+
+    def trained(seed, draws):
+        torch.rand(draws)                                   # what ran before moves the global state
+        qmodel = quantize(model, "uniq4", "fxp8", calibration=[x_train[:64]])
+        uniq_gradual_training(qmodel, x_train[:128], y_train[:128], seed=seed, device="cpu")
+        return [layer.layer.weight.detach().clone() for layer in qmodel.layers.values()]
+
+    first, again, other = trained(0, 1), trained(0, 1000), trained(1, 1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
