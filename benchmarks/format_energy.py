@@ -44,8 +44,10 @@ def _point(fmt, config, model_dir, images, netlist_images, out, array="auto", re
     point = {"format": fmt, "config": config}
     point_dir = out / "points" / f"{fmt}_{config}"
     earlier = point_dir / "report.json"
-    if reuse and earlier.is_file():   # --reuse: an earlier (interrupted) run's finished point
-        report = json.loads(earlier.read_text())
+    report = json.loads(earlier.read_text()) if reuse and earlier.is_file() else None
+    if report is not None and report.get("fits", True) and (report.get("netlist_verified_inputs") or 0) < netlist_images:
+        report = None                # simulated on fewer netlist images than asked: build it again
+    if report is not None:           # --reuse: an earlier (interrupted) run's finished point
         point["reused"] = True
     else:
         try:
