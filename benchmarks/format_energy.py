@@ -11,7 +11,8 @@ largest PE array that fits), one image bit-exact on the RTL and ``--images`` ima
 the synthesized netlist on Verilator, whose SAIF gives the activity-based power estimate
 (:mod:`hwq.synth.power`). Writes ``energy.json``, ``energy.md`` and ``energy.png`` (energy per
 inference against accuracy) into ``--out`` and prints the table; ``--replot DIR/energy.json``
-redraws them. Every energy is an ESTIMATE with the stated uncertainty of its model.
+redraws them (several files: their points together, into ``--out``). Every energy is an ESTIMATE
+with the stated uncertainty of its model; ``--images 0`` gives the first-order estimate only.
 """
 
 import argparse
@@ -93,6 +94,10 @@ def _table(points, accuracy):
         if acc:
             lo, hi = wilson(*acc)
             acc_text = f"{100 * acc[0] / acc[1]:.1f} % ({100 * lo:.1f}–{100 * hi:.1f})"
+        if not p.get("activity") and p.get("fits") and p.get("first_order"):   # no netlist run (--images 0)
+            lines.append(f"| {p['format']} | {p['config']} | {acc_text} | {p['array']} | {p['lcs']} | {p['fmax_mhz']:.1f} "
+                         f"| {p['cycles']} | 0 | – | – | – | – | – | {p['first_order']['energy_per_inference_uj']:.2f} |")
+            continue
         if not p.get("activity"):
             lines.append(f"| {p['format']} | {p['config']} | {acc_text} | {p.get('array', '')} | "
                          f"{p.get('reason', 'no activity')[:100]} | | | | | | | | | |")
@@ -150,8 +155,9 @@ def _write(points, accuracy, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replot", type=Path, metavar="ENERGY_JSON",
-                        help="only redraw the table and plot of an earlier run's energy.json (beside it)")
+    parser.add_argument("--replot", type=Path, nargs="+", metavar="ENERGY_JSON",
+                        help="only redraw the table and plot of an earlier run's energy.json (beside it), or of "
+                             "several runs' points together (into --out), e.g. runs of different --images")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS))
     parser.add_argument("--configs", nargs="+", default=["w4a4", "w8a8"])
     parser.add_argument("--images", type=int, default=2, help="inferences simulated on each netlist (default 2)")
@@ -168,8 +174,15 @@ def main(argv=None):
                              "--arrays-from and --array auto")
     args = parser.parse_args(argv)
     if args.replot:
-        data = json.loads(args.replot.read_text())
-        print(_write(data["points"], data["accuracy"], args.replot.parent))
+        points, accuracy = [], {}
+        for path in args.replot:
+            data = json.loads(path.read_text())
+            points += data["points"]
+            for key, value in data["accuracy"].items():
+                if accuracy.setdefault(key, value) != value:
+                    parser.error(f"--replot {path}: its {key} accuracy {value} differs from an earlier file's "
+                                 f"{accuracy[key]} (a different model)")
+        print(_write(points, accuracy, args.replot[0].parent if len(args.replot) == 1 else args.out))
         return
     raw = {}
     exports, images = _exports(args.formats, args.configs, args.out, accuracy=raw)
