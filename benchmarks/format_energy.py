@@ -62,6 +62,9 @@ def _point(fmt, config, model_dir, images, netlist_images, out, array="auto", re
         point.update({key: report.get(key) for key in ("array", "pes", "lcs", "ebr", "spram", "dsp", "fmax_mhz",
                                                        "cycles", "macs", "inferences_per_s", "fits")})
         power = report.get("power")
+        if not power and report.get("fits") and report.get("fmax_mhz"):   # no netlist run: first-order only
+            from hwq.accel_build import accelerator_power
+            power = accelerator_power(None, report, cycles=report["cycles"], macs=report["macs"])
         if power:
             for key in ("activity", "first_order"):
                 if power[key]:
