@@ -3,7 +3,8 @@ workers, on the same points (issue 14's benchmark).
 
 Run with ``python benchmarks/explore_scaling.py`` (``--formats fxp ausn``, ``--bits w4a4 w8a8``,
 ``--arrays 1x2 1x4``, ``--workers 1 2``, ``--skip-serial``). Steps, each timed: train the digits
-CNN, then the same space three ways, with no result cache (every point runs its tools):
+CNN, then the same space three ways, with no result cache and an empty synthesis cache per run
+(every point runs yosys and nextpnr):
 
 - *serial*: :func:`hwq.explore.tasks.accuracy_task` per pair and
   :func:`hwq.explore.tasks.build_task` per point, one after the other in this process;
@@ -16,7 +17,9 @@ the scheduler changes when a point runs, never what it computes.
 """
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,16 +58,23 @@ def main(argv=None):
     space = Space(formats=tuple(args.formats), bits=tuple(args.bits), arrays=tuple(args.arrays))
     n = len(space)
     runs = {}
+    scratch = tempfile.TemporaryDirectory(prefix="hwq-explore-scaling-")
     if not args.skip_serial:
+        # every run gets an empty synthesis cache ($HWQ_CACHE_DIR, inherited by the workers it
+        # starts): otherwise a run after the first, or after any earlier sweep, reads its
+        # syntheses from the cache instead of running yosys and nextpnr
+        os.environ["HWQ_CACHE_DIR"] = os.path.join(scratch.name, "serial")
         start = time.perf_counter()
         runs["serial"] = (time.perf_counter() - start, serial(model, data, space))
         runs["serial"] = (time.perf_counter() - start, runs["serial"][1])
     for workers in args.workers:
+        os.environ["HWQ_CACHE_DIR"] = os.path.join(scratch.name, f"workers{workers}")
         start = time.perf_counter()
         with connect(workers=workers) as client:
             result = sweep(model, data, space, client=client, cache=None, progress=False, log=lambda *_: None)
         runs[f"LocalCluster, {workers} worker(s)"] = (time.perf_counter() - start,
                                                       {p["name"]: p for p in result["points"]})
+    scratch.cleanup()
     base = runs.get("serial", next(iter(runs.values())))[0]
     print(f"| run | wall s | points/min | speed-up over {'serial' if 'serial' in runs else 'the first run'} |")
     print("|---|---:|---:|---:|")
