@@ -58,7 +58,7 @@ def main(argv=None):
     space = Space(formats=tuple(args.formats), bits=tuple(args.bits), arrays=tuple(args.arrays))
     n = len(space)
     runs = {}
-    scratch = tempfile.TemporaryDirectory(prefix="hwq-explore-scaling-")
+    scratch = tempfile.TemporaryDirectory(prefix="hwq-explore-scaling-")   # removed at exit, failed or not
     if not args.skip_serial:
         # every run gets an empty synthesis cache ($HWQ_CACHE_DIR, inherited by the workers it
         # starts): otherwise a run after the first, or after any earlier sweep, reads its
@@ -74,7 +74,6 @@ def main(argv=None):
             result = sweep(model, data, space, client=client, cache=None, progress=False, log=lambda *_: None)
         runs[f"LocalCluster, {workers} worker(s)"] = (time.perf_counter() - start,
                                                       {p["name"]: p for p in result["points"]})
-    scratch.cleanup()
     base = runs.get("serial", next(iter(runs.values())))[0]
     print(f"| run | wall s | points/min | speed-up over {'serial' if 'serial' in runs else 'the first run'} |")
     print("|---|---:|---:|---:|")

@@ -47,16 +47,16 @@ def _check_data(data, qat_epochs=0):
     if len(cal) < 1 or cal.shape[1:] != x.shape[1:]:
         raise InputError(f"data: 'calibration' of shape {cal.shape} does not match 'x' samples of shape "
                          f"{x.shape[1:]}")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"data: 'y' must be a 1-D array of class indices, not {y.dtype} of shape {y.shape}")
     if qat_epochs:
         tx, ty = out["train_x"], out["train_y"]
         if len(tx) < 1 or len(tx) != len(ty) or tx.shape[1:] != x.shape[1:]:
             raise InputError(f"data: 'train_x' of shape {tx.shape} and 'train_y' of {len(ty)} labels: need as many "
                              f"labels as samples, at least one, each of shape {x.shape[1:]}")
-        if ty.ndim != 1 or not np.issubdtype(ty.dtype, np.integer):
-            raise InputError(f"data: 'train_y' must be a 1-D array of class indices, not {ty.dtype} of shape "
-                             f"{ty.shape}")
+    for key in ("y", "train_y") if qat_epochs else ("y",):
+        labels = out[key]
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(f"data: {key!r} must be a 1-D array of class indices, not {labels.dtype} of shape "
+                             f"{labels.shape}")
     for key in ("calibration", "x") + (("train_x",) if qat_epochs else ()):
         if not np.issubdtype(out[key].dtype, np.floating) or not np.isfinite(out[key]).all():
             raise InputError(f"data: {key!r} must hold finite floats")
